@@ -1,0 +1,76 @@
+"""Small layers shared by every block: pointwise conv, depthwise conv, BN, SE, activations.
+
+Pointwise (1x1x1) convs are `Dense` on the channel axis: the same math and parameter count as
+a 1x1x1 Conv3d, but a plain matmul on every backend (XLA's CPU conv path is much slower).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from autox3d_jax.ops.depthwise import depthwise_conv3d
+from autox3d_jax.models.spec import se_width
+
+# PyTorch BatchNorm3d defaults (momentum 0.1 <=> flax 0.9) so imported weights and stats agree.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def batch_norm(train: bool, name: str | None = None, dtype=None) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                      dtype=dtype, name=name)
+
+
+def swish(x: jax.Array) -> jax.Array:
+  return x * jax.nn.sigmoid(x)
+
+
+ACTIVATIONS = {"relu": nn.relu, "swish": swish}
+
+
+class Pointwise(nn.Module):
+  """1x1x1 conv without bias (optionally spatially strided, as a projection shortcut)."""
+  features: int
+  stride: int = 1
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    if self.stride > 1:
+      x = x[:, :, ::self.stride, ::self.stride, :]
+    return nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="conv")(x)
+
+
+class DepthwiseConv3D(nn.Module):
+  """Channel-wise conv with kernel (kt, kh, kw, C); spatial stride; symmetric k//2 padding."""
+  kernel_size: Sequence[int]
+  stride: int = 1
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    # PyTorch's default init for Conv3d(groups=C): kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
+    init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
+    kernel = self.param("kernel", init, tuple(self.kernel_size) + (c,), jnp.float32)
+    if self.dtype is not None:
+      x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    return depthwise_conv3d(x, kernel, self.stride)
+
+
+class SqueezeExcite(nn.Module):
+  """pytorchvideo's SE: global pool -> FC (bias) -> ReLU -> FC (bias) -> sigmoid gate."""
+  ratio: float
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    s = nn.Dense(se_width(c, self.ratio), dtype=self.dtype, name="reduce")(s)
+    s = nn.relu(s)
+    s = nn.Dense(c, dtype=self.dtype, name="expand")(s)
+    return x * jax.nn.sigmoid(s)

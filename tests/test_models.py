@@ -1,0 +1,150 @@
+"""ArchSpec, block registry, builder and the X3D zoo."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autox3d_jax.cost.analytic import arch_cost, count_params
+from autox3d_jax.models import builder, registry, zoo
+from autox3d_jax.models.spec import ArchSpec, BlockSpec, SpecError, StageSpec
+
+
+def tiny_spec(block_type="x3d", kernel=(3, 3, 3), num_classes=7, frames=4, crop=32):
+  return zoo.x3d("XS", num_classes=num_classes, num_frames=frames, crop_size=crop, depths=(1, 2),
+                 widths=(8, 16), block_type=block_type, kernel=kernel)
+
+
+# --------------------------------------------------------------------------------------- ArchSpec
+def test_archspec_json_round_trip_all_variants(tmp_path):
+  for name in zoo.names():
+    spec = zoo.get(name)
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec
+    assert hash(again) == hash(spec)
+    spec.save(tmp_path / "a.json")
+    assert ArchSpec.load(tmp_path / "a.json") == spec
+    json.loads(spec.to_json())  # plain JSON, no custom objects
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(width=0), "width must be a positive integer"),
+    (dict(inner=-3), "inner must be a positive integer"),
+    (dict(stride=3), "stride must be 1 or 2"),
+    (dict(kernel=(2, 3, 3)), "must be odd"),
+    (dict(kernel=(3, 3)), "kernel must be (t, h, w)"),
+    (dict(type="conv9000"), "unknown block type 'conv9000'"),
+    (dict(type="x2d"), "2D-only"),
+    (dict(se_ratio=1.5), "se_ratio"),
+])
+def test_invalid_block_is_rejected_with_named_field(change, message):
+  spec = zoo.x3d("S")
+  stage0 = spec.stages[0]
+  bad_block = BlockSpec(**{**stage0.blocks[1].__dict__, **change})
+  bad = spec.replace(stages=(StageSpec((stage0.blocks[0], bad_block) + stage0.blocks[2:]),) + spec.stages[1:])
+  with pytest.raises(SpecError) as err:
+    bad.validate()
+  assert message in str(err.value)
+  assert "stages[0].blocks[1]" in str(err.value) or "unknown block type" in str(err.value)
+
+
+def test_invalid_top_level_fields():
+  spec = zoo.x3d("S")
+  with pytest.raises(SpecError, match="num_frames"):
+    spec.replace(num_frames=0).validate()
+  with pytest.raises(SpecError, match="stages must not be empty"):
+    spec.replace(stages=()).validate()
+  with pytest.raises(SpecError, match="not a valid ArchSpec"):
+    ArchSpec.from_dict({"name": "x"})
+
+
+def test_wrong_input_shape_is_a_clear_error():
+  spec = tiny_spec()
+  model = builder.build(spec)
+  with pytest.raises(SpecError, match=r"expects clips shaped \(N, T, H, W, 3\)"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 32, 32, 1)))
+
+
+# ---------------------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("block_type", registry.names())
+def test_every_registered_block_builds_runs_and_matches_its_cost(block_type):
+  kernel = (1, 3, 3) if registry.get(block_type).spatial_only else (3, 3, 3)
+  spec = tiny_spec(block_type, kernel)
+  model = builder.build(spec)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2,) + spec.input_shape)
+  variables = model.init(jax.random.PRNGKey(0), x)
+  assert count_params(variables["params"]) == arch_cost(spec).params
+  logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.PRNGKey(2)})
+  assert logits.shape == (2, 7) and bool(jnp.all(jnp.isfinite(logits)))
+  # Train mode updated running statistics.
+  before = jax.tree_util.tree_leaves(variables["batch_stats"])
+  after = jax.tree_util.tree_leaves(updates["batch_stats"])
+  assert any(not np.allclose(a, b) for a, b in zip(before, after))
+  eval_logits = model.apply(variables, x, train=False)
+  assert eval_logits.shape == (2, 7)
+
+
+def test_temporal_blocks_see_time_and_2d_block_does_not_mix_frames():
+  """Permuting frames changes a 3D block's output per frame; a 2D block's output just permutes."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 4, 8, 8, 8))
+  perm = jnp.array([2, 0, 3, 1])
+  for block_type, kernel, mixes in [("x2d", (1, 3, 3), False), ("x3d", (3, 3, 3), True),
+                                    ("r2plus1d", (3, 3, 3), True), ("stm", (3, 3, 3), True)]:
+    spec = BlockSpec(block_type, kernel, width=8, inner=16, se_ratio=0.0)
+    block = registry.get(block_type).module(spec)
+    v = block.init(jax.random.PRNGKey(1), x)
+    y = block.apply(v, x)
+    y_perm = block.apply(v, x[:, perm])
+    same = np.allclose(y[:, perm], y_perm, atol=1e-5)
+    assert same != mixes, block_type
+
+
+# ------------------------------------------------------------------------------------------- X3D
+# Reference figures: parameter counts of pytorchvideo 0.1.5 `create_x3d` (counted with torch 2.13),
+# and per-view multiply-adds of the published model zoo / paper (shared/REFERENCES.md).
+X3D_PARAMS = {"XS": 3_794_274, "S": 3_794_274, "M": 3_794_274, "L": 6_153_384}
+X3D_TRAIN_GFLOPS = {"XS": 0.605, "S": 1.963, "M": 4.732, "L": 18.368}
+X3D_TEST_GFLOPS = {"S": 2.72, "M": 6.18, "L": 24.76}
+
+
+@pytest.mark.parametrize("variant", sorted(X3D_PARAMS))
+def test_x3d_params_and_flops_match_reference(variant):
+  spec = zoo.x3d(variant)
+  cost = arch_cost(spec)
+  assert cost.params == X3D_PARAMS[variant]
+  assert round(cost.gflops, 3) == X3D_TRAIN_GFLOPS[variant]
+  if variant in X3D_TEST_GFLOPS:
+    assert round(arch_cost(spec, crop_size=zoo.test_crop(variant)).gflops, 2) == X3D_TEST_GFLOPS[variant]
+  # The flax module really has that many parameters.
+  shapes = jax.eval_shape(lambda: builder.build(spec).init(
+      jax.random.PRNGKey(0), jnp.zeros((1,) + spec.input_shape), train=False))
+  assert count_params(shapes["params"]) == X3D_PARAMS[variant]
+
+
+def test_x3d_layout_is_the_papers():
+  spec = zoo.x3d("S")
+  assert spec.depths == [3, 5, 11, 7]
+  assert [s.width for s in spec.stages] == [24, 48, 96, 192]
+  assert [s.blocks[0].inner for s in spec.stages] == [54, 108, 216, 432]
+  assert [b.se_ratio > 0 for b in spec.stages[0].blocks] == [True, False, True]
+  assert [b.stride for b in spec.stages[1].blocks] == [2, 1, 1, 1, 1]
+  assert (spec.num_frames, spec.crop_size) == (13, 160)
+  assert zoo.x3d("L").depths == [5, 10, 25, 15]
+  assert (spec.head.conv5_width, spec.head.head_width, spec.head.dropout) == (432, 2048, 0.5)
+
+
+def test_analytic_flops_agree_with_xla_cost_analysis(monkeypatch):
+  """XLA counts a multiply-add as 2 flops and also counts elementwise ops (BN, activations)."""
+  monkeypatch.setenv("AUTOX3D_DEPTHWISE_IMPL", "lax")  # a callback would hide its flops from XLA
+  spec = zoo.x3d("XS", num_classes=10, num_frames=4, crop_size=64, depths=(1, 2, 2, 1))
+  model = builder.build(spec)
+  x = jnp.zeros((1,) + spec.input_shape)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  analysis = jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  xla_macs = analysis["flops"] / 2
+  analytic = arch_cost(spec).flops
+  assert analytic <= xla_macs <= 1.05 * analytic, (analytic, xla_macs)
