@@ -1,12 +1,18 @@
-"""Residual video blocks. Each is registered once in `models.registry` under its name.
+"""Residual video blocks: one skeleton, and per block type a *middle* registered in `registry`.
 
-All blocks share one skeleton (X3D's bottleneck), and differ in the spatiotemporal middle:
-    x -> 1x1x1 (inner) -> BN -> ReLU -> [middle: depthwise convs, BN, SE, activation]
-      -> 1x1x1 (width) -> BN -> (+ shortcut) -> ReLU
+Skeleton (X3D's bottleneck), shared by every type:
+    x -> 1x1x1 (inner) -> BN -> ReLU -> middle (inner -> inner) -> 1x1x1 (width) -> BN -> (+ shortcut) -> ReLU
 The shortcut is a strided 1x1x1 conv when the stride is 2 or the width changes, followed by BN only
 when the width changes (pytorchvideo's `create_x3d_res_block`; SlowFast's X3D always adds the BN).
+
+A middle is a plain function `middle(layers, y, spec)` that builds its layers through `layers`
+(depthwise conv, BN, SE, dense). The standalone network passes `StandaloneLayers`; the supernet passes
+layers that mix candidate kernels and mask channels. One definition of each block type serves both,
+which is what makes "one-hot supernet == derived network" hold by construction.
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -15,109 +21,108 @@ import jax.numpy as jnp
 from autox3d_jax.models.layers import (DepthwiseConv3D, Pointwise, SqueezeExcite, batch_norm, swish)
 from autox3d_jax.models.spec import BlockSpec
 
+KernelFn = Callable[[tuple], tuple]
 
+
+def full_kernel(k):
+  return tuple(k)
+
+
+def spatial_kernel(k):
+  return (1, k[1], k[2])
+
+
+def temporal_kernel(k):
+  return (k[0], 1, 1)
+
+
+class StandaloneLayers:
+  """Layer factory for a concrete block (must be used inside the block's compact __call__)."""
+
+  def __init__(self, spec: BlockSpec, train: bool, dtype=None):
+    self.spec, self.train, self.dtype = spec, train, dtype
+
+  def depthwise(self, name: str, kernel_fn: KernelFn, stride: int):
+    return DepthwiseConv3D(kernel_fn(self.spec.kernel), stride, self.dtype, name=name)
+
+  def bn(self, name: str):
+    return batch_norm(self.train, name, self.dtype)
+
+  def se(self, name: str):
+    if self.spec.se_ratio <= 0:
+      return lambda y: y
+    return SqueezeExcite(self.spec.se_ratio, self.dtype, name=name)
+
+  def dense(self, name: str, features: int):
+    return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
+
+
+# ------------------------------------------------------------------------------------------ middles
+def x3d_middle(layers, y, spec: BlockSpec):
+  """X3D: depthwise kt x k x k -> BN -> SE -> Swish (pytorchvideo `create_x3d_bottleneck_block`)."""
+  y = layers.depthwise("conv_b", full_kernel, spec.stride)(y)
+  y = layers.bn("bn_b")(y)
+  return swish(layers.se("se")(y))
+
+
+def r2plus1d_middle(layers, y, spec: BlockSpec):
+  """R(2+1)D factorisation, depthwise: spatial 1 x k x k -> BN -> ReLU -> temporal kt x 1 x 1."""
+  y = layers.depthwise("conv_b_spatial", spatial_kernel, spec.stride)(y)
+  y = nn.relu(layers.bn("bn_b_spatial")(y))
+  y = layers.depthwise("conv_b", temporal_kernel, 1)(y)
+  y = layers.bn("bn_b")(y)
+  return swish(layers.se("se")(y))
+
+
+def csn_middle(layers, y, spec: BlockSpec):
+  """ir-CSN: the bottleneck's 3D conv made depthwise, ReLU throughout (no Swish)."""
+  y = layers.depthwise("conv_b", full_kernel, spec.stride)(y)
+  y = layers.bn("bn_b")(y)
+  return nn.relu(layers.se("se")(y))
+
+
+def _frame_difference(y):
+  """Feature-level motion cue: y[t+1] - y[t], zero for the last frame (keeps T)."""
+  return jnp.concatenate([y[:, 1:] - y[:, :-1], jnp.zeros_like(y[:, :1])], axis=1)
+
+
+def stm_middle(layers, y, spec: BlockSpec):
+  """STM (Jiang et al. 2019): channel-wise spatiotemporal module (depthwise temporal then spatial)
+  plus channel-wise motion module (difference of consecutive frames after a depthwise 1 x k x k)."""
+  cstm = layers.depthwise("cstm_t", temporal_kernel, 1)(y)
+  cstm = layers.depthwise("conv_b", spatial_kernel, spec.stride)(cstm)
+  motion = _frame_difference(layers.depthwise("cmm_s", spatial_kernel, spec.stride)(y))
+  y = layers.bn("bn_b")(cstm + motion)
+  return nn.relu(layers.se("se")(y))
+
+
+def tea_middle(layers, y, spec: BlockSpec):
+  """TEA (Li et al. 2020), depthwise: motion excitation (pooled frame differences -> 1x1x1 -> sigmoid
+  channel gate, x * (1 + gate)) then X3D's depthwise aggregation."""
+  pooled = jnp.mean(_frame_difference(y), axis=(2, 3), keepdims=True)
+  gate = jax.nn.sigmoid(layers.dense("me", y.shape[-1])(pooled))
+  return x3d_middle(layers, y * (1.0 + gate), spec)
+
+
+# ---------------------------------------------------------------------------------------- skeleton
 class ResidualBlock(nn.Module):
-  """The shared skeleton; subclasses implement `middle` (inner -> inner channels)."""
+  """A concrete block: skeleton + the registered middle of `spec.type`."""
   spec: BlockSpec
   dtype: jnp.dtype | None = None
 
-  def middle(self, x, train: bool):
-    raise NotImplementedError
-
   @nn.compact
   def __call__(self, x, train: bool = False):
+    from autox3d_jax.models import registry  # registry imports this module.
     spec = self.spec
     in_width = x.shape[-1]
     shortcut = x
     if spec.stride != 1 or in_width != spec.width:
       shortcut = Pointwise(spec.width, spec.stride, self.dtype, name="shortcut")(x)
-      if in_width != spec.width:  # pytorchvideo: the projection has BN only when the width changes.
+      if in_width != spec.width:
         shortcut = batch_norm(train, "shortcut_bn", self.dtype)(shortcut)
     y = Pointwise(spec.inner, dtype=self.dtype, name="conv_a")(x)
     y = nn.relu(batch_norm(train, "bn_a", self.dtype)(y))
-    y = self.middle(y, train)
+    y = registry.get(spec.type).middle(StandaloneLayers(spec, train, self.dtype), y, spec)
     y = Pointwise(spec.width, dtype=self.dtype, name="conv_c")(y)
     y = batch_norm(train, "bn_c", self.dtype)(y)
     return nn.relu(y + shortcut)
-
-
-class X3DBlock(ResidualBlock):
-  """X3D: depthwise kt x k x k -> BN -> SE -> Swish (pytorchvideo `create_x3d_bottleneck_block`)."""
-
-  def middle(self, y, train):
-    y = DepthwiseConv3D(self.spec.kernel, self.spec.stride, self.dtype, name="conv_b")(y)
-    y = batch_norm(train, "bn_b", self.dtype)(y)
-    if self.spec.se_ratio > 0:
-      y = SqueezeExcite(self.spec.se_ratio, self.dtype, name="se")(y)
-    return swish(y)
-
-
-class Factorized2Plus1DBlock(ResidualBlock):
-  """R(2+1)D-style factorisation, depthwise: spatial 1 x k x k -> BN -> ReLU -> temporal kt x 1 x 1."""
-
-  def middle(self, y, train):
-    kt, kh, kw = self.spec.kernel
-    y = DepthwiseConv3D((1, kh, kw), self.spec.stride, self.dtype, name="conv_b_spatial")(y)
-    y = nn.relu(batch_norm(train, "bn_b_spatial", self.dtype)(y))
-    y = DepthwiseConv3D((kt, 1, 1), 1, self.dtype, name="conv_b")(y)
-    y = batch_norm(train, "bn_b", self.dtype)(y)
-    if self.spec.se_ratio > 0:
-      y = SqueezeExcite(self.spec.se_ratio, self.dtype, name="se")(y)
-    return swish(y)
-
-
-class ChannelSeparatedBlock(ResidualBlock):
-  """ir-CSN: the bottleneck's 3D conv made depthwise, ReLU throughout (no Swish)."""
-
-  def middle(self, y, train):
-    y = DepthwiseConv3D(self.spec.kernel, self.spec.stride, self.dtype, name="conv_b")(y)
-    y = batch_norm(train, "bn_b", self.dtype)(y)
-    if self.spec.se_ratio > 0:
-      y = SqueezeExcite(self.spec.se_ratio, self.dtype, name="se")(y)
-    return nn.relu(y)
-
-
-class Frame2DBlock(X3DBlock):
-  """X3D block restricted to 2D ops (kernel 1 x k x k): the 'standard ops only' deployment target.
-
-  Frames never interact inside the block; temporal modelling is left to the stem and the head.
-  """
-
-
-class STMBlock(ResidualBlock):
-  """STM (Jiang et al. 2019): channel-wise spatiotemporal module + channel-wise motion module.
-
-  CSTM: depthwise temporal kt x 1 x 1 then depthwise spatial 1 x k x k. CMM: the difference of
-  consecutive frames' features after a depthwise 1 x k x k conv (a cheap motion cue). Their sum
-  replaces the bottleneck's 3D conv.
-  """
-
-  def middle(self, y, train):
-    kt, kh, kw = self.spec.kernel
-    cstm = DepthwiseConv3D((kt, 1, 1), 1, self.dtype, name="cstm_t")(y)
-    cstm = DepthwiseConv3D((1, kh, kw), self.spec.stride, self.dtype, name="conv_b")(cstm)
-    moved = DepthwiseConv3D((1, kh, kw), self.spec.stride, self.dtype, name="cmm_s")(y)
-    motion = jnp.concatenate([moved[:, 1:] - moved[:, :-1], jnp.zeros_like(moved[:, :1])], axis=1)
-    y = batch_norm(train, "bn_b", self.dtype)(cstm + motion)
-    if self.spec.se_ratio > 0:
-      y = SqueezeExcite(self.spec.se_ratio, self.dtype, name="se")(y)
-    return nn.relu(y)
-
-
-class TEABlock(ResidualBlock):
-  """TEA (Li et al. 2020), depthwise: motion excitation gates channels by feature-level temporal
-  differences, then the X3D depthwise conv aggregates.
-
-  ME: pooled difference of consecutive frames -> 1x1x1 -> sigmoid -> channel gate (x * (1 + gate)).
-  """
-
-  def middle(self, y, train):
-    diff = jnp.concatenate([y[:, 1:] - y[:, :-1], jnp.zeros_like(y[:, :1])], axis=1)
-    pooled = jnp.mean(diff, axis=(2, 3), keepdims=True)
-    gate = jax.nn.sigmoid(nn.Dense(y.shape[-1], use_bias=False, dtype=self.dtype, name="me")(pooled))
-    y = y * (1.0 + gate)
-    y = DepthwiseConv3D(self.spec.kernel, self.spec.stride, self.dtype, name="conv_b")(y)
-    y = batch_norm(train, "bn_b", self.dtype)(y)
-    if self.spec.se_ratio > 0:
-      y = SqueezeExcite(self.spec.se_ratio, self.dtype, name="se")(y)
-    return swish(y)

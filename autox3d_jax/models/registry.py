@@ -42,11 +42,16 @@ def se_cost(channels: int, ratio: float) -> Cost:
 @dataclasses.dataclass(frozen=True)
 class BlockType:
   name: str
-  module: type
+  middle: Callable             # middle(layers, y, spec): see models.blocks
   # (spec, (T, H, W) at the block's input) -> cost of the middle on `spec.inner` channels.
   middle_cost: Callable[[BlockSpec, tuple[int, int, int]], Cost]
   spatial_only: bool = False   # True: the kernel must be 1 x k x k (2D ops only).
   summary: str = ""
+
+  @property
+  def module(self):
+    """Every type shares the skeleton module; the middle is looked up by `spec.type`."""
+    return blocks.ResidualBlock
 
   def validate(self, spec: BlockSpec, where: str) -> None:
     if self.spatial_only and spec.kernel[0] != 1:
@@ -107,15 +112,15 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-register(BlockType("x3d", blocks.X3DBlock, _x3d_middle,
+register(BlockType("x3d", blocks.x3d_middle, _x3d_middle,
                    summary="X3D bottleneck: depthwise kt x k x k, SE, Swish"))
-register(BlockType("r2plus1d", blocks.Factorized2Plus1DBlock, _r2plus1d_middle,
+register(BlockType("r2plus1d", blocks.r2plus1d_middle, _r2plus1d_middle,
                    summary="(2+1)D depthwise: 1 x k x k then kt x 1 x 1"))
-register(BlockType("csn", blocks.ChannelSeparatedBlock, _x3d_middle,
+register(BlockType("csn", blocks.csn_middle, _x3d_middle,
                    summary="ir-CSN: depthwise kt x k x k, ReLU"))
-register(BlockType("x2d", blocks.Frame2DBlock, _x3d_middle, spatial_only=True,
+register(BlockType("x2d", blocks.x3d_middle, _x3d_middle, spatial_only=True,
                    summary="2D-only X3D block (1 x k x k)"))
-register(BlockType("stm", blocks.STMBlock, _stm_middle,
+register(BlockType("stm", blocks.stm_middle, _stm_middle,
                    summary="STM: channel-wise spatiotemporal + motion modules"))
-register(BlockType("tea", blocks.TEABlock, _tea_middle,
+register(BlockType("tea", blocks.tea_middle, _tea_middle,
                    summary="TEA: motion excitation + depthwise aggregation"))

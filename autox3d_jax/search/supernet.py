@@ -1,0 +1,313 @@
+"""Weight-sharing supernet over a SearchSpace, with static shapes under jit.
+
+forward(x, arch) where `arch` maps every decision label to a probability vector over its choices
+(one-hot for single-path samples, soft for Gumbel-softmax), plus optional integer channel shifts:
+  * width / expansion -> channel masks over the largest width (FBNetV2 DMasking): the mask is the
+    expectation of the candidates' prefix masks, so a soft sample costs what a one-hot one does;
+  * kernels of one block family -> one depthwise conv with the mixed, zero-padded kernel
+    (conv is linear in its weights); different families (x3d, r2plus1d, ...) -> gated sum;
+  * SE ratio -> gated sum of the SE variants (SE is cheap: it acts on pooled features);
+  * stage depth -> block j is gated by P(depth > j) against the identity.
+Every middle is the same function the standalone network uses (`models.blocks`), only given layers
+that mix and mask. So a one-hot arch gives the derived network's logits (see `derive.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autox3d_jax.models import registry
+from autox3d_jax.models.builder import Head, Stem, block_name
+from autox3d_jax.models.layers import BN_EPSILON, BN_MOMENTUM, Pointwise
+from autox3d_jax.models.spec import se_width
+from autox3d_jax.ops.depthwise import depthwise_conv3d
+from autox3d_jax.search.space import Op, SearchSpace, inner_width
+
+Arch = Mapping[str, jax.Array]
+
+
+# --------------------------------------------------------------------------------- static tables
+def prefix_masks(sizes, max_size: int) -> np.ndarray:
+  """(len(sizes), max_size) float32: row i keeps the first sizes[i] channels."""
+  return (np.arange(max_size)[None, :] < np.asarray(sizes)[:, None]).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageTables:
+  """Per-stage constants: widths and the inner / SE masks for every (width, expansion[, ratio])."""
+  max_width: int
+  max_inner: int
+  max_se: int
+  width_masks: np.ndarray       # (W, max_width)
+  inner_masks: np.ndarray       # (W, E, max_inner)
+  se_masks: np.ndarray          # (W, E, R, max_se)
+
+
+def stage_tables(space: SearchSpace, i: int) -> StageTables:
+  c = space.config
+  widths = c.stage_widths[i]
+  inner = np.array([[inner_width(w, e) for e in c.expansions] for w in widths])
+  se = np.array([[[se_width(int(n), r) for r in c.se_ratios] for n in row] for row in inner])
+  max_w, max_inner, max_se = max(widths), int(inner.max()), max(int(se.max()), 1)
+  return StageTables(max_w, max_inner, max_se, prefix_masks(widths, max_w),
+                     prefix_masks(inner.ravel(), max_inner).reshape(inner.shape + (max_inner,)),
+                     prefix_masks(se.ravel(), max_se).reshape(se.shape + (max_se,)))
+
+
+def families(ops) -> dict[str, list[int]]:
+  """Group op indices by their middle function: ops of one family share everything but kernels.
+  The family is named after its first op's type ('x3d' holds x3d and x2d ops)."""
+  out: dict[str, list[int]] = {}
+  by_middle: dict = {}
+  for k, op in enumerate(ops):
+    middle = registry.get(op.type).middle
+    name = by_middle.setdefault(middle, op.type)
+    out.setdefault(name, []).append(k)
+  return out
+
+
+def roll_mask(mask: jax.Array, shift) -> jax.Array:
+  return mask if shift is None else jnp.roll(mask, shift, axis=-1)
+
+
+# ------------------------------------------------------------------------------------------ layers
+class MaskedBatchNorm(nn.Module):
+  """Flax BatchNorm's math (fast variance, same names) with a channel mask.
+
+  Output channels outside the mask are zeroed (BN would turn zeros into `bias`), and running
+  statistics are updated only for channels that are active *and* when the layer is `active`
+  (a family the sample did not choose must not drag its statistics towards zero).
+  """
+  mask: jax.Array | None = None
+  active: jax.Array | float = 1.0
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if self.train:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axes)
+      var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
+      if not self.is_initializing():
+        update = jnp.asarray(self.active, jnp.float32) > 0
+        if self.mask is not None:
+          update = update & (self.mask > 0)
+        ra_mean.value = jnp.where(update, BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mean,
+                                  ra_mean.value)
+        ra_var.value = jnp.where(update, BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var,
+                                 ra_var.value)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    mul = scale * jax.lax.rsqrt(var + BN_EPSILON)
+    y = (x - mean.astype(x.dtype)) * mul.astype(x.dtype) + bias.astype(x.dtype)
+    return y if self.mask is None else y * self.mask.astype(x.dtype)
+
+
+def pad_kernel(kernel: jax.Array, box) -> jax.Array:
+  """Zero-pad an odd kernel (kt, kh, kw, C) symmetrically to the odd bounding box `box`."""
+  pads = [((b - k) // 2, (b - k) // 2) for k, b in zip(kernel.shape[:3], box)] + [(0, 0)]
+  return jnp.pad(kernel, pads)
+
+
+class MixedDepthwise(nn.Module):
+  """One depthwise conv whose kernel is the probability-weighted sum of the candidates' kernels.
+  Params: one kernel per candidate op, named by the op's label."""
+  candidates: tuple            # ((label, kernel shape), ...)
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, weights: jax.Array):
+    c = x.shape[-1]
+    box = tuple(max(k[a] for _, k in self.candidates) for a in range(3))
+    init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
+    mixed = 0.0
+    for (label, shape), w in zip(self.candidates, weights):
+      mixed = mixed + w * pad_kernel(self.param(label, init, tuple(shape) + (c,), jnp.float32), box)
+    return depthwise_conv3d(x, mixed.astype(x.dtype), self.stride)
+
+
+class SuperSqueezeExcite(nn.Module):
+  """SE at the largest reduced width; each ratio masks the reduced units it uses.
+  y_out = p(off) * y + sum_r p(r) * y * gate_r(y)."""
+  ratio_probs: jax.Array       # (R,)
+  ratio_masks: jax.Array       # (R, max_se): reduced-unit mask of each ratio (zero row for ratio 0)
+  ratios: tuple
+
+  @nn.compact
+  def __call__(self, y):
+    c = y.shape[-1]
+    s = jnp.mean(y, axis=(1, 2, 3), keepdims=True)
+    reduce = nn.Dense(self.ratio_masks.shape[-1], name="reduce")
+    expand = nn.Dense(c, name="expand")
+    out = 0.0
+    for k, ratio in enumerate(self.ratios):
+      if ratio <= 0:
+        out = out + self.ratio_probs[k] * y
+      else:
+        gate = jax.nn.sigmoid(expand(nn.relu(reduce(s)) * self.ratio_masks[k]))
+        out = out + self.ratio_probs[k] * y * gate
+    return out
+
+
+class SuperLayers:
+  """The supernet's layer factory for one family's middle (mirrors `blocks.StandaloneLayers`)."""
+
+  def __init__(self, ops: list[Op], op_weights, inner_mask, family_active, se, stride, train):
+    self.ops, self.op_weights, self.inner_mask = ops, op_weights, inner_mask
+    self.family_active, self.se_args, self.train = family_active, se, train
+
+  def depthwise(self, name, kernel_fn, stride):
+    candidates = tuple((op.label, kernel_fn(op.kernel)) for op in self.ops)
+    conv = MixedDepthwise(candidates, stride, name=name)
+    return lambda y: conv(y, self.op_weights)
+
+  def bn(self, name):
+    return MaskedBatchNorm(self.inner_mask, self.family_active, self.train, name=name)
+
+  def se(self, name):
+    return SuperSqueezeExcite(*self.se_args, name=name)
+
+  def dense(self, name, features):
+    return nn.Dense(features, use_bias=False, name=name)
+
+
+class FamilyMiddle(nn.Module):
+  """The middle of one block family, run with the family's mixed kernels and masks."""
+  family: str
+  ops: tuple
+  stride: int
+  train: bool
+
+  @nn.compact
+  def __call__(self, y, op_weights, inner_mask, family_active, se_args):
+    layers = SuperLayers(list(self.ops), op_weights, inner_mask, family_active, se_args, self.stride,
+                         self.train)
+    first = self.ops[0]
+    # The middles read only type-independent fields of the spec (stride); kernels come from layers.
+    from autox3d_jax.models.spec import BlockSpec
+    template = BlockSpec(first.type, first.kernel, width=1, inner=1, stride=self.stride)
+    return registry.get(first.type).middle(layers, y, template)
+
+
+class SuperBlock(nn.Module):
+  """Block position (i, j) at its largest size; everything a sample decides arrives as weights."""
+  space: SearchSpace
+  stage: int
+  block: int
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, x, arch: Arch, prev_width_probs, shifts: Mapping | None = None):
+    c, i, j = self.space.config, self.stage, self.block
+    t = stage_tables(self.space, i)
+    prefix = block_name(i, j)
+    shifts = shifts or {}
+    p_w, p_e = arch[f"s{i + 1}_width"], arch[f"{prefix}_expansion"]
+    p_op, p_se = arch[f"{prefix}_op"], arch[f"{prefix}_se"]
+    stride = 2 if j == 0 else 1
+
+    width_mask = roll_mask(p_w @ t.width_masks, shifts.get(f"s{i + 1}_width"))
+    inner_mask = roll_mask(jnp.einsum("w,e,wec->c", p_w, p_e, t.inner_masks),
+                           shifts.get(f"{prefix}_expansion"))
+    se_masks = jnp.einsum("w,e,werc->rc", p_w, p_e, t.se_masks)
+
+    shortcut = x
+    if j == 0:
+      shortcut = Pointwise(t.max_width, stride, name="shortcut")(x)
+      # pytorchvideo: projection BN only when the width changes; gate it by P(width changes).
+      p_change = self._width_change_prob(prev_width_probs, p_w)
+      normed = MaskedBatchNorm(width_mask, p_change, self.train, name="shortcut_bn")(shortcut)
+      shortcut = p_change * normed + (1 - p_change) * shortcut * width_mask
+
+    y = Pointwise(t.max_inner, name="conv_a")(x)
+    y = nn.relu(MaskedBatchNorm(inner_mask, 1.0, self.train, name="bn_a")(y))
+    out = 0.0
+    for family, members in families(c.ops).items():
+      w_f = p_op[jnp.array(members)]
+      p_f = jnp.sum(w_f)
+      middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, name=family)
+      y_f = middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
+                   (p_se, se_masks, c.se_ratios))
+      out = out + p_f * y_f
+    y = Pointwise(t.max_width, name="conv_c")(out)
+    y = MaskedBatchNorm(width_mask, 1.0, self.train, name="bn_c")(y)
+    y = nn.relu(y + shortcut)
+    if j >= c.min_depths[i]:
+      depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
+      keep = jnp.sum(arch[f"s{i + 1}_depth"] * (depths > j))
+      y = keep * y + (1 - keep) * x
+    return y
+
+  def _width_change_prob(self, prev_width_probs, p_w):
+    c, i = self.space.config, self.stage
+    prev_widths = np.array([c.stem.width]) if i == 0 else np.array(c.stage_widths[i - 1])
+    differs = (prev_widths[:, None] != np.array(c.stage_widths[i])[None, :]).astype(np.float32)
+    return jnp.einsum("a,b,ab->", prev_width_probs, p_w, differs)
+
+
+class Supernet(nn.Module):
+  """Stem -> super blocks at every position of the space -> head."""
+  space: SearchSpace
+
+  @nn.compact
+  def __call__(self, x, arch: Arch, train: bool = False, shifts: Mapping | None = None):
+    c = self.space.config
+    x = Stem(c.stem, name="stem")(x, train)
+    prev = jnp.ones((1,), jnp.float32)
+    for i in range(self.space.num_stages):
+      for j in range(c.max_depths[i]):
+        x = SuperBlock(self.space, i, j, train, name=block_name(i, j))(x, arch, prev, shifts)
+      prev = arch[f"s{i + 1}_width"]
+    return Head(c.head, name="head")(x, train)
+
+
+# ------------------------------------------------------------------------------------ arch helpers
+def one_hot_arch(space: SearchSpace, point: Mapping[str, int]) -> dict[str, jax.Array]:
+  return {d.label: jax.nn.one_hot(int(point[d.label]), d.size, dtype=jnp.float32)
+          for d in space.decisions}
+
+
+def uniform_arch(space: SearchSpace) -> dict[str, jax.Array]:
+  return {d.label: jnp.full((d.size,), 1.0 / d.size, jnp.float32) for d in space.decisions}
+
+
+def init_supernet(space: SearchSpace, rng: jax.Array, batch_size: int = 1) -> dict:
+  """{'params', 'batch_stats'} of the supernet (abstract-shape dummy input, jitted init)."""
+  model = Supernet(space)
+  c = space.config
+  x = jnp.zeros((batch_size, c.num_frames, c.crop_size, c.crop_size, c.in_channels), jnp.float32)
+  return jax.jit(lambda r: model.init(r, x, uniform_arch(space), train=False))(rng)
+
+
+def apply_groups(model: Supernet, variables, x, archs, train: bool, rngs=None, shifts=None):
+  """Run K architectures in one forward: x (N, ...) is split into K equal groups, archs/shifts have
+  a leading K axis. Returns (logits (N, classes), new batch_stats averaged over the groups)."""
+  k = jax.tree_util.tree_leaves(archs)[0].shape[0]
+  n = x.shape[0]
+  if n % k:
+    raise ValueError(f"batch of {n} clips cannot be split into {k} architecture groups")
+  xg = x.reshape((k, n // k) + x.shape[1:])
+
+  def one(xi, arch, shift, rng):
+    r = None if rngs is None else {"dropout": rng}
+    if train:
+      return model.apply(variables, xi, arch, True, shift, rngs=r, mutable=["batch_stats"])
+    return model.apply(variables, xi, arch, False, shift), {}
+
+  rng_keys = jnp.zeros((k, 2), jnp.uint32) if rngs is None else jax.random.split(rngs["dropout"], k)
+  logits, updates = jax.vmap(one, in_axes=(0, 0, 0 if shifts is not None else None, 0))(
+      xg, archs, shifts, rng_keys)
+  logits = logits.reshape((n,) + logits.shape[2:])
+  stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), updates.get("batch_stats")) if train else None
+  return logits, stats

@@ -1,0 +1,185 @@
+"""Search space and supernet: the core invariant (one-hot supernet == derived standalone network)."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autox3d_jax.models import builder, zoo
+from autox3d_jax.models.spec import HeadSpec, SpecError, StemSpec
+from autox3d_jax.search import derive as derive_lib
+from autox3d_jax.search import supernet as sn
+from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig, x3d_space_config
+
+ALL_OPS = (Op("x3d", (3, 3, 3)), Op("x3d", (5, 3, 3)), Op("x3d", (3, 5, 5)), Op("x2d", (1, 3, 3)),
+           Op("r2plus1d", (3, 3, 3)), Op("csn", (3, 3, 3)), Op("stm", (3, 3, 3)), Op("tea", (3, 3, 3)))
+
+
+def toy_space(ops=ALL_OPS):
+  return SearchSpace(SpaceConfig(
+      num_frames=4, crop_size=32, stem=StemSpec(width=8), stage_widths=((8, 12, 16), (16, 24, 32)),
+      min_depths=(1, 1), max_depths=(2, 3), expansions=(1.5, 2.25, 3.0), se_ratios=(0.0, 1 / 16, 1 / 4),
+      ops=ops, head=HeadSpec(conv5_width=24, head_width=32, dropout=0.5, num_classes=5)))
+
+
+def random_point(space, rng):
+  return {d.label: int(rng.integers(d.size)) for d in space.decisions}
+
+
+def randomize(variables, seed):
+  """Random params and BN statistics, so equal outputs cannot come from trivial values."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  out = []
+  for (path, leaf), key in zip(leaves, keys):
+    name = str(path[-1])
+    if "var" in name:
+      out.append(jax.random.uniform(key, leaf.shape, minval=0.5, maxval=1.5))
+    elif "scale" in name:
+      out.append(1.0 + 0.3 * jax.random.normal(key, leaf.shape))
+    else:
+      out.append(0.3 * jax.random.normal(key, leaf.shape) + (0 if "mean" not in name else 0.0))
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
+# ------------------------------------------------------------------------------------------- space
+def test_x3d_family_are_points_of_the_default_space():
+  for variant in ("XS", "S", "M", "L"):
+    space = SearchSpace(x3d_space_config(variant))
+    spec = zoo.x3d(variant)
+    point = space.point_of(spec)
+    assert space.to_arch(point, name=spec.name) == spec
+
+
+def test_space_size_and_labels():
+  space = toy_space()
+  per_block = len(ALL_OPS) * 3 * 3
+  expected = (3 * sum(per_block ** d for d in (1, 2))) * (3 * sum(per_block ** d for d in (1, 2, 3)))
+  assert space.size() == expected
+  assert "s1_width" in space.labels and "s2_b3_op" in space.labels and "s2_depth" in space.labels
+  assert len(set(space.labels)) == len(space.labels)
+  default = SearchSpace(x3d_space_config("S"))
+  assert default.log10_size() > 100  # the fine-grained space is astronomically large
+  assert math.isfinite(default.log10_size())
+
+
+def test_point_round_trip_and_hierarchy():
+  space = toy_space()
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    point = space.canonical(random_point(space, rng))
+    spec = space.to_arch(point)
+    assert space.canonical(space.point_of(spec)) == point
+  point = random_point(space, rng)
+  point["s2_depth"] = 0  # depth 1: blocks 2 and 3 do not matter
+  assert not space.active(point, "s2_b2_op") and space.active(point, "s2_b1_op")
+
+
+def test_bad_points_and_configs_are_rejected():
+  space = toy_space()
+  point = random_point(space, np.random.default_rng(0))
+  with pytest.raises(SpecError, match="out of range"):
+    space.to_arch({**point, "s1_width": 7})
+  with pytest.raises(SpecError, match="unknown decision"):
+    space.to_arch({**point, "s9_width": 0})
+  with pytest.raises(SpecError, match="unknown block type"):
+    SearchSpace(SpaceConfig(ops=(Op("nope", (3, 3, 3)),)))
+  with pytest.raises(SpecError, match="min_depth"):
+    SearchSpace(SpaceConfig(min_depths=(3, 2, 5, 3), max_depths=(2, 10, 25, 15)))
+
+
+# ---------------------------------------------------------------------------------------- supernet
+@pytest.fixture(scope="module")
+def toy_supernet():
+  space = toy_space()
+  model = sn.Supernet(space)
+  variables = randomize(sn.init_supernet(space, jax.random.PRNGKey(0)), seed=1)
+  return space, model, variables
+
+
+def _points(space, n, seed):
+  rng = np.random.default_rng(seed)
+  points = [random_point(space, rng) for _ in range(n)]
+  # Make sure every op is exercised in some kept block, and the largest / smallest points too.
+  for k in range(len(space.config.ops)):
+    p = random_point(space, rng)
+    p["s1_b1_op"] = k
+    points.append(p)
+  points.append(space.largest_point())
+  points.append({d.label: 0 for d in space.decisions})
+  return points
+
+
+def test_one_hot_supernet_equals_derived_network_eval(toy_supernet):
+  space, model, variables = toy_supernet
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 32, 32, 3))
+  run_super = jax.jit(lambda v, x, a: model.apply(v, x, a, False))
+  for point in _points(space, 6, seed=0):
+    spec, child_vars = derive_lib.derive(space, point, variables)
+    expected = builder.build(spec).apply(child_vars, x, train=False)
+    got = run_super(variables, x, sn.one_hot_arch(space, point))
+    err = float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected)))
+    assert err < 1e-4, (err, point)
+
+
+def test_one_hot_supernet_equals_derived_network_train(toy_supernet):
+  space, model, variables = toy_supernet
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 4, 32, 32, 3))
+  rng = {"dropout": jax.random.PRNGKey(5)}
+  for point in _points(space, 3, seed=1)[-5:]:
+    spec, child_vars = derive_lib.derive(space, point, variables)
+    expected, child_updates = builder.build(spec).apply(child_vars, x, train=True, rngs=rng,
+                                                        mutable=["batch_stats"])
+    got, super_updates = model.apply(variables, x, sn.one_hot_arch(space, point), True, rngs=rng,
+                                     mutable=["batch_stats"])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(expected))))
+    updated = {**variables, "batch_stats": super_updates["batch_stats"]}
+    _, inherited = derive_lib.derive(space, point, updated)
+    for a, b in zip(jax.tree_util.tree_leaves(inherited["batch_stats"]),
+                    jax.tree_util.tree_leaves(child_updates["batch_stats"])):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_x3d_s_is_reproduced_by_a_supernet_over_its_space():
+  """X3D-S itself through a (narrow) supernet: same logits as the zoo network with inherited weights."""
+  config = x3d_space_config("S", num_frames=4, crop_size=32, min_depths=(1, 1, 1, 1),
+                            max_depths=(3, 5, 11, 7), ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3))),
+                            stage_widths=((16, 24), (48,), (96,), (192, 128)), expansions=(2.25, 3.0),
+                            head=HeadSpec(num_classes=10))
+  space = SearchSpace(config)
+  target = zoo.x3d("S", num_classes=10, num_frames=4, crop_size=32)
+  point = space.point_of(target)
+  variables = randomize(sn.init_supernet(space, jax.random.PRNGKey(0)), seed=2)
+  spec, child = derive_lib.derive(space, point, variables, name=target.name)
+  assert spec == target
+  x = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 32, 32, 3))
+  expected = builder.build(spec).apply(child, x)
+  got = sn.Supernet(space).apply(variables, x, sn.one_hot_arch(space, point), False)
+  assert float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected))) < 1e-4
+
+
+def test_groups_run_different_architectures_in_one_forward(toy_supernet):
+  space, model, variables = toy_supernet
+  rng = np.random.default_rng(7)
+  points = [random_point(space, rng) for _ in range(2)]
+  archs = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[sn.one_hot_arch(space, p) for p in points])
+  x = jax.random.normal(jax.random.PRNGKey(6), (4, 4, 32, 32, 3))
+  logits, _ = sn.apply_groups(model, variables, x, archs, train=False)
+  for g, p in enumerate(points):
+    alone = model.apply(variables, x[2 * g:2 * g + 2], sn.one_hot_arch(space, p), False)
+    np.testing.assert_allclose(logits[2 * g:2 * g + 2], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_soft_arch_weights_are_differentiable(toy_supernet):
+  space, model, variables = toy_supernet
+  x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 32, 32, 3))
+  logits0 = {d.label: jnp.zeros(d.size) for d in space.decisions}
+
+  def loss(logits):
+    arch = {k: jax.nn.softmax(v) for k, v in logits.items()}
+    return jnp.mean(model.apply(variables, x, arch, False) ** 2)
+
+  grads = jax.grad(loss)(logits0)
+  nonzero = [k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0]
+  assert {"s1_width", "s2_b1_op", "s2_b1_expansion", "s2_b1_se", "s2_depth"} <= set(nonzero)
