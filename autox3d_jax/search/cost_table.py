@@ -1,0 +1,119 @@
+"""Cost of every block position for every combination of its decisions, and its expectation.
+
+A block's cost depends only on its own decisions (op, expansion, SE), its stage's width, the previous
+stage's width (first block only: the projection) and whether it is kept. Tabulating that product
+(at most W_prev x W x E x O x S entries) makes the expected cost under independent categorical
+decisions *exact* and differentiable: one einsum per block. The metric is pluggable: analytic FLOPs
+or params, or a measured latency table (`cost.latency`) through the same `block_fn` hook.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autox3d_jax.cost import analytic
+from autox3d_jax.models.builder import block_name
+from autox3d_jax.models.spec import BlockSpec
+from autox3d_jax.search.space import SearchSpace, inner_width
+
+# block_fn(block spec, input width, input (T, H, W)) -> cost; stem_fn() -> cost; head_fn(width) -> cost
+BlockFn = Callable[[BlockSpec, int, tuple], float]
+
+
+def analytic_fns(space: SearchSpace, metric: str):
+  if metric not in ("flops", "params"):
+    raise ValueError(f"analytic cost metric must be 'flops' or 'params', got '{metric}'")
+  c = space.config
+  thw0 = (c.num_frames, c.crop_size, c.crop_size)
+
+  def stem_fn():
+    return getattr(analytic.stem_cost(c.stem, c.in_channels, thw0)[0], metric)
+
+  def block_fn(spec, in_width, thw):
+    return getattr(analytic.block_cost(spec, in_width, thw)[0], metric)
+
+  def head_fn(width, thw):
+    return getattr(analytic.head_cost(c.head, width, thw), metric)
+
+  return stem_fn, block_fn, head_fn
+
+
+@dataclasses.dataclass
+class CostTable:
+  """stem: scalar; blocks[label]: array (Wprev, W, E, O, S); head: array (W_last,)."""
+  space: SearchSpace
+  stem: float
+  blocks: dict
+  head: np.ndarray
+  metric: str
+
+  @classmethod
+  def build(cls, space: SearchSpace, metric: str = "flops", fns=None) -> "CostTable":
+    stem_fn, block_fn, head_fn = fns or analytic_fns(space, metric)
+    c = space.config
+    t, h = c.num_frames, -(-c.crop_size // c.stem.spatial_stride)
+    blocks, cache = {}, {}
+    prev_widths = (c.stem.width,)
+    for i, widths in enumerate(c.stage_widths):
+      in_thw = (t, h, h)
+      h = -(-h // 2)
+      for j in range(c.max_depths[i]):
+        thw = in_thw if j == 0 else (t, h, h)
+        key = (i, j == 0)
+        if key not in cache:
+          cache[key] = cls._block_table(c, widths, prev_widths if j == 0 else None, thw, 2 if j == 0 else 1,
+                                        block_fn)
+        blocks[block_name(i, j)] = cache[key]
+      prev_widths = widths
+    head = np.array([head_fn(w, (t, h, h)) for w in c.stage_widths[-1]], np.float64)
+    return cls(space, float(stem_fn()), blocks, head, metric)
+
+  @staticmethod
+  def _block_table(c, widths, prev_widths, thw, stride, block_fn) -> np.ndarray:
+    n_prev = len(prev_widths) if prev_widths is not None else 1
+    table = np.zeros((n_prev, len(widths), len(c.expansions), len(c.ops), len(c.se_ratios)))
+    for a in range(n_prev):
+      for b, w in enumerate(widths):
+        w_in = prev_widths[a] if prev_widths is not None else w
+        for e, expansion in enumerate(c.expansions):
+          for o, op in enumerate(c.ops):
+            for s, ratio in enumerate(c.se_ratios):
+              spec = BlockSpec(op.type, op.kernel, w, inner_width(w, expansion), ratio, stride)
+              table[a, b, e, o, s] = block_fn(spec, w_in, thw)
+    return table
+
+  # ------------------------------------------------------------------------------- evaluation
+  def keep_prob(self, probs: Mapping[str, jax.Array], i: int, j: int):
+    c = self.space.config
+    if j < c.min_depths[i]:
+      return 1.0
+    depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
+    return jnp.sum(probs[f"s{i + 1}_depth"] * (depths > j))
+
+  def expected(self, probs: Mapping[str, jax.Array]) -> jax.Array:
+    """Exact E[cost] under independent categorical decisions with these probabilities."""
+    c = self.space.config
+    total = jnp.asarray(self.stem, jnp.float32)
+    for i in range(self.space.num_stages):
+      p_w = probs[f"s{i + 1}_width"]
+      p_prev = probs[f"s{i}_width"] if i > 0 else jnp.ones((1,), jnp.float32)
+      for j in range(c.max_depths[i]):
+        prefix = block_name(i, j)
+        table = jnp.asarray(self.blocks[prefix], jnp.float32)
+        if j == 0:
+          cost = jnp.einsum("a,b,e,o,s,abeos->", p_prev, p_w, probs[f"{prefix}_expansion"],
+                            probs[f"{prefix}_op"], probs[f"{prefix}_se"], table)
+        else:
+          cost = jnp.einsum("b,e,o,s,beos->", p_w, probs[f"{prefix}_expansion"], probs[f"{prefix}_op"],
+                            probs[f"{prefix}_se"], table[0])
+        total = total + self.keep_prob(probs, i, j) * cost
+    return total + jnp.dot(probs[f"s{self.space.num_stages}_width"], jnp.asarray(self.head, jnp.float32))
+
+  def of_point(self, point: Mapping[str, int]) -> float:
+    """Cost of one architecture (a point), from the table."""
+    probs = {d.label: np.eye(d.size)[int(point[d.label])] for d in self.space.decisions}
+    return float(self.expected(probs))

@@ -1,0 +1,37 @@
+"""MSG-DAS: Gumbel-top-k sampling of K mutually exclusive single paths per step. For every decision
+the perturbed logits' top-K choices are distinct, and group g runs the g-th of them, with
+straight-through gradients. (When a decision has fewer than K choices, groups wrap around.)
+Not reproduced: MSG-DAS's DropBlock-Identity and supernet-guided distillation."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from autox3d_jax.search.strategies.base import (Strategy, cost_penalty, fbnet_factor, gumbel_soft,
+                                                straight_through, temperature)
+
+
+class MSG(Strategy):
+  name = "msg"
+
+  def _top_k_archs(self, key, logits, step):
+    tau = temperature(step, self.cfg)
+    keys = jax.random.split(key, len(self.dist.space.decisions))
+    archs = {}
+    for d, kk in zip(self.dist.space.decisions, keys):
+      soft, perturbed = gumbel_soft(kk, logits[d.label], tau)
+      order = jnp.argsort(-perturbed)                                    # distinct choices, best first
+      picks = order[jnp.arange(self.num_groups) % d.size]
+      archs[d.label] = jax.vmap(lambda i: straight_through(i, soft))(picks)  # (K, n)
+    return archs, tau
+
+  def weight_archs(self, key, logits, state, step):
+    archs, _ = self._top_k_archs(key, jax.lax.stop_gradient(logits), step)
+    return jax.lax.stop_gradient(archs), self.fair_shifts(key, archs)
+
+  def arch_objective(self, key, logits, state, step, group_losses):
+    archs, tau = self._top_k_archs(key, logits, step)
+    ce = jnp.mean(group_losses(archs))
+    cost = jnp.mean(jax.vmap(self.table.expected)(archs))
+    loss = ce * fbnet_factor(cost, self.cfg) + cost_penalty(cost, self.cfg)
+    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})

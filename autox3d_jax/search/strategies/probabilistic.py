@@ -1,0 +1,62 @@
+"""AutoX3D's probabilistic search (FP-NAS / PARSEC lineage): sample K architectures from the learned
+distribution, train the weights on them, and update the logits by REINFORCE from their validation
+losses.
+
+  reward_k   = -val_loss_k - penalty(cost_k)              (cost from the table, hinge or TuNAS abs.)
+  estimator  'reinforce': loss = -mean_k sg(reward_k - baseline) log p(a_k), baseline = EMA of mean reward
+             'parsec':    loss = -sum_k sg(w_k) log p(a_k), w = self-normalised likelihoods softmax(-N * L_k)
+  K adapts to the entropy (FP-NAS): k_eff = clip(ceil(K * H / H_max), K_min, K) distinct samples;
+  the K batch groups reuse them round-robin, so shapes stay static under jit.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from autox3d_jax.search.strategies.base import Strategy, cost_penalty, stack
+
+
+class Probabilistic(Strategy):
+  name = "probabilistic"
+
+  def num_samples(self, logits):
+    if not self.cfg.adaptive_samples:
+      return jnp.asarray(self.num_groups, jnp.int32)
+    ratio = self.dist.entropy(logits) / max(self.dist.max_entropy(), 1e-6)
+    k = jnp.ceil(self.num_groups * ratio).astype(jnp.int32)
+    return jnp.clip(k, self.cfg.min_samples, self.num_groups)
+
+  def _sample_points(self, key, logits):
+    keys = jax.random.split(key, self.num_groups)
+    points = stack([self.dist.sample(k, logits) for k in keys])
+    k_eff = self.num_samples(logits)
+    index = jnp.arange(self.num_groups) % k_eff          # group g uses sample g mod k_eff
+    return jax.tree_util.tree_map(lambda p: p[index], points), k_eff
+
+  def weight_archs(self, key, logits, state, step):
+    k1, k2 = jax.random.split(key)
+    points, _ = self._sample_points(k1, logits)
+    archs = jax.vmap(self.dist.one_hot)(points)
+    return archs, self.fair_shifts(k2, points)
+
+  def arch_objective(self, key, logits, state, step, group_losses):
+    points, k_eff = self._sample_points(key, logits)
+    archs = jax.vmap(self.dist.one_hot)(points)
+    losses = jax.lax.stop_gradient(group_losses(archs))                       # (K,)
+    costs = jax.vmap(self.point_cost)(points)
+    rewards = -losses - cost_penalty(costs, self.cfg)
+    log_probs = jax.vmap(lambda p: self.dist.log_prob(logits, p))(points)
+    if self.cfg.estimator == "parsec":
+      weights = jax.nn.softmax(-losses * self.cfg.val_examples_per_group)
+      surrogate = -jnp.sum(weights * log_probs)
+      baseline = state["baseline"]
+    else:
+      baseline = jnp.where(step > 0, state["baseline"], jnp.mean(rewards))
+      advantage = rewards - baseline
+      surrogate = -jnp.mean(advantage * log_probs)
+      baseline = self.cfg.baseline_decay * baseline + (1 - self.cfg.baseline_decay) * jnp.mean(rewards)
+    entropy = self.dist.entropy(logits)
+    loss = surrogate - self.cfg.entropy_weight * entropy
+    metrics = {"arch_val_loss": jnp.mean(losses), "reward": jnp.mean(rewards), "baseline": baseline,
+               "sampled_cost": jnp.mean(costs), "num_samples": k_eff.astype(jnp.float32)}
+    return loss, ({"baseline": baseline, "num_samples": k_eff}, metrics)

@@ -1,0 +1,42 @@
+"""Single-path one-shot (SPOS): the supernet trains on uniformly sampled single paths; optionally
+uniform over cost bins (SPOS's FLOPs-bin sampling: draw `bin_candidates` uniform paths, pick a bin
+uniformly, take a path in it). The architecture is chosen afterwards by `search.evolution`."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from autox3d_jax.search.strategies.base import Strategy, stack
+
+
+class SPOS(Strategy):
+  name = "spos"
+  updates_arch = False
+
+  def _one_path(self, key):
+    if not self.cfg.cost_bins:
+      return self.dist.sample_uniform(key)
+    k1, k2 = jax.random.split(key)
+    candidates = stack([self.dist.sample_uniform(k) for k in jax.random.split(k1, self.cfg.bin_candidates)])
+    costs = jax.vmap(self.point_cost)(candidates)
+    lo, hi = self.table_range
+    bins = jnp.clip(((costs - lo) / (hi - lo) * self.cfg.cost_bins).astype(jnp.int32), 0, self.cfg.cost_bins - 1)
+    target = jax.random.randint(k2, (), 0, self.cfg.cost_bins)
+    # Nearest populated bin to the drawn one; first candidate there.
+    distance = jnp.abs(bins - target) * self.cfg.bin_candidates + jnp.arange(self.cfg.bin_candidates)
+    pick = jnp.argmin(distance)
+    return jax.tree_util.tree_map(lambda a: a[pick], candidates)
+
+  @property
+  def table_range(self):
+    space = self.dist.space
+    smallest = {d.label: 0 for d in space.decisions}
+    return (self.table.of_point(smallest), self.table.of_point(space.largest_point()))
+
+  def weight_archs(self, key, logits, state, step):
+    k1, k2 = jax.random.split(key)
+    points = stack([self._one_path(k) for k in jax.random.split(k1, self.num_groups)])
+    return jax.vmap(self.dist.one_hot)(points), self.fair_shifts(k2, points)
+
+  def arch_objective(self, key, logits, state, step, group_losses):
+    return jnp.zeros(()), (state, {})

@@ -1,0 +1,152 @@
+"""The jitted, sharded search step: sample K architectures inside the step, update the supernet
+weights on the train batch, then the architecture logits on the validation batch.
+
+Everything a search needs to continue exactly lives in `SearchState` (a pytree): params, batch
+stats, logits, both optimizer states, the strategy state (baseline, K), the step and the RNG.
+The PRNG key is folded with the step inside the step, so sampling never leaves the device.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from autox3d_jax.search import supernet as sn
+from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.strategies import Strategy
+from autox3d_jax.train import partitioning
+
+
+@flax.struct.dataclass
+class SearchState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  weight_opt: Any
+  logits: Any
+  arch_opt: Any
+  strategy: Any
+  rng: jax.Array
+
+
+def weight_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+  """SGD + momentum with linear warm-up then cosine decay, decoupled weight decay (X3D's recipe)."""
+  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1), max(total_steps, 2))
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
+                     optax.add_decayed_weights(cfg.weight_decay),
+                     optax.sgd(schedule, momentum=cfg.momentum, nesterov=True))
+
+
+def arch_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam on the logits (AutoX3D lr 0.025; TuNAS uses beta1 = 0)."""
+  return optax.adam(cfg.lr, b1=cfg.beta1, b2=cfg.beta2)
+
+
+def cross_entropy(logits, labels, smoothing: float = 0.0):
+  onehot = jax.nn.one_hot(labels, logits.shape[-1])
+  if smoothing:
+    onehot = onehot * (1 - smoothing) + smoothing / logits.shape[-1]
+  return -jnp.sum(onehot * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
+
+
+def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
+                      seed: int, init_logits=None) -> SearchState:
+  rng = jax.random.PRNGKey(seed)
+  init_rng, step_rng = jax.random.split(rng)
+  variables = sn.init_supernet(model.space, init_rng)
+  logits = init_logits if init_logits is not None else dist.init_logits()
+  return SearchState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                     batch_stats=variables["batch_stats"], weight_opt=w_tx.init(variables["params"]),
+                     logits=logits, arch_opt=a_tx.init(logits), strategy=strategy.init_state(), rng=step_rng)
+
+
+def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
+                     cfg: ml_collections.ConfigDict, table=None):
+  """Returns step(state, train_batch, val_batch) -> (state, metrics); pure, to be jitted."""
+  k_groups = strategy.num_groups
+  warmup = int(cfg.search.arch_warmup_steps)
+  smoothing = float(cfg.train.label_smoothing)
+  compute_dtype = jnp.bfloat16 if cfg.train.get("dtype", "float32") == "bfloat16" else None
+  del compute_dtype  # the supernet runs in fp32; bf16 applies to standalone training (train loop).
+
+  def group_ce(params, batch_stats, video, labels, archs, rng, shifts=None):
+    logits, stats = sn.apply_groups(model, {"params": params, "batch_stats": batch_stats}, video, archs,
+                                    train=True, rngs={"dropout": rng}, shifts=shifts)
+    ce = cross_entropy(logits, labels, smoothing)
+    return ce.reshape(k_groups, -1).mean(axis=1), logits, stats
+
+  def step(state: SearchState, train_batch, val_batch):
+    key = jax.random.fold_in(state.rng, state.step)
+    k_sample, k_arch, k_drop, k_drop_val = jax.random.split(key, 4)
+    archs, shifts = strategy.weight_archs(k_sample, jax.lax.stop_gradient(state.logits), state.strategy,
+                                          state.step)
+
+    def weight_loss(params):
+      per_group, logits, stats = group_ce(params, state.batch_stats, train_batch["video"],
+                                          train_batch["label"], archs, k_drop, shifts)
+      return jnp.mean(per_group), (logits, stats)
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(weight_loss, has_aux=True)(state.params)
+    updates, weight_opt = w_tx.update(grads, state.weight_opt, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"train_loss": loss,
+               "train_top1": jnp.mean(jnp.argmax(logits, -1) == train_batch["label"]),
+               "grad_norm": optax.global_norm(grads)}
+
+    logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy
+    if strategy.updates_arch:
+      def group_losses(candidate_archs):
+        return group_ce(params, stats, val_batch["video"], val_batch["label"], candidate_archs, k_drop_val)[0]
+
+      def arch_loss(lg):
+        return strategy.arch_objective(k_arch, lg, state.strategy, state.step, group_losses)
+
+      (a_loss, (new_sstate, a_metrics)), a_grads = jax.value_and_grad(arch_loss, has_aux=True)(state.logits)
+      a_updates, new_arch_opt = a_tx.update(a_grads, state.arch_opt, state.logits)
+      new_logits = optax.apply_updates(state.logits, a_updates)
+      frozen = state.step < warmup   # AutoX3D: the architecture is frozen while the weights warm up
+      pick = lambda old, new: jax.tree_util.tree_map(lambda o, n: jnp.where(frozen, o, n), old, new)
+      logits_arch, arch_opt = pick(state.logits, new_logits), pick(state.arch_opt, new_arch_opt)
+      strategy_state = pick(state.strategy, new_sstate)
+      metrics.update(a_metrics)
+      metrics["arch_loss"] = a_loss
+    metrics["arch_entropy"] = dist.entropy(logits_arch)
+    if table is not None:
+      metrics["expected_cost"] = table.expected(dist.probs(logits_arch))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=stats, weight_opt=weight_opt,
+                              logits=logits_arch, arch_opt=arch_opt, strategy=strategy_state)
+    return new_state, metrics
+
+  return step
+
+
+def state_shardings(state: SearchState, mesh) -> SearchState:
+  """Params (and their optimizer moments) by the logical rule; logits, arch optimizer, strategy and
+  scalars replicated."""
+  rep = partitioning.replicated(mesh)
+  params_sh = partitioning.param_shardings(state.params, mesh)
+
+  def opt_sharding(opt_state):
+    # Optimizer moments mirror the params tree; anything else (counts) is replicated.
+    def match(x):
+      return rep
+    return jax.tree_util.tree_map(match, opt_state)
+
+  return SearchState(step=rep, params=params_sh,
+                     batch_stats=jax.tree_util.tree_map(lambda _: rep, state.batch_stats),
+                     weight_opt=opt_sharding(state.weight_opt),
+                     logits=jax.tree_util.tree_map(lambda _: rep, state.logits),
+                     arch_opt=jax.tree_util.tree_map(lambda _: rep, state.arch_opt),
+                     strategy=jax.tree_util.tree_map(lambda _: rep, state.strategy), rng=rep)
+
+
+def jit_search_step(step_fn, state: SearchState, mesh):
+  """jax.jit with explicit in/out shardings and the state donated."""
+  st_sh = state_shardings(state, mesh)
+  batch_sh = partitioning.batch_sharding(mesh)
+  return jax.jit(step_fn, in_shardings=(st_sh, batch_sh, batch_sh),
+                 out_shardings=(st_sh, partitioning.replicated(mesh)), donate_argnums=(0,)), st_sh

@@ -1,0 +1,193 @@
+"""Every strategy searches: on a toy space with a planted optimum it concentrates on the known best
+point, and with a cost target the derived architecture lands within 10% of it."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from autox3d_jax import config as config_lib
+from autox3d_jax.models.spec import HeadSpec, StemSpec
+from autox3d_jax.search import evolution, strategies
+from autox3d_jax.search.cost_table import CostTable
+from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig
+
+
+def toy_space():
+  return SearchSpace(SpaceConfig(
+      num_frames=4, crop_size=32, stem=StemSpec(width=8), stage_widths=((8, 12, 16), (16, 24, 32)),
+      min_depths=(1, 1), max_depths=(2, 2), expansions=(1.5, 2.25, 3.0), se_ratios=(0.0, 0.25),
+      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3))),
+      head=HeadSpec(conv5_width=24, head_width=32, num_classes=5)))
+
+
+def planted_best(space):
+  """One best choice per decision (never index 0, so uniform init is not already there)."""
+  return {d.label: (hash(d.label) % (d.size - 1)) + 1 for d in space.decisions}
+
+
+def search_cfg(strategy, **overrides):
+  cfg = config_lib.base_config().search
+  cfg.unlock()
+  cfg.update(dict(strategy=strategy, num_groups=8, penalty="none", tau_max=1.0, tau_min=0.1,
+                  tau_decay=0.0, adaptive_samples=strategy == "probabilistic", min_samples=2,
+                  fair_channels=False, total_steps=300))
+  cfg.update(overrides)
+  return cfg
+
+
+def mismatch_losses(space, best):
+  """Per-group synthetic validation loss: share of (active) decisions not at the planted best."""
+  depth_choices = {i: np.array(space.by_label[f"s{i + 1}_depth"].choices) for i in range(space.num_stages)}
+
+  def losses(archs):
+    total = 0.0
+    for d in space.decisions:
+      hit = archs[d.label][:, best[d.label]]
+      if d.block is not None and d.block >= space.config.min_depths[d.stage]:
+        keep = archs[f"s{d.stage + 1}_depth"] @ (depth_choices[d.stage] > d.block)
+        hit = keep * hit   # a skipped block cannot be right
+      total = total + (1.0 - hit)
+    return total / len(space.decisions)
+
+  return losses
+
+
+def run_arch_search(strategy, losses, steps, lr=0.1):
+  logits = strategy.dist.init_logits()
+  state = strategy.init_state()
+  tx = optax.adam(lr)
+  opt = tx.init(logits)
+
+  @jax.jit
+  def step(logits, opt, state, key, i):
+    (loss, (state, metrics)), grads = jax.value_and_grad(
+        lambda lg: strategy.arch_objective(key, lg, state, i, losses), has_aux=True)(logits)
+    updates, opt = tx.update(grads, opt, logits)
+    return optax.apply_updates(logits, updates), opt, state, metrics
+
+  for i in range(steps):
+    logits, opt, state, metrics = step(logits, opt, state, jax.random.PRNGKey(i), i)
+  return logits, metrics
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("probabilistic", {}),
+    ("probabilistic", {"estimator": "parsec", "val_examples_per_group": 50}),
+    ("dnas", {}),
+    ("gdas", {"tau_schedule": "linear"}),
+    ("msg", {}),
+])
+def test_strategy_concentrates_on_planted_optimum(name, overrides):
+  space = toy_space()
+  dist = ArchDistribution(space)
+  best = planted_best(space)
+  best["s1_depth"] = best["s2_depth"] = 1    # max depth, so every decision matters
+  strategy = strategies.make(name, dist, CostTable.build(space), search_cfg(name, **overrides))
+  logits, _ = run_arch_search(strategy, mismatch_losses(space, best), steps=150)
+  mode = dist.mode(logits)
+  wrong = [l for l in best if mode[l] != best[l]]
+  assert not wrong, f"{name}: {len(wrong)} decisions off the planted optimum: {wrong}"
+  # The distribution concentrated, not just its argmax.
+  assert float(dist.entropy(logits)) < 0.5 * dist.max_entropy()
+
+
+@pytest.mark.parametrize("name", ["probabilistic", "dnas", "gdas"])
+def test_cost_target_is_met_within_ten_percent(name):
+  space = toy_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space, "flops")
+  smallest = table.of_point({d.label: 0 for d in space.decisions})
+  largest = table.of_point(space.largest_point())
+  target = smallest + 0.4 * (largest - smallest)
+  cfg = search_cfg(name, penalty="absolute", penalty_weight=2.0, cost_target=target)
+  strategy = strategies.make(name, dist, table, cfg)
+
+  def capacity_losses(archs):   # bigger is better: the objective alone would pick the largest net
+    return 1.0 - jax.vmap(table.expected)(archs) / largest
+
+  logits, _ = run_arch_search(strategy, capacity_losses, steps=300, lr=0.05)
+  got = table.of_point(dist.mode(logits))
+  assert abs(got / target - 1) <= 0.10, (got, target)
+
+
+def test_spos_samples_uniformly_and_cost_bins_spread_cost():
+  space = toy_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space)
+  strategy = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4))
+  archs, _ = jax.jit(lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0))(
+      jax.random.PRNGKey(0))
+  counts = np.zeros(3)
+  sample = jax.jit(lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0)[0])
+  for i in range(200):
+    counts += np.asarray(sample(jax.random.PRNGKey(i))["s1_width"]).sum(0)
+  assert counts.min() > 0.25 * counts.sum() / 3   # roughly uniform over the 3 widths
+  binned = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4, cost_bins=4))
+  costs_u, costs_b = [], []
+  for i in range(100):
+    key = jax.random.PRNGKey(i)
+    costs_u.append(float(strategy.point_cost(dist.sample_uniform(key))))
+    costs_b.append(float(binned.point_cost(binned._one_path(key))))
+  # Bin-uniform sampling reaches the extremes of the cost range more often than plain uniform.
+  assert np.std(costs_b) > np.std(costs_u)
+
+
+def test_evolution_finds_planted_optimum_under_constraint():
+  space = toy_space()
+  table = CostTable.build(space)
+  best = planted_best(space)
+  best["s1_depth"] = best["s2_depth"] = 1
+  cost = table.of_point
+  limit = cost(best) * 1.05
+
+  def score(points):
+    return [-np.mean([p[l] != best[l] for l in best if space.active(p, l)]) for p in points]
+
+  cfg = ml_collections.ConfigDict(dict(population=30, iterations=25, top_k=8, mutants=15, crossovers=15,
+                                       mutation_prob=0.15))
+  result = evolution.evolve(space, score, cost, limit, cfg, seed=0)
+  assert result.best_score > -0.05, result.best_score
+  assert cost(result.best) <= limit
+  assert result.history[-1][0] >= result.history[0][0]
+
+
+def test_expected_cost_matches_monte_carlo_and_analytic():
+  from autox3d_jax.cost.analytic import arch_cost
+  space = toy_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space)
+  rng = np.random.default_rng(0)
+  logits = {d.label: jnp.asarray(rng.normal(size=d.size), jnp.float32) for d in space.decisions}
+  exact = float(table.expected(dist.probs(logits)))
+  sample = jax.jit(jax.vmap(lambda k: dist.sample(k, logits)))
+  points = sample(jax.random.split(jax.random.PRNGKey(0), 4000))
+  costs = np.array([arch_cost(space.to_arch({l: int(points[l][n]) for l in points})).flops
+                    for n in range(4000)])
+  stderr = costs.std() / np.sqrt(len(costs))
+  assert abs(costs.mean() - exact) < 4 * stderr, (costs.mean(), exact, stderr)
+  # Per point, the table equals the analytic cost of the derived ArchSpec exactly.
+  for n in range(5):
+    point = {l: int(points[l][n]) for l in points}
+    assert table.of_point(point) == pytest.approx(arch_cost(space.to_arch(point)).flops, rel=1e-6)
+  grads = jax.grad(lambda lg: table.expected(dist.probs(lg)))(logits)
+  assert all(float(jnp.max(jnp.abs(g))) > 0 for k, g in grads.items() if not k.endswith("_depth"))
+
+
+def test_log_prob_and_entropy_are_hierarchical():
+  space = toy_space()
+  dist = ArchDistribution(space)
+  logits = {d.label: jnp.asarray(np.random.default_rng(1).normal(size=d.size), jnp.float32)
+            for d in space.decisions}
+  point = {d.label: jnp.int32(0) for d in space.decisions}   # depth index 0 = 1 block: b2 skipped
+  changed = {**point, "s1_b2_op": jnp.int32(2)}
+  assert float(dist.log_prob(logits, point)) == pytest.approx(float(dist.log_prob(logits, changed)))
+  changed["s1_b1_op"] = jnp.int32(2)
+  assert float(dist.log_prob(logits, point)) != pytest.approx(float(dist.log_prob(logits, changed)))
+  assert float(dist.entropy(logits)) > 0
+  # A distribution certain that stage 1 has one block ignores block 2's logits in its entropy.
+  sure = {**logits, "s1_depth": jnp.array([50.0, -50.0])}
+  noisier = {**sure, "s1_b2_op": jnp.zeros(3)}
+  assert float(dist.entropy(sure)) == pytest.approx(float(dist.entropy(noisier)), abs=1e-4)
