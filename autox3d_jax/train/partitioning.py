@@ -10,8 +10,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 
-def make_mesh(data: int | None = None, model: int = 1) -> Mesh:
-  """Mesh(('data', 'model')) over all devices (data = devices / model when None)."""
+def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
+  """Mesh(('data', 'model')) over all devices, or the first data x model of `devices`."""
+  if devices is not None:
+    devices = np.asarray(list(devices)[:(data or len(devices) // model) * model])
+    return Mesh(devices.reshape(-1, model), ("data", "model"))
   n = jax.device_count()
   data = data or n // model
   if data * model != n:
