@@ -1,0 +1,72 @@
+"""Ordered parallel map over processes that survives crashing workers.
+
+`multiprocessing.Pool` hangs forever when a worker dies (a segfault in a video decoder, a child
+that cannot start); `ProcessPoolExecutor` raises `BrokenProcessPool` instead, which this wrapper
+turns into a per-item failure: the pool is rebuilt, the other in-flight items are retried, and
+an item that breaks a pool twice is reported through `on_crash` rather than aborting the run.
+Children are started with *spawn*: the parent may run TensorFlow/JAX threads, which fork() would
+copy in a broken state.
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterable, Iterator
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Callable | None = None,
+                initargs: tuple = (), window: int | None = None,
+                on_crash: Callable[[Any], Any] | None = None) -> Iterator:
+  """Yields fn(item) for every item, in order, computing up to `window` items ahead in `workers`
+  processes. If a worker process dies on an item, yields on_crash(item) (or re-raises when
+  on_crash is None). workers <= 1 runs in this process."""
+  if workers <= 1:
+    if initializer is not None:
+      initializer(*initargs)
+    for item in items:
+      yield fn(item)
+    return
+  window = window or 2 * workers
+  ctx = mp.get_context("spawn")
+
+  def new_pool():
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
+
+  pool = new_pool()
+  pending: collections.deque = collections.deque()
+  source = iter(items)
+  try:
+    def fill():
+      while len(pending) < window:
+        try:
+          item = next(source)
+        except StopIteration:
+          return
+        pending.append([item, pool.submit(fn, item)])
+
+    fill()
+    while pending:
+      item, future = pending.popleft()
+      try:
+        result = future.result()
+      except BrokenProcessPool:
+        # Some in-flight item killed its worker. Retry this one alone in a fresh pool: if that
+        # breaks too, it is the culprit; then resubmit the other in-flight items.
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = new_pool()
+        try:
+          result = pool.submit(fn, item).result()
+        except BrokenProcessPool:
+          pool.shutdown(wait=False, cancel_futures=True)
+          pool = new_pool()
+          if on_crash is None:
+            raise
+          result = on_crash(item)
+        for e in pending:
+          e[1] = pool.submit(fn, e[0])
+      yield result
+      fill()
+  finally:
+    pool.shutdown(wait=True, cancel_futures=True)

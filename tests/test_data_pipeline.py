@@ -1,0 +1,206 @@
+"""tf.data pipeline: shapes, normalisation, flips, multi-view eval, host sharding, determinism and
+exact resume, corrupt input."""
+import os
+
+import numpy as np
+import pytest
+
+from autox3d_jax.data import pipeline, registry, testing
+
+MOTION = "moving_digits/motion_tiny"
+T, STRIDE, CROP = 4, 2, 24
+COMMON = dict(num_frames=T, sampling_stride=STRIDE, crop_size=CROP, process_index=0, process_count=1)
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+  return testing.tiny_data_dir()
+
+
+def _take(p, n):
+  it = p.as_numpy_iterator()
+  return [next(it) for _ in range(n)]
+
+
+def _train(data_dir, **kw):
+  args = dict(COMMON, batch_size=8, data_dir=data_dir, scale_jitter=(28, 36), shuffle_buffer=32, seed=3)
+  args.update(kw)
+  return pipeline.make_train_pipeline(kw.pop("name", MOTION), **{k: v for k, v in args.items() if k != "name"})
+
+
+def test_train_shapes_dtypes_and_normalisation(data_dir):
+  p = _train(data_dir)
+  b = _take(p, 1)[0]
+  assert b["video"].shape == (8, T, CROP, CROP, 3) and b["video"].dtype == np.float32
+  assert b["label"].shape == (8,) and b["label"].dtype == np.int32
+  assert ((0 <= b["label"]) & (b["label"] < 12)).all()
+  lo, hi = (0 - 0.45) / 0.225, (1 - 0.45) / 0.225
+  assert b["video"].min() >= lo - 1e-4 and b["video"].max() <= hi + 1e-4
+  assert p.num_classes == 12 and p.host_examples == 64 and p.steps_per_epoch == 8
+  # uint8 output is the same clip before normalisation.
+  raw = _take(_train(data_dir, output_dtype="uint8"), 1)[0]
+  assert raw["video"].dtype == np.uint8
+  np.testing.assert_allclose((raw["video"] / 255.0 - 0.45) / 0.225, b["video"], atol=0.01)
+  bf = _take(_train(data_dir, output_dtype="bfloat16"), 1)[0]
+  assert bf["video"].dtype.name == "bfloat16"
+
+
+def test_flip_disabled_for_motion(data_dir):
+  auto = _take(_train(data_dir), 2)
+  off = _take(_train(data_dir, flip=False), 2)
+  for a, o in zip(auto, off):
+    np.testing.assert_array_equal(a["video"], o["video"])
+  with pytest.raises(ValueError, match="flip"):
+    _train(data_dir, flip=True)
+
+
+def test_flip_applied_when_dataset_is_flip_invariant(tmp_path):
+  d = testing.write_records_dataset(str(tmp_path / "toy"), num_videos=16, num_frames=6, flip_invariant=True)
+  kw = dict(COMMON, batch_size=16, data_dir=str(tmp_path), scale_jitter=(28, 36), shuffle_buffer=1, seed=0)
+  flipped = _take(pipeline.make_train_pipeline("toy", **kw), 1)[0]["video"]
+  plain = _take(pipeline.make_train_pipeline("toy", flip=False, **kw), 1)[0]["video"]
+  same = [np.array_equal(f, p) for f, p in zip(flipped, plain)]
+  mirrored = [np.allclose(f, p[:, :, ::-1]) for f, p in zip(flipped, plain)]
+  assert all(s or m for s, m in zip(same, mirrored))
+  assert 0 < sum(mirrored) < 16
+  del d
+
+
+def test_eval_multiview_shape_and_views_differ(data_dir):
+  p = pipeline.make_eval_pipeline(MOTION, data_dir=data_dir, batch_size=6, short_side=32,
+                                  num_temporal_views=3, num_spatial_crops=3, **COMMON)
+  batches = list(p.as_numpy_iterator())
+  assert p.views == 9 and len(batches) == p.num_batches == 6  # 32 validation clips / 6 -> 6 batches
+  b = batches[0]
+  assert b["video"].shape == (6, 9, T, CROP, CROP, 3) and b["video"].dtype == np.float32
+  v = b["video"][0]
+  # Temporal views (same crop) differ, spatial crops (same clip) differ.
+  assert not np.allclose(v[0], v[3]) and not np.allclose(v[3], v[6])
+  assert not np.allclose(v[0], v[1]) and not np.allclose(v[1], v[2])
+  masks = np.concatenate([x["mask"] for x in batches])
+  assert masks.sum() == 32 and not masks[32:].any()
+  ids = np.concatenate([x["video_id"] for x in batches])[masks]
+  assert len(set(ids)) == 32
+  # Single-view fast mode: the centre crop of the centre clip, view axis kept.
+  fast = next(pipeline.make_eval_pipeline(MOTION, data_dir=data_dir, batch_size=6, short_side=32,
+                                          num_temporal_views=1, num_spatial_crops=1, **COMMON).as_numpy_iterator())
+  assert fast["video"].shape == (6, 1, T, CROP, CROP, 3)
+  np.testing.assert_allclose(fast["video"][:, 0], b["video"][:, 4], atol=1e-5)  # view 4 = centre, centre
+
+
+@pytest.mark.parametrize("hosts", [2, 3])
+def test_host_sharding_is_disjoint_and_covers_the_split(data_dir, hosts):
+  seen, counts = [], []
+  for i in range(hosts):
+    p = pipeline.make_eval_pipeline(MOTION, data_dir=data_dir, batch_size=4, short_side=24, num_temporal_views=1,
+                                    num_spatial_crops=1, num_frames=2, crop_size=24, process_index=i,
+                                    process_count=hosts)
+    bs = list(p.as_numpy_iterator())
+    counts.append(len(bs))
+    ids = [x for b in bs for x, m in zip(b["video_id"], b["mask"]) if m]
+    assert len(ids) == p.host_examples
+    seen.append(set(ids))
+  assert len(set(counts)) == 1  # every host runs the same number of eval steps
+  for i in range(hosts):
+    for j in range(i + 1, hosts):
+      assert not seen[i] & seen[j]
+  assert len(set.union(*seen)) == 32
+  src = registry.get_source(MOTION, "train", data_dir)
+  plans = [pipeline.host_plan(src, i, hosts) for i in range(hosts)]
+  assert sum(t for plan in plans for _, _, t in plan) == src.num_examples
+
+
+def test_deterministic_and_exact_resume(data_dir):
+  a = _take(_train(data_dir), 12)            # 8 steps per epoch: crosses an epoch boundary
+  b = _take(_train(data_dir), 12)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["video"], y["video"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+  assert not np.array_equal(a[0]["label"], a[8]["label"]) or not np.array_equal(a[0]["video"], a[8]["video"])
+  for k in (3, 10):
+    resumed = _take(_train(data_dir, start_step=k), 2)
+    for j in range(2):
+      np.testing.assert_array_equal(resumed[j]["video"], a[k + j]["video"])
+      np.testing.assert_array_equal(resumed[j]["index"], a[k + j]["index"])
+  by_index = _take(_train(data_dir, start_index=int(a[4]["index"].max()) + 1), 1)[0]
+  np.testing.assert_array_equal(by_index["video"], a[5]["video"])
+  other_seed = _take(_train(data_dir, seed=4), 1)[0]
+  assert not np.array_equal(other_seed["video"], a[0]["video"])
+
+
+def test_corrupt_records_are_skipped_and_counted(tmp_path):
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "bad"), name="bad", num_videos=12, num_frames=6, num_shards=2,
+                                corrupt={2: b"garbage, not a jpeg" * 20, 4: b"\xff\xd8\xff" + b"\x00" * 300})
+  src = registry.get_source("bad", "train", root)
+  testing.truncate_file(src.files[1], 0.55)      # second shard (videos 6..11) cut mid-record
+  kw = dict(COMMON, data_dir=root)
+  p = pipeline.make_eval_pipeline("bad", split="train", batch_size=4, short_side=24, num_temporal_views=1, num_spatial_crops=1,
+                                  **kw)
+  bs = list(p.as_numpy_iterator())
+  stats = p.stats.as_dict()
+  good = [x for b in bs for x, m in zip(b["video_id"], b["mask"]) if m]
+  assert stats["invalid_records"] == 2
+  assert stats["truncated_records"] >= 1 and stats["truncated_files"] == [src.files[1]]
+  assert len(good) == 12 - 2 - stats["truncated_records"]
+  assert b"train_0002" not in good and b"train_0004" not in good
+  assert stats["skipped_records"] == 12 - len(good)
+  # Training goes on over the same data (repeating), counting as it goes.
+  t = pipeline.make_train_pipeline("bad", batch_size=4, shuffle_buffer=4, scale_jitter=(28, 36), **kw)
+  batches = _take(t, 4)
+  assert all(b["video"].shape == (4, T, CROP, CROP, 3) for b in batches)
+  assert t.stats.as_dict()["invalid_records"] >= 2
+
+
+def test_bad_jpeg_that_passes_the_precheck_is_dropped_by_the_safety_net(tmp_path):
+  import io
+  from PIL import Image
+
+  buf = io.BytesIO()
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, format="JPEG")
+  good = buf.getvalue()
+  broken = good[:20] + b"\x00" * 200 + good[-2:]   # valid markers, destroyed tables
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "hb"), name="hb", num_videos=6, num_frames=4, num_shards=1,
+                                corrupt={1: broken})
+  p = pipeline.make_eval_pipeline("hb", split="train", data_dir=root, batch_size=6, short_side=24, num_temporal_views=1,
+                                  num_spatial_crops=1, num_frames=2, crop_size=24, process_index=0, process_count=1)
+  b = next(p.as_numpy_iterator())
+  assert b["mask"].sum() == 5 and b"train_0001" not in list(b["video_id"][b["mask"]])
+  assert p.stats.as_dict()["decode_failures"] == 1
+
+
+def test_config_dict_and_global_arrays(data_dir):
+  import jax
+  import ml_collections
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+  cfg = ml_collections.ConfigDict(dict(name=MOTION, data_dir=data_dir, split="train", num_frames=T,
+                                       sampling_stride=STRIDE, crop_size=CROP, scale_jitter=(28, 36), batch_size=4,
+                                       shuffle_buffer=16, seed=0, deterministic=True, num_temporal_views=2,
+                                       num_spatial_crops=1, eval_split="validation", eval_batch_size=2,
+                                       process_index=0, process_count=1, unrelated_field=1))
+  b = _take(pipeline.pipeline_from_config(cfg, "train"), 1)[0]
+  assert b["video"].shape == (4, T, CROP, CROP, 3)
+  e = pipeline.pipeline_from_config(cfg, "eval")
+  eb = next(e.as_numpy_iterator())
+  assert eb["video"].shape == (2, 2, T, CROP, CROP, 3) and e.source.split == "validation"
+  mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+  g = pipeline.to_global_batch(eb, NamedSharding(mesh, P("data")))
+  assert isinstance(g["video"], jax.Array) and g["video"].shape == eb["video"].shape
+  assert isinstance(g["video_id"], np.ndarray)
+
+
+def test_record_with_bad_checksum_is_lost_and_counted(tmp_path):
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "crc"), name="crc", num_videos=6, num_frames=3, num_shards=1)
+  path = registry.get_source("crc", "train", root).files[0]
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0xFF                     # a flipped bit inside a record body
+  open(path, "wb").write(bytes(data))
+  p = pipeline.make_eval_pipeline("crc", split="train", data_dir=root, batch_size=6, short_side=24,
+                                  num_temporal_views=1, num_spatial_crops=1, num_frames=2, crop_size=24,
+                                  process_index=0, process_count=1)
+  b = next(p.as_numpy_iterator())
+  stats = p.stats.as_dict()
+  assert stats["lost_records"] >= 1 and b["mask"].sum() == 6 - stats["lost_records"]
