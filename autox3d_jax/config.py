@@ -24,7 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 10
 
   c.data = ml_collections.ConfigDict(dict(
-      name="moving_digits/motion",   # a tfds name, or 'records:/path/to/shards' from the converter
+      name="moving_digits/motion",   # moving_digits/<config>, a converted dataset's name under data_dir, or tfds:<name>
       data_dir="",                   # '' = ~/tensorflow_datasets (or $TFDS_DATA_DIR)
       train_split="train", eval_split="validation",
       arch_val_fraction=0.2,          # held-out part of train for the architecture step (FBNet: 20%)
@@ -97,12 +97,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     section, name = key.split(".")
     _positive(c[section][name], key)
   _positive(c.search.arch_warmup_steps, "search.arch_warmup_steps", allow_zero=True)
-  if c.data.batch_size % c.search.num_groups:
+  searching = c.mode in ("search", "demo")
+  if searching and c.data.batch_size % c.search.num_groups:
     raise ConfigError(f"config.data.batch_size ({c.data.batch_size}) must be divisible by "
                       f"config.search.num_groups ({c.search.num_groups}): each group is one architecture")
   if not 0 < c.data.arch_val_fraction < 1:
     raise ConfigError(f"config.data.arch_val_fraction must be in (0, 1), got {c.data.arch_val_fraction}")
-  if c.search.penalty in ("hinge", "absolute") and c.search.cost_target <= 0 and not c.search.target_arch:
+  if searching and c.search.penalty in ("hinge", "absolute") and c.search.cost_target <= 0 and not c.search.target_arch:
     raise ConfigError("config.search.penalty needs a target: set config.search.cost_target or "
                       "config.search.target_arch (e.g. 'X3D-S')")
   lo, hi = c.data.scale_jitter

@@ -35,7 +35,8 @@ class SearchState:
 
 def weight_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   """SGD + momentum with linear warm-up then cosine decay, decoupled weight decay (X3D's recipe)."""
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1), max(total_steps, 2))
+  warmup = max(min(cfg.warmup_steps, total_steps - 1), 1)
+  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1))
   return optax.chain(optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
                      optax.add_decayed_weights(cfg.weight_decay),
                      optax.sgd(schedule, momentum=cfg.momentum, nesterov=True))

@@ -1,0 +1,203 @@
+"""The run modes as importable functions: mode(cfg, workdir). `main.py` parses flags and calls one."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from autox3d_jax import report
+from autox3d_jax.cost.analytic import arch_cost
+from autox3d_jax.models import builder, zoo
+from autox3d_jax.models.spec import ArchSpec
+from autox3d_jax.train import setup
+
+log = logging.getLogger(__name__)
+
+
+def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
+  """An ArchSpec JSON file, or a zoo name ('x3d_s')."""
+  if os.path.exists(name_or_path):
+    spec = ArchSpec.load(name_or_path)
+    if num_classes and spec.head.num_classes != num_classes:
+      spec = spec.replace(head=spec.head.__class__(**{**spec.head.__dict__, "num_classes": num_classes}))
+    return spec
+  try:
+    return zoo.get(name_or_path, num_classes or 400)
+  except ValueError:
+    raise ValueError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
+                     f"{zoo.names()}") from None
+
+
+def _model_entry(result, kind):
+  return {"name": result.name, "kind": kind, "top1": result.top1, "top5": result.top5, "gflops": result.gflops,
+          "params": result.params, "arch": result.spec}
+
+
+def _x3d_family(cfg, classes):
+  out = []
+  for v in zoo.X3D_VARIANTS:
+    spec = zoo.x3d(v, classes, num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+    out.append({"name": f"X3D-{v} @ {cfg.data.num_frames}x{cfg.data.crop_size}", "gflops": arch_cost(spec).gflops,
+                "top1": None})
+  return out
+
+
+# ------------------------------------------------------------------------------------------- modes
+def search(cfg: ml_collections.ConfigDict, workdir: str):
+  from autox3d_jax.train.search_loop import run_search
+  result = run_search(cfg, workdir)
+  cost = arch_cost(result.spec)
+  log.info("derived %s: %.4f GFLOPs, %.3fM params (target %.4g) in %.0f s", result.spec.name, cost.gflops,
+           cost.params / 1e6, result.cost_target, result.seconds)
+  _write_report(cfg, workdir, [{"name": result.spec.name, "kind": "searched", "top1": None,
+                                "gflops": cost.gflops, "params": cost.params, "arch": result.spec}],
+                result, [])
+  return result
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str):
+  from autox3d_jax.train.train_loop import run_train
+  spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
+  spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+  init = None
+  if cfg.train.init_from_supernet:
+    init = _inherit_from_search(cfg, workdir, spec)
+  result = run_train(cfg, workdir, spec, spec.name, init)
+  log.info("%s: top-1 %.2f%% top-5 %.2f%% (%d videos), %.4f GFLOPs", result.name, 100 * result.top1,
+           100 * result.top5, result.eval_examples, result.gflops)
+  _write_report(cfg, workdir, [_model_entry(result, "trained")], None, [])
+  return result
+
+
+def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
+  """Evaluate the latest training checkpoint of config.train.arch with the multi-view protocol."""
+  from autox3d_jax.train import train_loop
+  from autox3d_jax.train.checkpoint import Checkpointer
+  spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
+  spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+  safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec.name)
+  directory = os.path.join(workdir, "checkpoints", f"train_{safe}")
+  ckpt = Checkpointer(directory)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"no training checkpoint for {spec.name} in {directory}; run mode=train first")
+  variables = builder.init_variables(spec, jax.random.PRNGKey(0))
+  opt = train_loop._optimizer(cfg, cfg.train.steps)
+  like = train_loop.TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
+                               opt.init(variables["params"]), jax.random.PRNGKey(0))
+  from autox3d_jax.train.checkpoint import abstract_like
+  state, _ = ckpt.restore(abstract_like(like))
+  top1, top5, n = train_loop.evaluate(cfg, spec, {"params": state.params, "batch_stats": state.batch_stats})
+  log.info("%s: top-1 %.2f%% top-5 %.2f%% over %d videos (%dx%d views)", spec.name, 100 * top1, 100 * top5, n,
+           cfg.data.num_temporal_views, cfg.data.num_spatial_crops)
+  print(json.dumps({"name": spec.name, "top1": top1, "top5": top5, "videos": n}))
+  return top1, top5
+
+
+def report_mode(cfg: ml_collections.ConfigDict, workdir: str):
+  results = report.read_results(os.path.join(workdir, "report"), as_specs=True)
+  paths = report.write_report(os.path.join(workdir, "report"), results)
+  print(json.dumps(paths, indent=1))
+
+
+def demo(cfg: ml_collections.ConfigDict, workdir: str):
+  """Search -> derive -> retrain the searched net and the X3D-like baseline (the search's FLOPs
+  target, so matched) the same way -> evaluate both -> report."""
+  from autox3d_jax.train.search_loop import run_search
+  from autox3d_jax.train.train_loop import run_train
+  start = time.time()
+  result = run_search(cfg, workdir)
+  space = setup.build_space(cfg)
+  baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
+  searched = run_train(cfg, workdir, result.spec, "AutoX3D (searched)")
+  baseline = run_train(cfg, workdir, baseline_spec, "X3D-like baseline")
+  models = [_model_entry(searched, "searched"), _model_entry(baseline, "baseline")]
+  notes = [f"Total demo time {time.time() - start:.0f} s on {jax.device_count()} {jax.default_backend()} "
+           f"device(s); search {result.seconds:.0f} s, retraining {searched.seconds:.0f} s + {baseline.seconds:.0f} s.",
+           f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
+           f"{cfg.data.name} {cfg.data.eval_split} ({searched.eval_examples} videos)."]
+  paths = _write_report(cfg, workdir, models, result, notes)
+  summary = {m["name"]: {"top1": round(m["top1"], 4), "gflops": round(m["gflops"], 5), "params": m["params"]}
+             for m in models}
+  print(json.dumps(summary, indent=1))
+  print(f"report: {paths.get('report')}")
+  return models
+
+
+def latency(cfg: ml_collections.ConfigDict, workdir: str):
+  from autox3d_jax.cost import latency as latency_lib
+  space = setup.build_space(cfg)
+  path = cfg.latency.path or os.path.join(workdir, "latency_table.json")
+  table = latency_lib.load_or_build(space, cfg.latency, path)
+  out = latency_lib.validate_table(space, table, cfg.latency, os.path.join(workdir, "report"))
+  print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (list, dict))}, indent=1, default=str))
+  return out
+
+
+def summary(cfg: ml_collections.ConfigDict, workdir: str):
+  """Build a network, print its parameter count, FLOPs and a forward-pass timing (no data needed)."""
+  spec = load_arch(cfg.train.arch or "x3d_s")
+  cost = arch_cost(spec)
+  model = builder.build(spec)
+  x = jnp.zeros((1,) + spec.input_shape, jnp.float32)
+  variables = builder.init_variables(spec, jax.random.PRNGKey(0))
+  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  t0 = time.time()
+  forward(variables, x).block_until_ready()
+  compile_s = time.time() - t0
+  times = []
+  for _ in range(3):
+    t0 = time.time()
+    forward(variables, x).block_until_ready()
+    times.append(time.time() - t0)
+  info = {"arch": spec.name, "input": f"{spec.num_frames}x{spec.crop_size}x{spec.crop_size}",
+          "params": cost.params, "gflops": round(cost.gflops, 4), "first_call_s": round(compile_s, 2),
+          "forward_s_median": round(sorted(times)[1], 4), "backend": jax.default_backend()}
+  print(json.dumps(info, indent=1))
+  return info
+
+
+MODES = {"search": search, "train": train, "eval": evaluate, "report": report_mode, "demo": demo,
+         "latency": latency, "summary": summary}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _inherit_from_search(cfg, workdir, spec):
+  """Standalone weights for `spec` cut out of the latest search checkpoint (weight inheritance)."""
+  from autox3d_jax.search import derive as derive_lib
+  from autox3d_jax.search import supernet as sn
+  from autox3d_jax.train.checkpoint import Checkpointer
+  space = setup.build_space(cfg)
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "search"))
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.train.init_from_supernet needs a search checkpoint in {ckpt.directory}")
+  restored = ckpt.manager.restore(step)
+  state = restored["state"] if isinstance(restored, dict) else restored.state
+  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+  point = space.point_of(spec)
+  del sn
+  return derive_lib.inherit_variables(space, point, variables, spec)
+
+
+def _write_report(cfg, workdir, models, search_result, notes):
+  results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
+             "baseline_family": _x3d_family(cfg, models[0]["arch"].head.num_classes) if models else [],
+             "notes": notes,
+             "search": {"strategy": cfg.search.strategy, "steps": cfg.search.steps,
+                        "cost_metric": cfg.search.cost_metric}}
+  if search_result is not None:
+    h = search_result.history
+    if h.get("steps"):
+      space = setup.build_space(cfg, models[0]["arch"].head.num_classes)
+      choices = {d.label: [getattr(c, "label", str(c)) for c in d.choices] for d in space.decisions}
+      results["decision_history"] = {"steps": h["steps"], "probs": h["probs"], "choices": choices}
+    results["search"].update({"seconds": round(search_result.seconds, 1), "cost_target": search_result.cost_target,
+                              "derived_cost": search_result.cost, "point": search_result.point})
+  if jax.process_index() != 0:
+    return {}
+  return report.write_report(os.path.join(workdir, "report"), results)

@@ -1,0 +1,69 @@
+"""The README's main command: search on the embedded moving-digits (motion) dataset, retrain the
+searched network and an X3D-like baseline at matched FLOPs, evaluate both, write the report.
+
+  python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/autox3d_demo
+
+`configs/demo.py:tiny` is the seconds-long variant the tests use.
+"""
+from autox3d_jax.config import base_config
+
+
+def get_config(arg: str = ""):
+  c = base_config()
+  c.mode = "demo"
+  c.data.name = "moving_digits/motion"
+  c.data.num_frames = 8
+  c.data.crop_size = 48
+  c.data.scale_jitter = (48, 56)
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 32
+  # A small skeleton: 4 stages, narrow widths, shallow; the X3D-like baseline sits in the middle.
+  c.space.stem_width = 8
+  c.space.stage_widths = ((8, 12, 16), (16, 24, 32), (24, 32, 48), (32, 48, 64))
+  c.space.min_depths = (1, 1, 1, 1)
+  c.space.max_depths = (1, 2, 2, 2)
+  c.space.expansions = (1.5, 2.25, 3.0)
+  c.space.se_ratios = (0.0, 1 / 16, 1 / 4)
+  c.space.ops = ("x3d:3x3x3", "x3d:5x3x3", "x2d:1x3x3", "r2plus1d:3x3x3")
+  c.space.conv5_width = 96
+  c.space.head_width = 128
+  c.space.dropout = 0.2
+  c.search.strategy = "probabilistic"
+  c.search.steps = 150
+  c.search.arch_warmup_steps = 50
+  c.search.num_groups = 4
+  c.search.target_arch = "X3D"          # the X3D-like baseline's FLOPs
+  c.search.penalty = "absolute"
+  c.search.penalty_weight = 1.0
+  c.weight_opt.lr = 0.2
+  c.weight_opt.warmup_steps = 10
+  c.arch_opt.lr = 0.05
+  c.train.steps = 150
+  c.train.lr = 0.2
+  c.train.warmup_steps = 10
+  c.checkpoint.every_steps = 50
+  c.log_every_steps = 10
+  if arg == "tiny":
+    c.data.name = "moving_digits/motion_tiny"
+    c.data.num_frames = 4
+    c.data.crop_size = 32
+    c.data.scale_jitter = (32, 36)
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 8
+    c.space.stage_widths = ((8, 12), (16, 24))
+    c.space.min_depths = (1, 1)
+    c.space.max_depths = (1, 2)
+    c.space.expansions = (1.5, 3.0)
+    c.space.se_ratios = (0.0, 0.25)
+    c.space.ops = ("x3d:3x3x3", "x2d:1x3x3")
+    c.space.conv5_width = 16
+    c.space.head_width = 16
+    c.search.steps = 6
+    c.search.arch_warmup_steps = 2
+    c.search.num_groups = 2
+    c.train.steps = 4
+    c.checkpoint.every_steps = 2
+    c.log_every_steps = 2
+  elif arg:
+    raise ValueError(f"configs/demo.py takes '' or 'tiny', got {arg!r}")
+  return c

@@ -1,0 +1,118 @@
+"""The product loop: config validation, the tiny demo end to end, exact resume after SIGKILL, NaN stop."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from autox3d_jax import config as config_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(path="configs/demo.py", arg="tiny"):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("cfg_module", os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config(arg)
+  cfg.lock()
+  return cfg
+
+
+def main_cmd(workdir, *overrides, config="configs/demo.py:tiny"):
+  return [sys.executable, "-m", "autox3d_jax.main", f"--config={os.path.join(ROOT, config)}",
+          f"--workdir={workdir}", *overrides]
+
+
+def env_for(data_dir):
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  env["TFDS_DATA_DIR"] = str(data_dir)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  return env
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("search.strategy", "darts", "config.search.strategy = 'darts' is not allowed"),
+    ("search.num_groups", 3, "must be divisible by config.search.num_groups"),
+    ("data.arch_val_fraction", 1.5, "arch_val_fraction"),
+    ("mode", "fly", "config.mode"),
+])
+def test_bad_config_values_are_rejected_naming_the_key(key, value, message):
+  cfg = load_config()
+  section, name = key.split(".") if "." in key else (None, key)
+  if section:
+    cfg[section][name] = value
+  else:
+    cfg[name] = value
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    config_lib.validate(cfg)
+
+
+def test_unknown_config_key_fails_on_the_command_line(tmp_path):
+  out = subprocess.run(main_cmd(tmp_path, "--config.search.stepz=3"), capture_output=True, text=True,
+                       env=env_for(tmp_path / "data"), timeout=300)
+  assert out.returncode != 0
+  assert "stepz" in out.stderr
+
+
+def test_all_shipped_configs_are_valid():
+  for path, args in [("configs/demo.py", ["", "tiny"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
+                     ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"])]:
+    for arg in args:
+      config_lib.validate(load_config(path, arg))
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tmp_path):
+  out = subprocess.run(main_cmd(tmp_path / "work"), capture_output=True, text=True, env=env_for(tmp_path / "data"),
+                       timeout=1200)
+  assert out.returncode == 0, out.stderr[-3000:]
+  report_dir = tmp_path / "work" / "report"
+  results = json.loads((report_dir / "results.json").read_text())
+  kinds = {m["kind"] for m in results["models"]}
+  assert kinds == {"searched", "baseline"}
+  for m in results["models"]:
+    assert 0.0 <= m["top1"] <= 1.0 and m["gflops"] > 0
+  for name in ("report.md", "pareto.png", "decisions.png"):
+    assert (report_dir / name).stat().st_size > 0
+  assert (tmp_path / "work" / "search" / "arch.json").exists()
+
+
+@pytest.mark.slow
+def test_search_killed_and_restarted_derives_the_same_architecture(tmp_path):
+  env = env_for(tmp_path / "data")
+  overrides = ["--config.mode=search", "--config.search.steps=8", "--config.checkpoint.every_steps=2"]
+  straight = subprocess.run(main_cmd(tmp_path / "a", *overrides), capture_output=True, text=True, env=env,
+                            timeout=1200)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  killed_env = {**env, "AUTOX3D_FAULT_KILL_AFTER_SAVE": "4"}
+  killed = subprocess.run(main_cmd(tmp_path / "b", *overrides), capture_output=True, text=True, env=killed_env,
+                          timeout=1200)
+  assert killed.returncode == -9, killed.stderr[-3000:]    # SIGKILL right after saving step 4
+  assert not (tmp_path / "b" / "search" / "point.json").exists()
+  resumed = subprocess.run(main_cmd(tmp_path / "b", *overrides), capture_output=True, text=True, env=env,
+                           timeout=1200)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed search from step 4" in resumed.stderr
+  a = json.loads((tmp_path / "a" / "search" / "point.json").read_text())
+  b = json.loads((tmp_path / "b" / "search" / "point.json").read_text())
+  assert a == b
+  la = json.loads((tmp_path / "a" / "search" / "logits.json").read_text())
+  lb = json.loads((tmp_path / "b" / "search" / "logits.json").read_text())
+  for k in la:
+    assert la[k] == pytest.approx(lb[k], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+  env = env_for(tmp_path / "data")
+  out = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", "--config.search.steps=6",
+                                "--config.checkpoint.every_steps=2", "--config.weight_opt.lr=1e30"),
+                       capture_output=True, text=True, env=env, timeout=1200)
+  assert out.returncode != 0
+  assert "loss became nan" in out.stderr.lower() or "loss became inf" in out.stderr.lower()
+  assert "is intact" in out.stderr or "no checkpoint had been written yet" in out.stderr
+  assert not (tmp_path / "w" / "search" / "point.json").exists()
