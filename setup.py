@@ -22,15 +22,19 @@ INSTALL_REQUIRES = [
     # The embedded moving-digits dataset renders real handwritten digits from sklearn's bundled set.
     "scikit-learn",
     "matplotlib",
+    "pillow",
     "tqdm",
+    # Video decoding for the folder/CSV converter (and the tests that encode small videos).
+    "av",
+    "scipy",
 ]
 
 EXTRAS = {
     "test": ["pytest", "pytest-xdist"],
     "tpu": ["jax[tpu]"],
     # Video-folder conversion (PyAV) and reference PyTorch models for checkpoint import / benchmarks.
-    "convert": ["av", "torch==2.13.0"],
-    "video": ["av"],
+    # Reference PyTorch models: checkpoint import tooling and the side-by-side benchmarks.
+    "convert": ["torch==2.13.0"],
 }
 
 setup(

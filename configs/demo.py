@@ -11,10 +11,10 @@ from autox3d_jax.config import base_config
 def get_config(arg: str = ""):
   c = base_config()
   c.mode = "demo"
-  c.data.name = "moving_digits/motion"
+  c.data.name = "moving_digits/motion_small"
   c.data.num_frames = 8
-  c.data.crop_size = 48
-  c.data.scale_jitter = (48, 56)
+  c.data.crop_size = 40
+  c.data.scale_jitter = (40, 48)
   c.data.batch_size = 16
   c.data.eval_batch_size = 32
   # A small skeleton: 4 stages, narrow widths, shallow; the X3D-like baseline sits in the middle.

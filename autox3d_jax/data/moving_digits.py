@@ -9,6 +9,7 @@ config             task        frames  size      train    validation
 =================  ==========  ======  ========  =======  ====================================
 motion             motion      16      64x64     10,000   2,000   (Something-Something-like)
 appearance         appearance  16      64x64     10,000   2,000   (Kinetics-like)
+motion_small       motion      12      48x48     4,000    800     (the README demo: builds in ~20 s)
 motion_tiny        motion      12      32x32     64       32      (tests: builds in seconds)
 appearance_tiny    appearance  12      32x32     64       32
 =================  ==========  ======  ========  =======  ====================================
@@ -90,6 +91,7 @@ CONFIGS = {
     c.name: c for c in (
         _config("motion", "motion"),
         _config("appearance", "appearance"),
+        _config("motion_small", "motion", num_frames=12, resolution=48, num_train=4000, num_validation=800),
         _config("motion_tiny", "motion", num_frames=12, resolution=32, num_train=64, num_validation=32),
         _config("appearance_tiny", "appearance", num_frames=12, resolution=32, num_train=64,
                 num_validation=32),

@@ -146,6 +146,10 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
               f"config.weight_opt.lr or set config.weight_opt.grad_clip.")
         writer.write_scalars(done, values)
         _record(history, done, values, jax.device_get(state.logits))
+        elapsed = time.time() - start_time
+        log.info("search step %d/%d: loss %.3f, top1 %.2f, arch entropy %.2f, expected cost %.4g "
+                 "(%.0f s elapsed)", done, cfg.search.steps, values["train_loss"], values["train_top1"],
+                 values["arch_entropy"], values.get("expected_cost", float("nan")), elapsed)
       if done % cfg.checkpoint.every_steps == 0 or is_last or sigterm.raised:
         ckpt.save(done, state, {"history": history})
         last_saved = done
