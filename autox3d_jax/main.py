@@ -28,6 +28,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  _init_distributed()
   from autox3d_jax import config as config_lib
   from autox3d_jax import run
   cfg = _CONFIG.value
@@ -39,6 +40,20 @@ def main(argv):
     sys.exit(2)
   _quiet_libraries()
   run.MODES[cfg.mode](cfg, _WORKDIR.value)
+
+
+def _init_distributed():
+  """Multi-host: AUTOX3D_COORDINATOR/NUM_PROCESSES/PROCESS_ID for local CPU processes (gloo), or the
+  TPU VM environment, which jax.distributed discovers by itself. Single host: nothing to do."""
+  import jax
+  coordinator = os.environ.get("AUTOX3D_COORDINATOR")
+  if coordinator:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=coordinator,
+                               num_processes=int(os.environ["AUTOX3D_NUM_PROCESSES"]),
+                               process_id=int(os.environ["AUTOX3D_PROCESS_ID"]))
+  elif len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1:
+    jax.distributed.initialize()
 
 
 def _quiet_libraries():
