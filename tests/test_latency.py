@@ -1,0 +1,269 @@
+"""Measured latency table (cost/latency.py): dedupe, JSON, reuse/rebuild, exact differentiable expectation,
+validation against end-to-end timing, memory analysis. Timing values are never asserted (shared CPUs);
+most tests replace the timer with a deterministic fake so they run in milliseconds."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autox3d_jax.cost import latency as L
+from autox3d_jax.models.builder import block_name
+from autox3d_jax.models.spec import HeadSpec, StemSpec
+from autox3d_jax.search.cost_table import CostTable
+from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig
+
+HEAD = HeadSpec(conv5_width=32, head_width=64, dropout=0.0, num_classes=10)
+STEM = StemSpec(width=8)
+
+
+def small_space(**overrides) -> SearchSpace:
+  """2 stages, 2-3 choices per decision, 4x32 clips."""
+  kw = dict(num_frames=4, crop_size=32, stem=STEM, stage_widths=((8, 12), (16, 24)), min_depths=(1, 1),
+            max_depths=(3, 3), expansions=(1.5, 3.0), se_ratios=(0.0, 0.25),
+            ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3))), head=HEAD)
+  kw.update(overrides)
+  return SearchSpace(SpaceConfig(**kw))
+
+
+def tiny_space() -> SearchSpace:
+  """For real timing (each measured piece is one XLA compile, ~0.5-1 s on a loaded CPU): 8 unique blocks."""
+  return small_space(stage_widths=((8,), (16,)), max_depths=(2, 2), expansions=(2.0,), se_ratios=(0.25,),
+                     ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3))))
+
+
+@pytest.fixture
+def fake_timer(monkeypatch):
+  """Deterministic, distinct 'milliseconds' per measured module and input shape; counts calls."""
+  calls = []
+
+  def fake_measure_modules(items, warmup=2, repeats=5, min_time_s=0.0, progress=False, desc="", memory=False,
+                           seed=0):
+    out = {}
+    for name, (module, input_shape, dtype) in items.items():
+      spec = getattr(module, "spec", None)
+      ms = 0.001 * float(np.prod(input_shape))
+      if hasattr(spec, "inner"):
+        ms += 0.1 * spec.inner + 0.05 * float(np.prod(spec.kernel)) + 3.0 * spec.se_ratio + 0.7 * spec.stride
+        ms += 0.2 * (spec.type == "r2plus1d")
+      if hasattr(spec, "stages"):  # a whole network
+        ms += 1.5 * len(spec.blocks)
+      calls.append((name, type(module).__name__, tuple(input_shape), dtype))
+      out[name] = {"median_ms": ms, "min_ms": ms, "n": 1}
+      if memory:
+        out[name]["memory"] = L._memory_stats(None)  # pylint: disable=protected-access
+    return out
+
+  monkeypatch.setattr(L, "measure_modules", fake_measure_modules)
+  monkeypatch.setattr(L, "measure_overhead_ms", lambda repeats=200: 0.05)
+  return calls
+
+
+def point_costs_numpy(table: CostTable, points) -> np.ndarray:
+  """Independent re-implementation of point costs: plain table look-ups, vectorised over points
+  (`points`: label -> int array of choice indices)."""
+  space, c = table.space, table.space.config
+  total = np.full(len(next(iter(points.values()))), table.stem)
+  for i in range(space.num_stages):
+    b = points[f"s{i + 1}_width"]
+    a = points[f"s{i}_width"] if i > 0 else np.zeros_like(b)
+    depth = c.min_depths[i] + points[f"s{i + 1}_depth"]
+    for j in range(c.max_depths[i]):
+      p = block_name(i, j)
+      cell = table.blocks[p][a if j == 0 else 0 * a, b, points[f"{p}_expansion"], points[f"{p}_op"],
+                             points[f"{p}_se"]]
+      total = total + np.where(depth > j, cell, 0.0)
+  return total + table.head[points[f"s{space.num_stages}_width"]]
+
+
+# ------------------------------------------------------------------------------------- dedupe
+def test_required_queries_dedupe_and_cover_the_cost_table():
+  space = small_space()
+  blocks, head_widths, head_thw = L.required_queries(space)
+  cells = sum(t.size for t in CostTable.build(space, "flops").blocks.values())
+  c = space.config
+  # Per stage: first block (Wprev x W x E x O x S) + one shared set for blocks 2.. (W x E x O x S).
+  per = len(c.expansions) * len(c.ops) * len(c.se_ratios)
+  expected = (1 * 2 * per + 2 * per) + (2 * 2 * per + 2 * per)
+  assert len(blocks) == expected == 120
+  assert cells == (3 * 2 * per) + (2 * 2 * per + 2 * 2 * per) == 168  # positions 2.. of a stage share keys
+  assert head_widths == [16, 24] and head_thw == (4, 4, 4)
+  # Keys are self-describing and injective over (spec, in_width, thw).
+  assert len(set(blocks.values())) == len(blocks)
+  assert all(L.block_key(*v) == k for k, v in blocks.items())
+
+
+# ------------------------------------------------------------------------- build, JSON, reuse
+def test_build_roundtrip_reuse_and_rebuild(tmp_path, fake_timer):
+  space = small_space()
+  path = str(tmp_path / "lat.json")
+  cfg = {"batch_size": 1, "repeats": 2, "warmup": 1, "path": path}
+  t1 = L.load_or_build(space, cfg, progress=False)
+  blocks, heads, _ = L.required_queries(space)
+  assert len(fake_timer) == len(blocks) + 1 + len(heads)  # one measurement per unique key
+  assert t1.origin.startswith("rebuilt: no table at")
+  assert os.path.exists(path) and len(t1) == len(blocks) + 1 + len(heads)
+  d = json.load(open(path))
+  assert set(d) >= {"meta", "entries", "stem_ms", "head_ms", "overhead_ms"}
+  for k in ("backend", "device_kind", "dtype", "batch_size", "jax", "jaxlib", "flax", "space_fingerprint"):
+    assert k in d["meta"]
+  assert d["meta"]["batch_size"] == 1 and d["meta"]["dtype"] == "float32"
+
+  back = L.LatencyTable.load(path)
+  assert back == t1  # dataclass equality ignores `origin`
+  assert L.LatencyTable.from_dict(json.loads(json.dumps(t1.to_dict()))) == t1
+
+  n = len(fake_timer)
+  t2 = L.load_or_build(space, cfg, progress=False)  # matching meta: reused, nothing measured
+  assert len(fake_timer) == n and t2.origin == f"loaded from {path}" and t2 == t1
+
+  # Mismatch: another batch size -> rebuilt (and saved over the old file), saying why.
+  t3 = L.load_or_build(space, {**cfg, "batch_size": 2}, progress=False)
+  assert len(fake_timer) == 2 * n
+  assert "batch_size: stored 1 != current 2" in t3.origin
+  assert L.LatencyTable.load(path).meta["batch_size"] == 2
+
+  # Another space -> rebuilt; a corrupt file -> rebuilt.
+  t4 = L.load_or_build(small_space(se_ratios=(0.0, 0.0625)), {**cfg, "batch_size": 2}, progress=False)
+  assert "space_fingerprint" in t4.origin
+  with open(path, "w") as f:
+    f.write("{not json")
+  t5 = L.load_or_build(space, cfg, progress=False)
+  assert "unreadable" in t5.origin and L.LatencyTable.load(path) == t5
+
+  # Without any path: built, not saved.
+  t6 = L.load_or_build(space, {"batch_size": 1}, progress=False)
+  assert "no table path" in t6.origin
+
+
+def test_table_lookup_of_unknown_block_names_the_problem(fake_timer):
+  table = L.build_table(small_space(), progress=False)
+  with pytest.raises(KeyError, match="rebuild"):
+    L.latency_cost_table(small_space(expansions=(1.5, 4.0)), table)
+
+
+# ------------------------------------------------------------- expectation, gradient, overhead
+def test_expected_latency_is_exact_and_differentiable(fake_timer):
+  space = small_space()
+  table = L.build_table(space, progress=False)
+  ct = L.latency_cost_table(space, table)
+  assert ct.metric == "latency"
+
+  rng = np.random.default_rng(0)
+  logits = {d.label: jnp.asarray(rng.normal(size=d.size), jnp.float32) for d in space.decisions}
+  probs = {k: jax.nn.softmax(v) for k, v in logits.items()}
+  # One compiled program for the value and its gradient (eager einsums + VJPs take ~15 s on CPU).
+  value, grads = jax.jit(jax.value_and_grad(
+      lambda lg: ct.expected({k: jax.nn.softmax(v) for k, v in lg.items()})))(logits)
+  expected = float(value)
+
+  # Independent look-up agrees with of_point; Monte-Carlo mean of point costs agrees with the expectation.
+  n = 20000
+  points = {}
+  for label, p in probs.items():
+    cdf = np.cumsum(np.asarray(p, np.float64))
+    points[label] = np.minimum((rng.random(n)[:, None] > cdf[None, :]).sum(1), len(cdf) - 1)
+  costs = point_costs_numpy(ct, points)
+  for k in range(3):
+    point = {label: int(v[k]) for label, v in points.items()}
+    assert ct.of_point(point) == pytest.approx(costs[k], rel=1e-5)
+  stderr = costs.std() / np.sqrt(n)
+  assert stderr > 0 and abs(costs.mean() - expected) < 4 * stderr
+
+  flat = np.concatenate([np.asarray(g) for g in grads.values()])
+  assert np.all(np.isfinite(flat)) and np.abs(flat).max() > 0
+  for kind in ("width", "depth", "op", "expansion", "se"):
+    label = next(d.label for d in space.decisions if d.kind == kind)
+    assert np.abs(np.asarray(grads[label])).max() > 0, label
+
+
+def test_overhead_is_counted_once(fake_timer):
+  space = small_space()
+  table = L.build_table(space, progress=False)
+  point = {d.label: 0 for d in space.decisions}
+  raw = L.latency_cost_table(space, table, subtract_overhead=False).of_point(point)
+  net = L.latency_cost_table(space, table).of_point(point)
+  n_pieces = sum(space.config.min_depths) + 1  # blocks + head (the stem keeps its overhead)
+  assert raw - net == pytest.approx(n_pieces * table.overhead_ms, rel=1e-4)
+
+
+def test_validate_plumbing_with_a_deterministic_timer(tmp_path, fake_timer):
+  """Re-timed pieces equal the stored ones under a deterministic timer: drift is exactly 1 and the
+  same-session prediction equals the stored one; no memory analysis -> None fields, plot still drawn."""
+  space = small_space()
+  table = L.build_table(space, progress=False)
+  for retime in (False, True):
+    res = L.validate_table(space, table, num_archs=5, seed=3, out_dir=str(tmp_path / str(retime)),
+                           progress=False, num_probes=4, retime=retime)
+    assert res["num_archs"] == 5 and res["load_drift"] == pytest.approx(1.0)
+    assert res["peak_activation_mb"] == {"min": None, "max": None}
+    assert os.path.exists(res["plot_path"]) and os.path.exists(res["json_path"])
+    if retime:
+      for a in res["archs"]:
+        assert a["predicted_same_session_ms"] == pytest.approx(a["predicted_ms"], rel=1e-6)
+      assert res["same_session"]["kendall_tau"] == pytest.approx(res["kendall_tau"])
+    else:
+      assert len(res["pieces"]) == 4 and res["same_session"] is None
+  # Every piece of a network is a table entry, and their sum is the table's prediction.
+  spec = space.to_arch(res["archs"][0]["point"])
+  pieces = L.arch_pieces(space, spec)
+  assert len(pieces) == len(spec.blocks) + 2
+  total = table.stem_ms + sum(table.entries[k] - table.overhead_ms for k in pieces
+                              if k in table.entries) + table.head_of(spec.stages[-1].width) - table.overhead_ms
+  assert res["archs"][0]["predicted_ms"] == pytest.approx(total, rel=1e-5)
+
+
+# --------------------------------------------------------------------------------- memory
+def test_memory_stats_handle_missing_analysis():
+  class NoAnalysis:
+    def memory_analysis(self):
+      return None
+
+  class Raises:
+    def memory_analysis(self):
+      raise NotImplementedError
+
+  for c in (NoAnalysis(), Raises()):
+    m = L._memory_stats(c)  # pylint: disable=protected-access
+    assert m["peak_activation_bytes"] is None and m["temp_bytes"] is None
+
+
+def test_plot_without_memory(tmp_path):
+  archs = [{"predicted_ms": 1.0 + k, "measured_ms": 1.1 + k, "gflops": 0.1 * k,
+            "memory": {"peak_activation_bytes": None}} for k in range(3)]
+  result = {"archs": archs, "kendall_tau": 1.0, "mean_abs_rel_error": 0.05, "flops_kendall_tau": 1.0,
+            "num_archs": 3, "meta": {"backend": "cpu", "device_kind": "cpu"},
+            "settings": {"batch_size": 1, "dtype": "float32", "num_frames": 4, "crop_size": 32}}
+  path = L.plot_validation(result, str(tmp_path / "p.png"))
+  assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------- real timing, end to end
+def test_real_table_and_validation(tmp_path):
+  space = tiny_space()
+  table = L.build_table(space, batch_size=1, warmup=1, repeats=2, progress=False, min_time_s=0.0)
+  blocks, heads, _ = L.required_queries(space)
+  assert len(table.entries) == len(blocks) == 8 and len(table.head_ms) == len(heads)
+  assert all(v > 0 for v in table.entries.values()) and table.stem_ms > 0 and table.overhead_ms > 0
+  assert table.meta["backend"] == jax.default_backend()
+
+  res = L.validate_table(space, table, num_archs=3, seed=1, out_dir=str(tmp_path), progress=False,
+                         repeats=2, warmup=1, min_time_s=0.0, num_probes=1)
+  for key in ("kendall_tau", "kendall_p", "mean_abs_rel_error", "max_abs_rel_error", "flops_kendall_tau",
+              "archs", "settings", "meta", "peak_activation_mb", "load_drift"):
+    assert key in res
+  assert res["num_archs"] == 3 and -1.0 <= res["kendall_tau"] <= 1.0 and res["mean_abs_rel_error"] >= 0
+  for a in res["archs"]:
+    assert a["predicted_ms"] > 0 and a["measured_ms"] > 0
+    mem = a["memory"]
+    if mem["temp_bytes"] is not None:  # CPU reports it; other backends may not
+      assert mem["peak_activation_bytes"] >= mem["temp_bytes"] >= 0 and mem["argument_bytes"] > 0
+  assert open(res["plot_path"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  stored = json.load(open(res["json_path"]))
+  assert stored["num_archs"] == 3 and len(stored["archs"]) == 3
+  assert res["load_drift"] > 0 and list(res["pieces"]) == [L.STEM_ITEM]
+
+  mem = L.arch_memory(space.to_arch(res["archs"][0]["point"]))
+  assert set(mem) >= {"peak_activation_bytes", "temp_bytes", "argument_bytes", "output_bytes"}
