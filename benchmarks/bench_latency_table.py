@@ -13,6 +13,9 @@ Presets (reduced candidate sets so a table is a few hundred unique blocks, minut
 For each preset: `load_or_build` the table (reused from benchmarks/results/latency/<preset>_b<B>.json
 when its meta matches this backend, else measured and saved), then `validate_table` with
 `--num-archs` random architectures (JSON + scatter PNG into benchmarks/results/latency/<preset>_b<B>/).
+Primary figures: the stored table vs end-to-end latency. By default the pieces the sampled networks
+use are also re-timed in the validation session ("same_session" figures): on a shared machine the
+load drifts between table build and validation, and that isolates the additive model's own error.
 One JSON summary line per preset on stdout, also appended to benchmarks/results/latency.jsonl, with
 the machine's load average (on a shared 2-core box other jobs skew every figure).
 """
@@ -65,7 +68,9 @@ def run_preset(name: str, args) -> dict:
   build_s = time.perf_counter() - t0
   print(f"# table: {table.origin}", file=sys.stderr)
   t1, load1 = time.perf_counter(), _load()
-  res = L.validate_table(space, table, num_archs=args.num_archs, seed=args.seed, out_dir=out_dir)
+  res = L.validate_table(space, table, num_archs=args.num_archs, seed=args.seed, out_dir=out_dir,
+                         retime=not args.no_retime, repeats=args.validate_repeats or args.repeats)
+  ss = res["same_session"] or {}
   record = {
       "bench": "latency_table", "preset": name, "num_frames": space.config.num_frames,
       "crop_size": space.config.crop_size, "batch_size": args.batch_size, "dtype": table.meta["dtype"],
@@ -80,6 +85,15 @@ def run_preset(name: str, args) -> dict:
       "kendall_tau_vs_min": round(res["kendall_tau_vs_min"], 4),
       "load_drift": round(res["load_drift"], 4),
       "mean_abs_rel_error_drift_corrected": round(res["mean_abs_rel_error_drift_corrected"], 4),
+      "same_session_kendall_tau": round(ss["kendall_tau"], 4) if ss else None,
+      "same_session_mean_abs_rel_error": round(ss["mean_abs_rel_error"], 4) if ss else None,
+      "same_session_mean_signed_rel_error": round(ss["mean_signed_rel_error"], 4) if ss else None,
+      "same_session_pieces": ss.get("pieces_retimed"),
+      "same_session_by_statistic": ({stat: {"kendall_tau": round(v["kendall_tau"], 4),
+                                            "mean_abs_rel_error": round(v["mean_abs_rel_error"], 4),
+                                            "mean_signed_rel_error": round(v["mean_signed_rel_error"], 4)}
+                                     for stat, v in res["same_session_by_statistic"].items()}
+                                    if res["same_session_by_statistic"] else None),
       "flops_kendall_tau": round(res["flops_kendall_tau"], 4),
       "measured_ms_range": [round(min(a["measured_ms"] for a in res["archs"]), 2),
                             round(max(a["measured_ms"] for a in res["archs"]), 2)],
@@ -90,7 +104,7 @@ def run_preset(name: str, args) -> dict:
       "plot": os.path.relpath(res["plot_path"], os.path.dirname(RESULTS_DIR)),
       "backend": jax.default_backend(), "device_kind": table.meta["device_kind"],
       "depthwise": table.meta["depthwise_impl"], "jax": jax.__version__, "cpus": os.cpu_count(),
-      "repeats": args.repeats, "warmup": args.warmup, "min_time_s": args.min_time_s, "seed": args.seed,
+      "repeats": args.repeats, "validate_repeats": args.validate_repeats or args.repeats, "warmup": args.warmup, "min_time_s": args.min_time_s, "seed": args.seed,
       "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
   line = json.dumps(record)
@@ -107,11 +121,16 @@ def main(argv=None) -> None:
   p.add_argument("--num-archs", type=int, default=30)
   p.add_argument("--batch-size", type=int, default=1)
   p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--validate-repeats", type=int, default=0,
+                 help="timing rounds in the validation (0: --repeats); rounds are cheap next to compiles")
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--min-time-s", type=float, default=L.DEFAULT_MIN_TIME_S,
                  help="keep timing a piece until this much timed wall time (>= --repeats calls)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--rebuild", action="store_true", help="ignore a stored table")
+  p.add_argument("--no-retime", action="store_true",
+                 help="do not re-time the sampled networks' pieces in the validation session (faster; "
+                      "then only a few probe pieces estimate the machine's drift)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

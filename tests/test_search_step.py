@@ -55,7 +55,12 @@ def run(step, state, mesh, n=3):
   return jax.device_get(state), jax.device_get(metrics)
 
 
-@pytest.mark.parametrize("strategy", ["probabilistic", "dnas", "gdas", "spos", "msg"])
+@pytest.mark.parametrize("strategy", [
+    "probabilistic",
+    # Each strategy compiles its own full supernet step (~1 min on 2 cores): the rest run with -m slow;
+    # every strategy's search behaviour is covered quickly in test_strategies.py.
+    pytest.param("dnas", marks=pytest.mark.slow), pytest.param("gdas", marks=pytest.mark.slow),
+    pytest.param("spos", marks=pytest.mark.slow), pytest.param("msg", marks=pytest.mark.slow)])
 def test_search_step_runs_and_updates(strategy):
   cfg, step, state = tiny_setup(strategy)
   mesh = partitioning.make_mesh()

@@ -183,3 +183,36 @@ def test_soft_arch_weights_are_differentiable(toy_supernet):
   grads = jax.grad(loss)(logits0)
   nonzero = [k for k, g in grads.items() if float(jnp.max(jnp.abs(g))) > 0]
   assert {"s1_width", "s2_b1_op", "s2_b1_expansion", "s2_b1_se", "s2_depth"} <= set(nonzero)
+
+
+@pytest.mark.slow
+def test_bn_recalibration_recovers_a_paths_own_statistics(toy_supernet):
+  """SPOS recalibration: after reset-and-recalibrate on batches, a one-hot path's BN statistics are
+  the mean of the per-batch statistics of that path, so the derived network evaluates as if its BN
+  had been estimated on those batches directly."""
+  from autox3d_jax.search.recalibrate import make_point_scorer
+  space, model, variables = toy_supernet
+  point = random_point(space, np.random.default_rng(11))
+  batches = [{"video": np.asarray(jax.random.normal(jax.random.PRNGKey(20 + i), (4, 4, 32, 32, 3))),
+              "label": np.array([0, 1, 2, 3])} for i in range(2)]
+  score = make_point_scorer(model, space, variables, batches, batches)
+  acc = score([point])[0]
+  assert 0.0 <= acc <= 1.0
+  # Reference: the derived standalone network's train-mode batch statistics, averaged.
+  spec, child = derive_lib.derive(space, point, variables)
+  net = builder.build(spec)
+  per_batch = []
+  for b in batches:
+    reset = jax.tree_util.tree_map(lambda s: s, child["batch_stats"])
+    reset = jax.tree_util.tree_map_with_path(
+        lambda p, s: jnp.zeros_like(s) if "mean" in str(p[-1]) else jnp.ones_like(s), reset)
+    _, upd = net.apply({"params": child["params"], "batch_stats": reset}, jnp.asarray(b["video"]), train=True,
+                       mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+    per_batch.append(jax.tree_util.tree_map_with_path(
+        lambda p, s: s / 0.1 if "mean" in str(p[-1]) else (s - 0.9) / 0.1, upd["batch_stats"]))
+  expected = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
+  logits_ref = net.apply({"params": child["params"], "batch_stats": expected}, jnp.asarray(batches[0]["video"]))
+  hits = int(jnp.sum(jnp.argmax(logits_ref, -1) == batches[0]["label"])) + int(
+      jnp.sum(jnp.argmax(net.apply({"params": child["params"], "batch_stats": expected},
+                                   jnp.asarray(batches[1]["video"])), -1) == batches[1]["label"]))
+  assert acc == pytest.approx(hits / 8)

@@ -68,7 +68,7 @@ FORMAT_VERSION = 1
 # Meta fields that must agree for a stored table to be reused (the rest is informational).
 MATCH_FIELDS = ("format_version", "backend", "platform", "device_kind", "device_count", "cpu_model",
                 "cpu_count", "dtype", "batch_size", "jax", "jaxlib", "flax", "numba", "depthwise_impl",
-                "depthwise_plan", "space_fingerprint")
+                "depthwise_plan", "numba_threads", "xla_flags", "space_fingerprint")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -130,6 +130,14 @@ def _version(module_name: str) -> str | None:
     return None
 
 
+def _numba_threads() -> int | None:
+  try:
+    import numba  # pylint: disable=import-outside-toplevel
+    return int(numba.get_num_threads())
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
 def current_meta(space, batch_size: int, dtype: str = "float32") -> dict:
   """The meta a table measured here and now, for `space`, would carry (the match fields)."""
   from autox3d_jax.ops import depthwise as dw  # pylint: disable=import-outside-toplevel
@@ -156,6 +164,8 @@ def current_meta(space, batch_size: int, dtype: str = "float32") -> dict:
       "numba": _version("numba") if impl == "numba" else None,
       "depthwise_impl": impl,
       "depthwise_plan": plan,
+      "numba_threads": _numba_threads() if impl == "numba" else None,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "space_fingerprint": space_fingerprint(space),
   }
 
@@ -207,8 +217,9 @@ def time_compiled(fn: Callable, args: tuple, warmup: int, repeats: int, min_time
 
 
 def _random_input(shape, dtype: str, seed: int = 0):
-  x = jax.random.normal(jax.random.PRNGKey(seed), shape, jnp.float32)
-  return x.astype(jnp.dtype(dtype))
+  # numpy, not jax.random: that compiles a sampler per shape (seconds each on a loaded CPU).
+  x = np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+  return jnp.asarray(x, jnp.dtype(dtype))
 
 
 def synthetic_variables(module, x, seed: int = 0) -> dict:
@@ -305,7 +316,8 @@ def measure_modules(items: Mapping[str, tuple], warmup: int = 2, repeats: int = 
     bar.close()
   for name in names:
     t = times[name]
-    stats[name] = {**stats.get(name, {}), "median_ms": statistics.median(t), "min_ms": min(t), "n": len(t)}
+    stats[name] = {**stats.get(name, {}), "median_ms": statistics.median(t), "mean_ms": statistics.fmean(t),
+                   "min_ms": min(t), "n": len(t)}
   return stats
 
 
@@ -391,8 +403,6 @@ class LatencyTable:
   def load(cls, path: str) -> "LatencyTable":
     with open(path, encoding="utf-8") as f:
       return cls.from_dict(json.load(f), origin=f"loaded from {path}")
-
-
 
 
 def build_table(space, batch_size: int = 1, dtype: str = "float32", warmup: int = 2, repeats: int = 5,
@@ -599,11 +609,15 @@ def _agreement(pred: np.ndarray, meas: np.ndarray) -> dict:
           "mean_signed_rel_error": float(np.mean(rel)) if len(rel) else nan}
 
 
-def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 0,
-                   out_dir: str | None = None, warmup: int | None = None, repeats: int | None = None,
-                   progress: bool = True, subtract_overhead: bool = True,
-                   min_time_s: float | None = None, num_probes: int = 12, retime: bool = False) -> dict:
+def validate_table(space, table: LatencyTable, latency_cfg=None, out_dir: str | None = None, *,
+                   num_archs: int | None = None, seed: int | None = None, warmup: int | None = None,
+                   repeats: int | None = None, min_time_s: float | None = None, progress: bool = True,
+                   subtract_overhead: bool = True, num_probes: int = 12, retime: bool = False) -> dict:
   """Table-predicted vs measured end-to-end latency for `num_archs` random architectures.
+
+  Called like `load_or_build`: `validate_table(space, table, cfg.latency, out_dir)`. Keyword arguments
+  win over the config's keys of the same name (num_archs, seed, warmup, repeats, min_time_s), which
+  win over the defaults: 30 architectures, seed 0, and the table's own timing settings.
 
   Same batch size, dtype and timing protocol as the table; the networks are timed interleaved
   (`measure_modules`). The primary figures compare the *stored* table with these measurements.
@@ -621,8 +635,8 @@ def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 
 
   Returns (and, with `out_dir`, writes `latency_validation.json` and `latency_validation.png`):
     kendall_tau, kendall_p, mean/median/max_abs_rel_error, mean_signed_rel_error, flops_kendall_tau
-    (FLOPs vs measured latency, for comparison), load_drift, same_session (retime only),
-    peak_activation_mb {min, max}, archs: [{name, point, depths, predicted_ms, measured_ms,
+    (FLOPs vs measured latency, for comparison), load_drift, same_session and
+    same_session_by_statistic {median, mean, min} (retime only), peak_activation_mb {min, max}, archs: [{name, point, depths, predicted_ms, measured_ms,
     measured_min_ms, rel_error, gflops, params, memory: {peak_activation_bytes, temp_bytes, ...},
     predicted_same_session_ms (retime only)}], settings, meta.
   """
@@ -632,9 +646,18 @@ def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 
   if diffs:
     _log.warning("validate_table: the table does not match this backend/space: %s", "; ".join(diffs))
   batch_size, dtype = int(table.meta["batch_size"]), table.meta["dtype"]
-  warmup = table.timing.get("warmup", 2) if warmup is None else warmup
-  repeats = table.timing.get("repeats", 5) if repeats is None else repeats
-  min_time_s = table.timing.get("min_time_s", DEFAULT_MIN_TIME_S) if min_time_s is None else min_time_s
+
+  def pick(value, name, default):
+    if value is not None:
+      return value
+    from_cfg = _cfg_get(latency_cfg, name, None)
+    return default if from_cfg is None else from_cfg
+
+  num_archs = int(pick(num_archs, "num_archs", 30))
+  seed = int(pick(seed, "seed", 0))
+  warmup = int(pick(warmup, "warmup", table.timing.get("warmup", 2)))
+  repeats = int(pick(repeats, "repeats", table.timing.get("repeats", 5)))
+  min_time_s = float(pick(min_time_s, "min_time_s", table.timing.get("min_time_s", DEFAULT_MIN_TIME_S)))
   cost = latency_cost_table(space, table, subtract_overhead)
   t0 = time.perf_counter()
   load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -659,9 +682,13 @@ def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 
   measured = measure_modules(items, warmup, repeats, min_time_s, progress, memory=True, seed=seed,
                              desc=f"validate latency table ({len(specs)} archs + {len(pieces)} pieces)")
   now = {k: measured["piece|" + k]["median_ms"] for k in pieces}
+  session_costs = {}  # statistic -> CostTable of the pieces re-timed now (retime only)
+  if retime:
+    for stat in ("median", "mean", "min"):
+      retimed = {k: measured["piece|" + k][f"{stat}_ms"] for k in pieces}
+      session_costs[stat] = latency_cost_table(space, _with_retimed(table, retimed), subtract_overhead)
   stored = {k: (table.stem_ms if k == STEM_ITEM else table.head_of(int(k[len(HEAD_ITEM):]))
                 if k.startswith(HEAD_ITEM) else table.entries[k]) for k in pieces}
-  session_cost = latency_cost_table(space, _with_retimed(table, now), subtract_overhead) if retime else None
 
   archs = []
   for point, spec in zip(points, specs):
@@ -672,8 +699,11 @@ def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 
                   "predicted_ms": predicted, "measured_ms": m["median_ms"], "measured_min_ms": m["min_ms"],
                   "rel_error": (predicted - m["median_ms"]) / m["median_ms"],
                   "gflops": report.gflops, "params": report.params, "memory": m["memory"]})
-    if session_cost is not None:
-      archs[-1]["predicted_same_session_ms"] = session_cost.of_point(point)
+    if retime:
+      archs[-1]["predicted_same_session_ms"] = session_costs["median"].of_point(point)
+      archs[-1]["same_session_by_statistic"] = {
+          stat: {"predicted_ms": ct.of_point(point), "measured_ms": m[f"{stat}_ms"]}
+          for stat, ct in session_costs.items()}
   pred = np.array([a["predicted_ms"] for a in archs])
   meas = np.array([a["measured_ms"] for a in archs])
   meas_min = np.array([a["measured_min_ms"] for a in archs])
@@ -694,6 +724,13 @@ def validate_table(space, table: LatencyTable, num_archs: int = 30, seed: int = 
       "mean_abs_rel_error_drift_corrected": (_agreement(pred * drift, meas)["mean_abs_rel_error"]
                                              if pieces else float("nan")),
       "same_session": ({**_agreement(session, meas), "pieces_retimed": len(pieces)} if retime else None),
+      # Pieces and networks both summarised by the median / mean / min of their timed calls. On a loaded
+      # machine the median of a short piece often misses the preemptions a long network run suffers
+      # (the median is not additive; the mean is, in expectation).
+      "same_session_by_statistic": ({stat: _agreement(
+          np.array([a["same_session_by_statistic"][stat]["predicted_ms"] for a in archs]),
+          np.array([a["same_session_by_statistic"][stat]["measured_ms"] for a in archs]))
+          for stat in session_costs} if retime else None),
       "flops_kendall_tau": _kendall(flops, meas)[0],
       "num_archs": len(archs),
       "peak_activation_mb": {"min": min(mem) / 2**20 if have_mem else None,

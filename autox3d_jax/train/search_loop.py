@@ -124,6 +124,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
                           "space_log10_size": space.log10_size(), "cost_target": search_cfg.cost_target})
     log.info("search space: %d decisions, 10^%.1f architectures; cost target %.4g (%s)",
              len(space.decisions), space.log10_size(), search_cfg.cost_target, table.metric)
+    from clu import parameter_overview
+    log.info("supernet parameters:\n%s", parameter_overview.get_parameter_overview(state.params))
   from clu import periodic_actions
   progress = periodic_actions.ReportProgress(num_train_steps=cfg.search.steps, writer=writer,
                                              every_secs=None, every_steps=cfg.log_every_steps)

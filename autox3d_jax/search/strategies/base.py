@@ -102,3 +102,23 @@ class Strategy:
 
   def arch_objective(self, key, logits, state, step, group_losses):
     raise NotImplementedError
+
+
+class GradientStrategy(Strategy):
+  """Strategies whose architecture gradient flows through relaxed / straight-through weights
+  (dnas, gdas, msg): they differ only in `_archs(key, logits, step) -> (K-batched archs, tau)`."""
+
+  def _archs(self, key, logits, step):
+    raise NotImplementedError
+
+  def weight_archs(self, key, logits, state, step):
+    archs, _ = self._archs(key, jax.lax.stop_gradient(logits), step)
+    archs = jax.lax.stop_gradient(archs)
+    return archs, (self.fair_shifts(key, archs) if self.hard_samples else None)
+
+  def arch_objective(self, key, logits, state, step, group_losses):
+    archs, tau = self._archs(key, logits, step)
+    ce = jnp.mean(group_losses(archs))
+    cost = jnp.mean(jax.vmap(self.table.expected)(archs))
+    loss = ce * fbnet_factor(cost, self.cfg) + cost_penalty(cost, self.cfg)
+    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})

@@ -6,14 +6,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.search.strategies.base import (Strategy, cost_penalty, fbnet_factor, gumbel_soft, stack,
-                                                straight_through, temperature)
+from autox3d_jax.search.strategies.base import (GradientStrategy, gumbel_soft, stack, straight_through,
+                                                temperature)
 
 
-class GDAS(Strategy):
+class GDAS(GradientStrategy):
   name = "gdas"
+  hard_samples = True
 
-  def _hard_archs(self, key, logits, step):
+  def _archs(self, key, logits, step):
     tau = temperature(step, self.cfg)
     archs = []
     for k in jax.random.split(key, self.num_groups):
@@ -24,14 +25,3 @@ class GDAS(Strategy):
         arch[d.label] = straight_through(jnp.argmax(perturbed), soft)
       archs.append(arch)
     return stack(archs), tau
-
-  def weight_archs(self, key, logits, state, step):
-    archs, _ = self._hard_archs(key, jax.lax.stop_gradient(logits), step)
-    return jax.lax.stop_gradient(archs), self.fair_shifts(key, archs)
-
-  def arch_objective(self, key, logits, state, step, group_losses):
-    archs, tau = self._hard_archs(key, logits, step)
-    ce = jnp.mean(group_losses(archs))
-    cost = jnp.mean(jax.vmap(self.table.expected)(archs))
-    loss = ce * fbnet_factor(cost, self.cfg) + cost_penalty(cost, self.cfg)
-    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})

@@ -7,14 +7,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.search.strategies.base import (Strategy, cost_penalty, fbnet_factor, gumbel_soft,
-                                                straight_through, temperature)
+from autox3d_jax.search.strategies.base import GradientStrategy, gumbel_soft, straight_through, temperature
 
 
-class MSG(Strategy):
+class MSG(GradientStrategy):
   name = "msg"
+  hard_samples = True
 
-  def _top_k_archs(self, key, logits, step):
+  def _archs(self, key, logits, step):
     tau = temperature(step, self.cfg)
     keys = jax.random.split(key, len(self.dist.space.decisions))
     archs = {}
@@ -24,14 +24,3 @@ class MSG(Strategy):
       picks = order[jnp.arange(self.num_groups) % d.size]
       archs[d.label] = jax.vmap(lambda i: straight_through(i, soft))(picks)  # (K, n)
     return archs, tau
-
-  def weight_archs(self, key, logits, state, step):
-    archs, _ = self._top_k_archs(key, jax.lax.stop_gradient(logits), step)
-    return jax.lax.stop_gradient(archs), self.fair_shifts(key, archs)
-
-  def arch_objective(self, key, logits, state, step, group_losses):
-    archs, tau = self._top_k_archs(key, logits, step)
-    ce = jnp.mean(group_losses(archs))
-    cost = jnp.mean(jax.vmap(self.table.expected)(archs))
-    loss = ce * fbnet_factor(cost, self.cfg) + cost_penalty(cost, self.cfg)
-    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})

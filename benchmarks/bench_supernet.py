@@ -1,0 +1,216 @@
+"""Supernet training step vs the standalone largest child, and K=4 architecture groups vs K=1 (issue #4).
+
+    python benchmarks/bench_supernet.py                  # 2 warm-up + 7 timed steps per measurement
+    python benchmarks/bench_supernet.py --steps 5 --note "..."
+    python benchmarks/bench_supernet.py --skip-k4 --ops x3d:3x3x3,x3d:5x3x3,x2d:1x3x3   # ablation:
+        # the same space without the r2plus1d family (what the second family costs the supernet)
+
+Space: configs/demo.py ('' variant: 8 frames x 40 crop, 4 stages, ops x3d:3x3x3 / x3d:5x3x3 /
+x2d:1x3x3 / r2plus1d:3x3x3, 3 expansions, 3 SE ratios), 12 classes, batch 16, random clips.
+
+One step = jit(value_and_grad of mean softmax CE w.r.t. params) + optax.sgd(momentum=0.9) update,
+BN in training mode (batch_stats updated), dropout on; params / opt state / batch_stats donated.
+  a  supernet_k1: `apply_groups(Supernet(space), ...)` with K=1: the one-hot of space.largest_point()
+     (archs are jit arguments, as in the search step, so nothing is constant-folded away);
+  b  child:       `builder.build(space.to_arch(space.largest_point()))`, the standalone network;
+  c  supernet_k4: K=4 groups, 4 different random one-hot points, the same batch 16 split 4 x 4.
+Each is compiled (compile_s, via .lower().compile()) and warmed up, then timed steps are interleaved
+a, b, c, a, b, c, ... so all three see the same background load (the CPU is shared). Reported per
+measurement: median / min / max step time (block_until_ready); summary: ratio_supernet_vs_child =
+median(a) / median(b) (target <= 1.3) and ratio_k4_vs_k1 = median(c) / median(a) (target <= 1.1),
+plus the same ratios from the per-round paired ratios and from the min steps. `uptime` load is
+recorded before and after. Every line is printed and appended to benchmarks/results/supernet.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "supernet.jsonl")
+BATCH, CLASSES, LR, MOMENTUM = 16, 12, 0.05, 0.9
+TARGET_SUPERNET, TARGET_K4 = 1.3, 1.1
+
+
+def load_avg() -> str:
+  try:
+    out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    return out.split("load average:")[-1].strip() if "load average" in out else out
+  except Exception:  # pragma: no cover
+    with open("/proc/loadavg") as f:
+      return " ".join(f.read().split()[:3])
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--steps", type=int, default=7, help="timed steps per measurement (>= 5)")
+  p.add_argument("--warmup", type=int, default=2)
+  p.add_argument("--note", default="")
+  p.add_argument("--no-save", action="store_true")
+  p.add_argument("--ops", default="", help="ablation: comma-separated ops replacing the demo space's "
+                 "(e.g. x3d:3x3x3,x3d:5x3x3,x2d:1x3x3 drops the r2plus1d family)")
+  p.add_argument("--skip-k4", action="store_true", help="measure only a and b (no K=4 ratio)")
+  args = p.parse_args(argv)
+
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+
+  from autox3d_jax.models import builder
+  from autox3d_jax.ops import depthwise
+  from autox3d_jax.search import supernet as sn
+  from autox3d_jax.train.setup import build_space
+  sys.path.insert(0, os.path.join(ROOT, "configs"))
+  import demo  # configs/demo.py
+
+  run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+  load_before = load_avg()
+  cfg = demo.get_config("")
+  if args.ops:
+    cfg.space.ops = tuple(args.ops.split(","))
+  space = build_space(cfg, classes=CLASSES)
+  c = space.config
+  largest = space.largest_point()
+  child_spec = space.to_arch(largest, name="largest_child")
+  common = dict(bench="supernet_step", run_id=run_id, host=platform.node(), cpus=os.cpu_count(),
+                devices=jax.device_count(), batch=BATCH, frames=c.num_frames, crop=c.crop_size,
+                classes=CLASSES, warmup=args.warmup, note=args.note,
+                ops=",".join(f"{o.type}:{'x'.join(map(str, o.kernel))}" for o in c.ops))
+  try:
+    common["depthwise_plan"] = "/".join(depthwise.execution_plan())
+  except Exception as e:  # pragma: no cover
+    common["depthwise_plan"] = f"? ({e})"
+
+  rs = np.random.default_rng(0)
+  x = jnp.asarray(rs.normal(size=(BATCH, c.num_frames, c.crop_size, c.crop_size, c.in_channels)), jnp.float32)
+  y = jnp.asarray(rs.integers(0, CLASSES, BATCH), jnp.int32)
+  tx = optax.sgd(LR, momentum=MOMENTUM)
+
+  def ce(logits, labels):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+  # ---------------------------------------------------------------- supernet step (K from archs)
+  model = sn.Supernet(space)
+
+  def supernet_step(params, batch_stats, opt_state, x, y, archs, rng):
+    def loss_fn(p):
+      logits, stats = sn.apply_groups(model, {"params": p, "batch_stats": batch_stats}, x, archs,
+                                      train=True, rngs={"dropout": rng})
+      return ce(logits, y), stats
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
+
+  # ---------------------------------------------------------------- standalone child step
+  child = builder.build(child_spec)
+
+  def child_step(params, batch_stats, opt_state, x, y, rng):
+    def loss_fn(p):
+      logits, upd = child.apply({"params": p, "batch_stats": batch_stats}, x, train=True,
+                                rngs={"dropout": rng}, mutable=["batch_stats"])
+      return ce(logits, y), upd["batch_stats"]
+    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state, loss
+
+  def stack(points):
+    ones = [sn.one_hot_arch(space, pt) for pt in points]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ones)
+
+  random_points = [{d.label: int(rs.integers(d.size)) for d in space.decisions} for _ in range(4)]
+  sv = sn.init_supernet(space, jax.random.PRNGKey(0))
+  cv = builder.init_variables(child_spec, jax.random.PRNGKey(0))
+
+  def nparams(tree):
+    return int(sum(np.prod(a.shape) for a in jax.tree_util.tree_leaves(tree)))
+
+  # name -> (step fn, extra args after the state, params count)
+  setups = {
+      "supernet_k1": (supernet_step, sv, (x, y, stack([largest])), "a"),
+      "child": (child_step, cv, (x, y), "b"),
+      "supernet_k4": (supernet_step, sv, (x, y, stack(random_points)), "c"),
+  }
+  if args.skip_k4:
+    del setups["supernet_k4"]
+  runners = {}
+  for name, (fn, variables, extra, tag) in setups.items():
+    params = jax.tree_util.tree_map(jnp.copy, variables["params"])
+    stats = jax.tree_util.tree_map(jnp.copy, variables["batch_stats"])
+    opt = tx.init(params)
+    rng = jax.random.PRNGKey(1)
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn, donate_argnums=(0, 1, 2)).lower(params, stats, opt, *extra, rng).compile()
+    compile_s = time.perf_counter() - t0
+    state = [params, stats, opt]
+    warm = []
+    for _ in range(args.warmup):
+      t0 = time.perf_counter()
+      out = compiled(*state, *extra, rng)
+      jax.block_until_ready(out)
+      warm.append(time.perf_counter() - t0)
+      state = list(out[:3])
+    runners[name] = dict(compiled=compiled, state=state, extra=extra, rng=rng, tag=tag, times=[],
+                         compile_s=compile_s, warmup_s=warm, params=nparams(variables["params"]),
+                         loss=float(out[3]))
+    print(f"# {name}: compiled in {compile_s:.1f}s, warm-up {[round(w, 3) for w in warm]}", file=sys.stderr,
+          flush=True)
+
+  for r in range(args.steps):
+    for name, rn in runners.items():
+      t0 = time.perf_counter()
+      out = rn["compiled"](*rn["state"], *rn["extra"], rn["rng"])
+      jax.block_until_ready(out)
+      rn["times"].append(time.perf_counter() - t0)
+      rn["state"] = list(out[:3])
+      rn["loss"] = float(out[3])
+    print(f"# round {r + 1}: " + ", ".join(f"{n}={rn['times'][-1]:.3f}s" for n, rn in runners.items()),
+          file=sys.stderr, flush=True)
+  load_after = load_avg()
+
+  lines = []
+  for name, rn in runners.items():
+    t = rn["times"]
+    lines.append(dict(common, measurement=name, tag=rn["tag"], params=rn["params"],
+                      groups=4 if name == "supernet_k4" else 1, compile_s=round(rn["compile_s"], 2),
+                      warmup_s=[round(w, 4) for w in rn["warmup_s"]], timed_steps=len(t),
+                      step_s_median=round(statistics.median(t), 4), step_s_min=round(min(t), 4),
+                      step_s_max=round(max(t), 4), step_s_all=[round(v, 4) for v in t],
+                      final_loss=round(rn["loss"], 4), load_before=load_before, load_after=load_after))
+  a, b = runners["supernet_k1"]["times"], runners["child"]["times"]
+  k4 = runners["supernet_k4"]["times"] if "supernet_k4" in runners else None
+  r_sc = statistics.median(a) / statistics.median(b)
+  r_k4 = statistics.median(k4) / statistics.median(a) if k4 else None
+
+  def rnd(v, n=3):
+    return None if v is None else round(v, n)
+  lines.append(dict(
+      common, measurement="summary",
+      ratio_supernet_vs_child=round(r_sc, 3), target_supernet_vs_child=TARGET_SUPERNET,
+      meets_supernet_target=bool(r_sc <= TARGET_SUPERNET),
+      ratio_k4_vs_k1=rnd(r_k4), target_k4_vs_k1=TARGET_K4,
+      meets_k4_target=None if r_k4 is None else bool(r_k4 <= TARGET_K4),
+      paired_ratio_supernet_vs_child_median=round(statistics.median(u / v for u, v in zip(a, b)), 3),
+      paired_ratio_k4_vs_k1_median=rnd(statistics.median(u / v for u, v in zip(k4, a)) if k4 else None),
+      min_ratio_supernet_vs_child=round(min(a) / min(b), 3), min_ratio_k4_vs_k1=rnd(min(k4) / min(a) if k4 else None),
+      supernet_params=runners["supernet_k1"]["params"], child_params=runners["child"]["params"],
+      load_before=load_before, load_after=load_after))
+  for line in lines:
+    print(json.dumps(line), flush=True)
+  if not args.no_save:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "a") as f:
+      for line in lines:
+        f.write(json.dumps(line) + "\n")
+
+
+if __name__ == "__main__":
+  main()
