@@ -52,7 +52,7 @@ def _load() -> float:
 
 def run_preset(name: str, args) -> dict:
   space = SearchSpace(SpaceConfig(**PRESETS[name]))
-  tag = f"{name}_b{args.batch_size}"
+  tag = f"{name}_b{args.batch_size}" + ("" if args.statistic == "median" else f"_{args.statistic}")
   out_dir = os.path.join(RESULTS_DIR, "latency", tag)
   path = os.path.join(RESULTS_DIR, "latency", f"{tag}.json")
   if args.rebuild and os.path.exists(path):
@@ -63,7 +63,8 @@ def run_preset(name: str, args) -> dict:
         f"{sum(t.size for t in CostTable.build(space, 'flops').blocks.values())} CostTable cells)",
         file=sys.stderr)
   t0, load0 = time.perf_counter(), _load()
-  cfg = {"batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup, "path": path}
+  cfg = {"batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup, "path": path,
+         "statistic": args.statistic}
   table = L.load_or_build(space, cfg, min_time_s=args.min_time_s)
   build_s = time.perf_counter() - t0
   print(f"# table: {table.origin}", file=sys.stderr)
@@ -104,7 +105,7 @@ def run_preset(name: str, args) -> dict:
       "plot": os.path.relpath(res["plot_path"], os.path.dirname(RESULTS_DIR)),
       "backend": jax.default_backend(), "device_kind": table.meta["device_kind"],
       "depthwise": table.meta["depthwise_impl"], "jax": jax.__version__, "cpus": os.cpu_count(),
-      "repeats": args.repeats, "validate_repeats": args.validate_repeats or args.repeats, "warmup": args.warmup, "min_time_s": args.min_time_s, "seed": args.seed,
+      "statistic": args.statistic, "repeats": args.repeats, "validate_repeats": args.validate_repeats or args.repeats, "warmup": args.warmup, "min_time_s": args.min_time_s, "seed": args.seed,
       "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
   line = json.dumps(record)
@@ -126,6 +127,8 @@ def main(argv=None) -> None:
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--min-time-s", type=float, default=L.DEFAULT_MIN_TIME_S,
                  help="keep timing a piece until this much timed wall time (>= --repeats calls)")
+  p.add_argument("--statistic", choices=L.STATISTICS, default="median",
+                 help="what summarises a piece's timed calls (and the networks' in the validation)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--rebuild", action="store_true", help="ignore a stored table")
   p.add_argument("--no-retime", action="store_true",

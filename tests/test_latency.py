@@ -133,6 +133,10 @@ def test_build_roundtrip_reuse_and_rebuild(tmp_path, fake_timer):
   t5 = L.load_or_build(space, cfg, progress=False)
   assert "unreadable" in t5.origin and L.LatencyTable.load(path) == t5
 
+  # Another summary statistic -> rebuilt.
+  t7 = L.load_or_build(space, {**cfg, "statistic": "mean"}, progress=False)
+  assert "statistic: stored 'median' != current 'mean'" in t7.origin and t7.meta["statistic"] == "mean"
+
   # Without any path: built, not saved.
   t6 = L.load_or_build(space, {"batch_size": 1}, progress=False)
   assert "no table path" in t6.origin

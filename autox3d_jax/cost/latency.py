@@ -12,7 +12,7 @@ stage share one set of keys), and times each *unique* block once. Stem and head 
 per final-stage width). Every piece is the module `models.builder` would build for it, run in eval
 mode (`train=False`) with its variables as arguments, ahead-of-time compiled
 (`jax.jit(...).lower(...).compile()`), warmed up, and timed with `block_until_ready`; its figure is
-the median of its timed calls (`measure_modules`). The calls are interleaved: after all pieces are
+the median (or, with statistic='mean', the mean) of its timed calls (`measure_modules`). The calls are interleaved: after all pieces are
 compiled, `repeats` rounds each visit every piece in a shuffled order, so the load of other jobs on
 a shared machine (which drifts over minutes) spreads over all entries instead of inflating
 whichever were measured during a busy minute. Fast pieces get more calls per round (>= `min_time_s`
@@ -68,8 +68,9 @@ FORMAT_VERSION = 1
 # Meta fields that must agree for a stored table to be reused (the rest is informational).
 MATCH_FIELDS = ("format_version", "backend", "platform", "device_kind", "device_count", "cpu_model",
                 "cpu_count", "dtype", "batch_size", "jax", "jaxlib", "flax", "numba", "depthwise_impl",
-                "depthwise_plan", "numba_threads", "xla_flags", "space_fingerprint")
+                "depthwise_plan", "numba_threads", "xla_flags", "statistic", "space_fingerprint")
 DTYPES = ("float32", "bfloat16")
+STATISTICS = ("median", "mean")
 
 
 # ------------------------------------------------------------------------------------------ keys
@@ -138,13 +139,15 @@ def _numba_threads() -> int | None:
     return None
 
 
-def current_meta(space, batch_size: int, dtype: str = "float32") -> dict:
+def current_meta(space, batch_size: int, dtype: str = "float32", statistic: str = "median") -> dict:
   """The meta a table measured here and now, for `space`, would carry (the match fields)."""
   from autox3d_jax.ops import depthwise as dw  # pylint: disable=import-outside-toplevel
   import jaxlib  # pylint: disable=import-outside-toplevel
   import flax  # pylint: disable=import-outside-toplevel
   if dtype not in DTYPES:
     raise ValueError(f"latency dtype must be one of {DTYPES}, got {dtype!r}")
+  if statistic not in STATISTICS:
+    raise ValueError(f"latency statistic must be one of {STATISTICS}, got {statistic!r}")
   dev = jax.devices()[0]
   impl = dw.resolved_impl()
   plan = list(dw.execution_plan()) if impl != "lax" else ["lax"] * 3
@@ -166,6 +169,7 @@ def current_meta(space, batch_size: int, dtype: str = "float32") -> dict:
       "depthwise_plan": plan,
       "numba_threads": _numba_threads() if impl == "numba" else None,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "statistic": statistic,
       "space_fingerprint": space_fingerprint(space),
   }
 
@@ -384,7 +388,7 @@ class LatencyTable:
   @classmethod
   def from_dict(cls, d: Mapping, origin: str = "") -> "LatencyTable":
     try:
-      return cls(meta=dict(d["meta"]), entries={str(k): float(v) for k, v in d["entries"].items()},
+      return cls(meta={"statistic": "median", **d["meta"]}, entries={str(k): float(v) for k, v in d["entries"].items()},
                  stem_ms=float(d["stem_ms"]), head_ms={str(k): float(v) for k, v in d["head_ms"].items()},
                  overhead_ms=float(d.get("overhead_ms", 0.0)), timing=dict(d.get("timing", {})),
                  origin=origin)
@@ -406,10 +410,16 @@ class LatencyTable:
 
 
 def build_table(space, batch_size: int = 1, dtype: str = "float32", warmup: int = 2, repeats: int = 5,
-                progress: bool = True, min_time_s: float = DEFAULT_MIN_TIME_S) -> LatencyTable:
+                progress: bool = True, min_time_s: float = DEFAULT_MIN_TIME_S,
+                statistic: str = "median") -> LatencyTable:
   """Time every unique block the space's CostTable needs, plus stem, head widths and the per-call
-  overhead, on the current default backend (interleaved protocol: `measure_modules`)."""
-  meta = current_meta(space, batch_size, dtype)
+  overhead, on the current default backend (interleaved protocol: `measure_modules`).
+
+  statistic: what summarises a piece's timed calls. 'median' (default) is robust to rare outliers;
+  'mean' is additive in expectation, which matters on a loaded machine: a short piece's median
+  often misses the preemptions a long whole-network run cannot escape (see `validate_table`'s
+  `same_session_by_statistic`). On a quiet machine the two agree."""
+  meta = current_meta(space, batch_size, dtype, statistic)
   blocks, head_widths, head_thw = required_queries(space)
   c = space.config
   t0 = time.perf_counter()
@@ -425,11 +435,11 @@ def build_table(space, batch_size: int = 1, dtype: str = "float32", warmup: int 
   stats = measure_modules(items, warmup, repeats, min_time_s, progress,
                           desc=f"latency table ({meta['device_kind']}, batch {batch_size}, {dtype}, "
                                f"{len(items)} entries)")
-  ms = {k: v["median_ms"] for k, v in stats.items()}
+  ms = {k: v[f"{statistic}_ms"] for k, v in stats.items()}
   entries = {k: ms[k] for k in sorted(blocks)}
   head_ms = {str(w): ms[f"{HEAD_ITEM}{w}"] for w in head_widths}
   timing = {"warmup": int(warmup), "repeats": int(repeats), "min_time_s": float(min_time_s),
-            "statistic": "median", "protocol": "interleaved rounds (measure_modules)",
+            "statistic": statistic, "protocol": "interleaved rounds (measure_modules)",
             "build_s": round(time.perf_counter() - t0, 2), "num_block_queries_unique": len(blocks),
             "loadavg_1m_start": load0,
             "loadavg_1m_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -439,11 +449,13 @@ def build_table(space, batch_size: int = 1, dtype: str = "float32", warmup: int 
 
 
 def load_or_build(space, latency_cfg=None, path: str | None = None, *, dtype: str | None = None,
-                  progress: bool = True, min_time_s: float | None = None) -> LatencyTable:
+                  progress: bool = True, min_time_s: float | None = None,
+                  statistic: str | None = None) -> LatencyTable:
   """The table for `space` on this backend: reuse `path` (or `latency_cfg.path`) when its meta matches
   (backend, device, dtype, batch size, library versions, depthwise impl, space), otherwise measure a
   new one -- logging why -- and save it there. `latency_cfg` is `cfg.latency` (batch_size, repeats,
-  warmup, path; an optional dtype, default float32). Without any path the table is built, not saved.
+  warmup, path; optional dtype (float32), min_time_s (0.2), statistic ('median')); keyword arguments
+  win over it. Without any path the table is built, not saved.
   """
   batch_size = int(_cfg_get(latency_cfg, "batch_size", 1))
   repeats = int(_cfg_get(latency_cfg, "repeats", 5))
@@ -452,7 +464,8 @@ def load_or_build(space, latency_cfg=None, path: str | None = None, *, dtype: st
     min_time_s = float(_cfg_get(latency_cfg, "min_time_s", DEFAULT_MIN_TIME_S))
   dtype = dtype or _cfg_get(latency_cfg, "dtype", None) or "float32"
   path = path or _cfg_get(latency_cfg, "path", "") or None
-  wanted = current_meta(space, batch_size, dtype)
+  statistic = statistic or _cfg_get(latency_cfg, "statistic", None) or "median"
+  wanted = current_meta(space, batch_size, dtype, statistic)
   reason = "no table path given" if path is None else f"no table at {path}"
   if path is not None and os.path.exists(path):
     try:
@@ -465,7 +478,7 @@ def load_or_build(space, latency_cfg=None, path: str | None = None, *, dtype: st
     except (OSError, ValueError) as e:
       reason = f"{path} is unreadable ({e})"
   _log.warning("latency table: measuring a new one: %s", reason)
-  table = build_table(space, batch_size, dtype, warmup, repeats, progress, min_time_s)
+  table = build_table(space, batch_size, dtype, warmup, repeats, progress, min_time_s, statistic)
   table.origin = f"rebuilt: {reason}; {table.origin}"
   if path is not None:
     table.save(path)
@@ -564,7 +577,8 @@ def random_points(space, num: int, seed: int = 0) -> list[dict]:
 
 
 def _mismatch_warning(table: LatencyTable, space) -> list[str]:
-  return meta_mismatch(table.meta, current_meta(space, table.meta["batch_size"], table.meta["dtype"]))
+  return meta_mismatch(table.meta, current_meta(space, table.meta["batch_size"], table.meta["dtype"],
+                                               table.meta.get("statistic", "median")))
 
 
 def _kendall(a, b) -> tuple[float, float]:
@@ -646,6 +660,7 @@ def validate_table(space, table: LatencyTable, latency_cfg=None, out_dir: str | 
   if diffs:
     _log.warning("validate_table: the table does not match this backend/space: %s", "; ".join(diffs))
   batch_size, dtype = int(table.meta["batch_size"]), table.meta["dtype"]
+  stat_key = f"{table.meta.get('statistic', 'median')}_ms"  # networks summarised like the table's pieces
 
   def pick(value, name, default):
     if value is not None:
@@ -681,7 +696,7 @@ def validate_table(space, table: LatencyTable, latency_cfg=None, out_dir: str | 
   items.update({"piece|" + k: v for k, v in pieces.items()})
   measured = measure_modules(items, warmup, repeats, min_time_s, progress, memory=True, seed=seed,
                              desc=f"validate latency table ({len(specs)} archs + {len(pieces)} pieces)")
-  now = {k: measured["piece|" + k]["median_ms"] for k in pieces}
+  now = {k: measured["piece|" + k][stat_key] for k in pieces}
   session_costs = {}  # statistic -> CostTable of the pieces re-timed now (retime only)
   if retime:
     for stat in ("median", "mean", "min"):
@@ -696,11 +711,11 @@ def validate_table(space, table: LatencyTable, latency_cfg=None, out_dir: str | 
     predicted = cost.of_point(point)
     report = analytic.arch_cost(spec)
     archs.append({"name": spec.name, "point": point, "depths": spec.depths,
-                  "predicted_ms": predicted, "measured_ms": m["median_ms"], "measured_min_ms": m["min_ms"],
-                  "rel_error": (predicted - m["median_ms"]) / m["median_ms"],
+                  "predicted_ms": predicted, "measured_ms": m[stat_key], "measured_min_ms": m["min_ms"],
+                  "rel_error": (predicted - m[stat_key]) / m[stat_key],
                   "gflops": report.gflops, "params": report.params, "memory": m["memory"]})
     if retime:
-      archs[-1]["predicted_same_session_ms"] = session_costs["median"].of_point(point)
+      archs[-1]["predicted_same_session_ms"] = session_costs[stat_key[:-3]].of_point(point)
       archs[-1]["same_session_by_statistic"] = {
           stat: {"predicted_ms": ct.of_point(point), "measured_ms": m[f"{stat}_ms"]}
           for stat, ct in session_costs.items()}
@@ -738,7 +753,7 @@ def validate_table(space, table: LatencyTable, latency_cfg=None, out_dir: str | 
       "pieces": {k: {"table_ms": stored[k], "now_ms": now[k]} for k in pieces},
       "settings": {"batch_size": batch_size, "dtype": dtype, "warmup": warmup, "repeats": repeats,
                    "min_time_s": min_time_s, "seed": seed, "subtract_overhead": subtract_overhead,
-                   "retime": retime, "overhead_ms": table.overhead_ms, "crop_size": space.config.crop_size,
+                   "retime": retime, "statistic": stat_key[:-3], "overhead_ms": table.overhead_ms, "crop_size": space.config.crop_size,
                    "num_frames": space.config.num_frames, "table_entries": len(table),
                    "validate_s": round(time.perf_counter() - t0, 2), "loadavg_1m_start": load0,
                    "loadavg_1m_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
