@@ -121,7 +121,8 @@ def main(argv=None) -> None:
   p.add_argument("--preset", choices=("all", *PRESETS), default="all")
   p.add_argument("--num-archs", type=int, default=30)
   p.add_argument("--batch-size", type=int, default=1)
-  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--repeats", type=int, default=10,
+                 help="timing rounds per piece (the figures in RESULTS used 10; cfg.latency.repeats defaults to 5)")
   p.add_argument("--validate-repeats", type=int, default=0,
                  help="timing rounds in the validation (0: --repeats); rounds are cheap next to compiles")
   p.add_argument("--warmup", type=int, default=2)
