@@ -8,6 +8,9 @@
 Space: configs/demo.py ('' variant: 8 frames x 40 crop, 4 stages, ops x3d:3x3x3 / x3d:5x3x3 /
 x2d:1x3x3 / r2plus1d:3x3x3, 3 expansions, 3 SE ratios), 12 classes, batch 16, random clips.
 
+Routing (--routing): 'exclusive' (default; lax.switch runs only the sampled family, K groups via
+lax.map) or 'mix' (the gated sum over every family, vmap over groups).
+
 One step = jit(value_and_grad of mean softmax CE w.r.t. params) + optax.sgd(momentum=0.9) update,
 BN in training mode (batch_stats updated), dropout on; params / opt state / batch_stats donated.
   a  supernet_k1: `apply_groups(Supernet(space), ...)` with K=1: the one-hot of space.largest_point()
@@ -57,6 +60,12 @@ def main(argv=None):
   p.add_argument("--no-save", action="store_true")
   p.add_argument("--ops", default="", help="ablation: comma-separated ops replacing the demo space's "
                  "(e.g. x3d:3x3x3,x3d:5x3x3,x2d:1x3x3 drops the r2plus1d family)")
+  p.add_argument("--routing", default="exclusive", choices=("exclusive", "mix"),
+                 help="exclusive: only the sampled family runs (lax.switch; what probabilistic/SPOS "
+                 "searches use); mix: gated sum over all families (what soft / straight-through use)")
+  p.add_argument("--k4-points", default="random", choices=("random", "largest"),
+                 help="the K=4 groups' archs: 4 random points, or 4 x the largest point (pure grouping "
+                 "overhead: same work as K=1 split into 4 groups)")
   p.add_argument("--skip-k4", action="store_true", help="measure only a and b (no K=4 ratio)")
   args = p.parse_args(argv)
 
@@ -83,7 +92,8 @@ def main(argv=None):
   child_spec = space.to_arch(largest, name="largest_child")
   common = dict(bench="supernet_step", run_id=run_id, host=platform.node(), cpus=os.cpu_count(),
                 devices=jax.device_count(), batch=BATCH, frames=c.num_frames, crop=c.crop_size,
-                classes=CLASSES, warmup=args.warmup, note=args.note,
+                classes=CLASSES, warmup=args.warmup, note=args.note, routing=args.routing,
+                k4_points=args.k4_points,
                 ops=",".join(f"{o.type}:{'x'.join(map(str, o.kernel))}" for o in c.ops))
   try:
     common["depthwise_plan"] = "/".join(depthwise.execution_plan())
@@ -99,7 +109,7 @@ def main(argv=None):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
   # ---------------------------------------------------------------- supernet step (K from archs)
-  model = sn.Supernet(space)
+  model = sn.Supernet(space, exclusive=args.routing == "exclusive")
 
   def supernet_step(params, batch_stats, opt_state, x, y, archs, rng):
     def loss_fn(p):
@@ -137,7 +147,8 @@ def main(argv=None):
   setups = {
       "supernet_k1": (supernet_step, sv, (x, y, stack([largest])), "a"),
       "child": (child_step, cv, (x, y), "b"),
-      "supernet_k4": (supernet_step, sv, (x, y, stack(random_points)), "c"),
+      "supernet_k4": (supernet_step, sv, (x, y, stack(random_points if args.k4_points == "random"
+                                                      else [largest] * 4)), "c"),
   }
   if args.skip_k4:
     del setups["supernet_k4"]

@@ -171,6 +171,43 @@ def test_groups_run_different_architectures_in_one_forward(toy_supernet):
     np.testing.assert_allclose(logits[2 * g:2 * g + 2], alone, rtol=1e-4, atol=1e-5)
 
 
+def test_exclusive_routing_equals_the_gated_sum():
+  """Running only the sampled family (lax.switch, groups via lax.map) gives the gated sum's logits,
+  BN statistics updates and parameter gradients for one-hot archs, K groups at once."""
+  space = SearchSpace(SpaceConfig(
+      num_frames=4, crop_size=16, stem=StemSpec(width=8), stage_widths=((8, 12), (16, 24)),
+      min_depths=(1, 1), max_depths=(1, 2), expansions=(1.5, 3.0), se_ratios=(0.0, 1 / 4),
+      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3)), Op("stm", (3, 3, 3))),
+      head=HeadSpec(conv5_width=16, head_width=16, dropout=0.5, num_classes=5)))
+  model, exclusive = sn.Supernet(space), sn.Supernet(space, exclusive=True)
+  variables = randomize(sn.init_supernet(space, jax.random.PRNGKey(0)), seed=1)
+  rng = np.random.default_rng(11)
+  points = [random_point(space, rng) for _ in range(2)]
+  points[0]["s1_b1_op"], points[1]["s1_b1_op"] = 1, 2          # x3d family and r2plus1d
+  archs = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *[sn.one_hot_arch(space, p) for p in points])
+  x = jax.random.normal(jax.random.PRNGKey(12), (4, 4, 16, 16, 3))
+  labels = jnp.array([0, 1, 2, 3])
+
+  def loss(m, params):
+    logits, stats = sn.apply_groups(m, {**variables, "params": params}, x, archs, train=True,
+                                    rngs={"dropout": jax.random.PRNGKey(13)})
+    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+    return ce, (logits, stats)
+
+  results = [jax.jit(jax.value_and_grad(lambda p, m=m: loss(m, p), has_aux=True))(variables["params"])
+             for m in (model, exclusive)]
+  (l_mix, (lg_mix, st_mix)), g_mix = results[0]
+  (l_exc, (lg_exc, st_exc)), g_exc = results[1]
+  np.testing.assert_allclose(lg_exc, lg_mix, rtol=1e-4, atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(st_exc), jax.tree_util.tree_leaves(st_mix)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(g_mix))
+  for a, b in zip(jax.tree_util.tree_leaves(g_exc), jax.tree_util.tree_leaves(g_mix)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale)
+  # The unsampled families really were skipped: their parameters get exactly zero gradient.
+  assert float(jnp.max(jnp.abs(g_exc["s1_b1"]["stm"]["conv_b"]["stm_333"]))) == 0.0
+
+
 def test_soft_arch_weights_are_differentiable(toy_supernet):
   space, model, variables = toy_supernet
   x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 32, 32, 3))

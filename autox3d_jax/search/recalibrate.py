@@ -42,6 +42,7 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
   """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point."""
   params = variables["params"]
   reset = _reset_stats(variables["batch_stats"])
+  model = model.clone(exclusive=True)       # points are one-hot: run only each block's chosen family
 
   @jax.jit
   def batch_stats_of(arch, video):

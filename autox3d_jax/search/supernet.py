@@ -8,6 +8,11 @@ forward(x, arch) where `arch` maps every decision label to a probability vector 
     (conv is linear in its weights); different families (x3d, r2plus1d, ...) -> gated sum;
   * SE ratio -> gated sum of the SE variants (SE is cheap: it acts on pooled features);
   * stage depth -> block j is gated by P(depth > j) against the identity.
+With `exclusive=True` (strategies whose samples are one-hot and need no gradient w.r.t. the arch
+weights: probabilistic/REINFORCE, SPOS) each block runs only the sampled family through
+`lax.switch`, so a step costs about what the sampled child costs, and K groups run one after the
+other (`lax.map`) so every group's switch index stays a scalar; the result is the same as the gated
+sum for one-hot weights.
 Every middle is the same function the standalone network uses (`models.blocks`), only given layers
 that mix and mask. So a one-hot arch gives the derived network's logits (see `derive.py`).
 """
@@ -206,6 +211,7 @@ class SuperBlock(nn.Module):
   stage: int
   block: int
   train: bool = False
+  exclusive: bool = False
 
   @nn.compact
   def __call__(self, x, arch: Arch, prev_width_probs, shifts: Mapping | None = None):
@@ -232,14 +238,24 @@ class SuperBlock(nn.Module):
 
     y = Pointwise(t.max_inner, name="conv_a")(x)
     y = nn.relu(MaskedBatchNorm(inner_mask, 1.0, self.train, name="bn_a")(y))
-    out = 0.0
-    for family, members in families(c.ops).items():
-      w_f = p_op[jnp.array(members)]
-      p_f = jnp.sum(w_f)
-      middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, name=family)
-      y_f = middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
-                   (p_se, se_masks, c.se_ratios))
-      out = out + p_f * y_f
+    groups = list(families(c.ops).items())
+
+    def family_branch(family, members):
+      def run(mdl, y, p_op, inner_mask, p_se, se_masks):
+        w_f = p_op[jnp.array(members)]
+        p_f = jnp.sum(w_f)
+        middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, name=family)
+        return p_f * middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
+                            (p_se, se_masks, c.se_ratios))
+      return run
+
+    branches = [family_branch(f, m) for f, m in groups]
+    operands = (y, p_op, inner_mask, p_se, se_masks)
+    if self.exclusive and len(groups) > 1 and not self.is_initializing():
+      chosen = jnp.argmax(jnp.stack([jnp.sum(p_op[jnp.array(m)]) for _, m in groups]))
+      out = nn.switch(chosen, branches, self, *operands)
+    else:
+      out = sum(branch(self, *operands) for branch in branches)
     y = Pointwise(t.max_width, name="conv_c")(out)
     y = MaskedBatchNorm(width_mask, 1.0, self.train, name="bn_c")(y)
     y = nn.relu(y + shortcut)
@@ -257,8 +273,12 @@ class SuperBlock(nn.Module):
 
 
 class Supernet(nn.Module):
-  """Stem -> super blocks at every position of the space -> head."""
+  """Stem -> super blocks at every position of the space -> head.
+
+  exclusive: run only the sampled family in each block (one-hot archs only; see module docstring).
+  """
   space: SearchSpace
+  exclusive: bool = False
 
   @nn.compact
   def __call__(self, x, arch: Arch, train: bool = False, shifts: Mapping | None = None):
@@ -267,7 +287,7 @@ class Supernet(nn.Module):
     prev = jnp.ones((1,), jnp.float32)
     for i in range(self.space.num_stages):
       for j in range(c.max_depths[i]):
-        x = SuperBlock(self.space, i, j, train, name=block_name(i, j))(x, arch, prev, shifts)
+        x = SuperBlock(self.space, i, j, train, self.exclusive, name=block_name(i, j))(x, arch, prev, shifts)
       prev = arch[f"s{i + 1}_width"]
     return Head(c.head, name="head")(x, train)
 
@@ -306,8 +326,12 @@ def apply_groups(model: Supernet, variables, x, archs, train: bool, rngs=None, s
     return model.apply(variables, xi, arch, False, shift), {}
 
   rng_keys = jnp.zeros((k, 2), jnp.uint32) if rngs is None else jax.random.split(rngs["dropout"], k)
-  logits, updates = jax.vmap(one, in_axes=(0, 0, 0 if shifts is not None else None, 0))(
-      xg, archs, shifts, rng_keys)
+  if model.exclusive:
+    # One group after the other: under vmap the switch index would be batched and every branch run.
+    logits, updates = jax.lax.map(lambda a: one(*a), (xg, archs, shifts, rng_keys))
+  else:
+    logits, updates = jax.vmap(one, in_axes=(0, 0, 0 if shifts is not None else None, 0))(
+        xg, archs, shifts, rng_keys)
   logits = logits.reshape((n,) + logits.shape[2:])
   stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), updates.get("batch_stats")) if train else None
   return logits, stats

@@ -74,8 +74,13 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
   compute_dtype = jnp.bfloat16 if cfg.train.get("dtype", "float32") == "bfloat16" else None
   del compute_dtype  # the supernet runs in fp32; bf16 applies to standalone training (train loop).
 
-  def group_ce(params, batch_stats, video, labels, archs, rng, shifts=None):
-    logits, stats = sn.apply_groups(model, {"params": params, "batch_stats": batch_stats}, video, archs,
+  # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
+  # soft weights or gradients w.r.t. the arch weights need every family.
+  weight_model = model.clone(exclusive=strategy.hard_samples)
+  arch_model = model.clone(exclusive=strategy.hard_samples and not strategy.loss_grad_wrt_archs)
+
+  def group_ce(params, batch_stats, video, labels, archs, rng, shifts=None, net=weight_model):
+    logits, stats = sn.apply_groups(net, {"params": params, "batch_stats": batch_stats}, video, archs,
                                     train=True, rngs={"dropout": rng}, shifts=shifts)
     ce = cross_entropy(logits, labels, smoothing)
     return ce.reshape(k_groups, -1).mean(axis=1), logits, stats
@@ -101,7 +106,8 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
     logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy
     if strategy.updates_arch:
       def group_losses(candidate_archs):
-        return group_ce(params, stats, val_batch["video"], val_batch["label"], candidate_archs, k_drop_val)[0]
+        return group_ce(params, stats, val_batch["video"], val_batch["label"], candidate_archs, k_drop_val,
+                        net=arch_model)[0]
 
       def arch_loss(lg):
         return strategy.arch_objective(k_arch, lg, state.strategy, state.step, group_losses)

@@ -69,6 +69,8 @@ class Strategy:
   """Base: K architectures per step, shared helpers. Subclasses set `name`."""
   name = "base"
   updates_arch = True
+  hard_samples = True             # the weight step's archs are exactly one-hot (exclusive routing ok)
+  loss_grad_wrt_archs = False     # the arch objective differentiates the val losses w.r.t. arch weights
 
   def __init__(self, dist: ArchDistribution, table: CostTable, cfg: ml_collections.ConfigDict):
     self.dist, self.table, self.cfg = dist, table, cfg
@@ -107,6 +109,7 @@ class Strategy:
 class GradientStrategy(Strategy):
   """Strategies whose architecture gradient flows through relaxed / straight-through weights
   (dnas, gdas, msg): they differ only in `_archs(key, logits, step) -> (K-batched archs, tau)`."""
+  loss_grad_wrt_archs = True
 
   def _archs(self, key, logits, step):
     raise NotImplementedError
