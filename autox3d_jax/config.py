@@ -48,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
       cost_metric="flops",            # flops | params | latency (measured table, see mode=latency)
       cost_target=0.0,                # absolute target in table units; 0 = from target_arch
       target_arch="",                 # e.g. 'X3D-S': the target is that network's cost in this space
-      penalty="hinge", penalty_weight=1.0, cost_unit=1e6,
+      penalty="hinge", penalty_weight=1.0,
+      cost_unit=0.0,                  # fbnet penalty's unit; 0 = the metric's: 1e6 FLOPs/params, 1 ms
       fbnet_alpha=0.2, fbnet_beta=0.6,
       tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0, total_steps=600,
       estimator="reinforce", baseline_decay=0.95, entropy_weight=0.0,
@@ -96,6 +97,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "train.steps", "weight_opt.lr", "arch_opt.lr", "train.lr"):
     section, name = key.split(".")
     _positive(c[section][name], key)
+  _positive(c.search.cost_unit, "search.cost_unit", allow_zero=True)
   _positive(c.search.arch_warmup_steps, "search.arch_warmup_steps", allow_zero=True)
   searching = c.mode in ("search", "demo")
   if searching and c.data.batch_size % c.search.num_groups:

@@ -48,15 +48,31 @@ def _x3d_family(cfg, classes):
 
 
 # ------------------------------------------------------------------------------------------- modes
+def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float:
+  """End-to-end inference latency of `spec` on this backend (config.latency's batch size, median)."""
+  from autox3d_jax.cost import latency as latency_lib
+  stats = latency_lib.time_module(builder.build(spec), (cfg.latency.batch_size,) + spec.input_shape,
+                                  "float32", cfg.latency.warmup, cfg.latency.repeats)
+  return float(stats["median_ms"])
+
+
 def search(cfg: ml_collections.ConfigDict, workdir: str):
   from autox3d_jax.train.search_loop import run_search
   result = run_search(cfg, workdir)
   cost = arch_cost(result.spec)
-  log.info("derived %s: %.4f GFLOPs, %.3fM params (target %.4g) in %.0f s", result.spec.name, cost.gflops,
-           cost.params / 1e6, result.cost_target, result.seconds)
-  _write_report(cfg, workdir, [{"name": result.spec.name, "kind": "searched", "top1": None,
-                                "gflops": cost.gflops, "params": cost.params, "arch": result.spec}],
-                result, [])
+  entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
+           "params": cost.params, "arch": result.spec}
+  notes = []
+  if cfg.search.cost_metric == "latency":
+    entry["latency_ms"] = measured_latency_ms(cfg, result.spec)
+    notes.append(f"Latency-constrained search: table-predicted {result.cost:.3f} ms (target "
+                 f"{result.cost_target:.3f} ms), measured end to end {entry['latency_ms']:.3f} ms at batch "
+                 f"{cfg.latency.batch_size} on {jax.default_backend()}.")
+    log.info(notes[-1])
+  log.info("derived %s: %.4f GFLOPs, %.3fM params, %s %.4g (target %.4g) in %.0f s", result.spec.name,
+           cost.gflops, cost.params / 1e6, cfg.search.cost_metric, result.cost, result.cost_target,
+           result.seconds)
+  _write_report(cfg, workdir, [entry], result, notes)
   return result
 
 
@@ -116,6 +132,9 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   searched = run_train(cfg, workdir, result.spec, "AutoX3D (searched)")
   baseline = run_train(cfg, workdir, baseline_spec, "X3D-like baseline")
   models = [_model_entry(searched, "searched"), _model_entry(baseline, "baseline")]
+  if cfg.search.cost_metric == "latency":
+    for m in models:
+      m["latency_ms"] = measured_latency_ms(cfg, m["arch"])
   notes = [f"Total demo time {time.time() - start:.0f} s on {jax.device_count()} {jax.default_backend()} "
            f"device(s); search {result.seconds:.0f} s, retraining {searched.seconds:.0f} s + {baseline.seconds:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "

@@ -278,3 +278,41 @@ def test_real_table_and_validation(tmp_path):
 
   mem = L.arch_memory(space.to_arch(res["archs"][0]["point"]))
   assert set(mem) >= {"peak_activation_bytes", "temp_bytes", "argument_bytes", "output_bytes"}
+
+
+# ------------------------------------------------------------------------- search wiring
+def test_search_cost_table_uses_and_reuses_the_workdir_table(tmp_path, fake_timer):
+  """config.search.cost_metric='latency': the search's CostTable is the measured table in ms, saved
+  at workdir/latency_table.json (where mode=latency writes it) and reused by the next run."""
+  from autox3d_jax import config as config_lib
+  from autox3d_jax.train import setup
+  cfg = config_lib.base_config()
+  cfg.search.cost_metric = "latency"
+  space = small_space()
+  table = setup.build_cost_table(space, cfg, str(tmp_path))
+  assert table.metric == "latency" and (tmp_path / "latency_table.json").exists()
+  n = len(fake_timer)
+  again = setup.build_cost_table(space, cfg, str(tmp_path))
+  assert len(fake_timer) == n                      # reused: nothing re-timed
+  stored = L.LatencyTable.load(str(tmp_path / "latency_table.json"))
+  assert L.share_across_processes(stored) is stored  # one process: the table as is
+  expected = L.latency_cost_table(space, stored)
+  point = space.largest_point()
+  assert again.of_point(point) == pytest.approx(expected.of_point(point))
+  # An explicit config.latency.path wins over the workdir.
+  cfg.latency.path = str(tmp_path / "elsewhere.json")
+  setup.build_cost_table(space, cfg, str(tmp_path))
+  assert (tmp_path / "elsewhere.json").exists() and len(fake_timer) > n
+
+
+def test_fbnet_loss_uses_the_metric_unit():
+  """FBNet's CE * alpha * log(cost)^beta: 0 = the metric's unit (MFLOPs, ms), so 50 ms and 50 MFLOPs
+  give the same factor, and an explicit cost_unit overrides it."""
+  import ml_collections
+  from autox3d_jax.search.strategies.base import fbnet_factor
+  cfg = ml_collections.ConfigDict(dict(penalty="fbnet", cost_unit=0.0, fbnet_alpha=0.2, fbnet_beta=0.6))
+  want = 0.2 * np.log(50.0) ** 0.6
+  assert float(fbnet_factor(jnp.float32(50.0), cfg, "latency")) == pytest.approx(want, rel=1e-5)
+  assert float(fbnet_factor(jnp.float32(50e6), cfg, "flops")) == pytest.approx(want, rel=1e-5)
+  cfg.cost_unit = 1e-3                               # e.g. seconds -> ms
+  assert float(fbnet_factor(jnp.float32(0.05), cfg, "latency")) == pytest.approx(want, rel=1e-5)

@@ -116,3 +116,43 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
   assert "loss became nan" in out.stderr.lower() or "loss became inf" in out.stderr.lower()
   assert "is intact" in out.stderr or "no checkpoint had been written yet" in out.stderr
   assert not (tmp_path / "w" / "search" / "point.json").exists()
+
+
+@pytest.mark.slow
+def test_latency_constrained_search_end_to_end(tmp_path):
+  """cost_metric=latency: the search measures the block table on this backend, saves it in the
+  workdir, optimises table-predicted milliseconds (target: the X3D-like point's latency), reports
+  the derived net's measured latency; a second search reuses the saved table instead of re-timing."""
+  from autox3d_jax.cost import latency
+  from autox3d_jax.search.cost_table import CostTable
+  from autox3d_jax.train import setup
+  env = env_for(tmp_path / "data")
+  overrides = ["--config.mode=search", "--config.search.steps=4", "--config.search.cost_metric=latency",
+               "--config.latency.repeats=3", "--config.latency.warmup=1"]
+  first = subprocess.run(main_cmd(tmp_path / "a", *overrides), capture_output=True, text=True, env=env,
+                         timeout=1800)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert "measuring a new one" in first.stderr
+  table_path = tmp_path / "a" / "latency_table.json"
+  table = latency.LatencyTable.load(str(table_path))
+  result = json.loads((tmp_path / "a" / "search" / "result.json").read_text())
+  point = json.loads((tmp_path / "a" / "search" / "point.json").read_text())
+  assert result["cost_metric"] == "latency"
+
+  cfg = load_config()
+  space = setup.build_space(cfg, classes=table_classes(tmp_path / "a"))
+  ms = CostTable.build(space, "latency", fns=latency.latency_fns(table))
+  assert result["cost"] == pytest.approx(ms.of_point(point), rel=1e-5)
+  assert result["cost_target"] == pytest.approx(ms.of_point(setup.x3d_like_point(space)), rel=1e-5)
+  searched = json.loads((tmp_path / "a" / "report" / "results.json").read_text())["models"][0]
+  assert searched["latency_ms"] > 0
+
+  second = subprocess.run(main_cmd(tmp_path / "b", *overrides, f"--config.latency.path={table_path}"),
+                          capture_output=True, text=True, env=env, timeout=1800)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "reusing" in second.stderr and "measuring a new one" not in second.stderr
+
+
+def table_classes(workdir):
+  """The derived ArchSpec's class count (the tiny dataset's)."""
+  return json.loads((workdir / "search" / "arch.json").read_text())["head"]["num_classes"]

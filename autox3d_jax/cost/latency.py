@@ -486,6 +486,24 @@ def load_or_build(space, latency_cfg=None, path: str | None = None, *, dtype: st
   return table
 
 
+def share_across_processes(table: LatencyTable) -> LatencyTable:
+  """Process 0's measurements on every process (hosts time slightly differently; the search step
+  must see the same costs everywhere). A no-op with one process."""
+  if jax.process_count() == 1:
+    return table
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  keys = sorted(table.entries)
+  heads = sorted(table.head_ms)
+  values = np.array([table.entries[k] for k in keys] + [table.head_ms[k] for k in heads]
+                    + [table.stem_ms, table.overhead_ms], np.float64)
+  shared = np.asarray(multihost_utils.broadcast_one_to_all(values.astype(np.float32)), np.float64)
+  n = len(keys)
+  return dataclasses.replace(
+      table, entries=dict(zip(keys, shared[:n].tolist())),
+      head_ms=dict(zip(heads, shared[n:n + len(heads)].tolist())), stem_ms=float(shared[-2]),
+      overhead_ms=float(shared[-1]), origin=f"{table.origin}; process 0's values")
+
+
 # --------------------------------------------------------------------------------- search hooks
 def latency_fns(table: LatencyTable, subtract_overhead: bool = True):
   """(stem_fn, block_fn, head_fn) for `CostTable.build(space, 'latency', fns=...)`, in ms.

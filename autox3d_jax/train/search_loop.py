@@ -90,7 +90,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
   setup.ensure_dataset(cfg)
   space = setup.build_space(cfg)
   dist = ArchDistribution(space)
-  table = setup.build_cost_table(space, cfg)
+  table = setup.build_cost_table(space, cfg, workdir)
   search_cfg = ml_collections.ConfigDict(cfg.search.to_dict())
   search_cfg.cost_target = setup.resolve_cost_target(space, table, cfg)
   search_cfg.total_steps = cfg.search.steps
@@ -180,6 +180,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
       json.dump({k: np.asarray(v).tolist() for k, v in logits.items()}, f)
     with open(os.path.join(out_dir, "history.json"), "w") as f:
       json.dump(history, f)
+    with open(os.path.join(out_dir, "result.json"), "w") as f:
+      json.dump({"arch": spec.name, "cost_metric": table.metric, "cost": float(cost),
+                 "cost_target": float(search_cfg.cost_target), "steps": cfg.search.steps}, f, indent=1)
   ckpt.close()
   return SearchResult(point, spec, cost, search_cfg.cost_target, history, time.time() - start_time,
                       cfg.search.steps)

@@ -5,6 +5,7 @@ Kept apart from the loops so Colab and tests build exactly what `main.py` builds
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import ml_collections
@@ -35,13 +36,25 @@ def build_space(cfg: ml_collections.ConfigDict, classes: int | None = None) -> S
                     num_classes=classes or num_classes(cfg))))
 
 
+def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
+  """config.latency.path, else `workdir/latency_table.json` (where mode=latency writes it)."""
+  if cfg.latency.path:
+    return cfg.latency.path
+  return os.path.join(workdir, "latency_table.json") if workdir else None
+
+
 def build_cost_table(space: SearchSpace, cfg: ml_collections.ConfigDict, workdir: str | None = None) -> CostTable:
+  """The search's cost table. 'latency' reuses the measured table when it matches this backend and
+  space, else measures one and saves it; with several processes process 0's table is broadcast, so
+  every host compiles the same costs into the step."""
   metric = cfg.search.cost_metric
   if metric == "latency":
     from autox3d_jax.cost import latency
-    table = latency.load_or_build(space, cfg.latency, cfg.latency.path or None)
+    table = latency.load_or_build(space, cfg.latency, latency_table_path(cfg, workdir))
+    table = latency.share_across_processes(table)
     return CostTable.build(space, "latency", fns=latency.latency_fns(table))
   return CostTable.build(space, metric)
+
 
 
 def x3d_like_point(space: SearchSpace) -> dict[str, int]:

@@ -38,11 +38,15 @@ def cost_penalty(cost, cfg: ml_collections.ConfigDict):
   return jnp.zeros_like(cost)
 
 
-def fbnet_factor(cost, cfg):
-  """FBNet's loss CE * alpha * log(cost)^beta (cost in the config's unit, e.g. MFLOPs or ms)."""
+COST_UNITS = {"flops": 1e6, "params": 1e6, "latency": 1.0}   # MFLOPs, M params, ms
+
+
+def fbnet_factor(cost, cfg, metric: str = "flops"):
+  """FBNet's loss CE * alpha * log(cost)^beta, cost in cfg.cost_unit (0: the metric's own unit)."""
   if cfg.penalty != "fbnet":
     return 1.0
-  scaled = jnp.maximum(cost / cfg.cost_unit, 1.0 + 1e-3)
+  unit = cfg.cost_unit if cfg.get("cost_unit", 0) > 0 else COST_UNITS[metric]
+  scaled = jnp.maximum(cost / unit, 1.0 + 1e-3)
   return cfg.fbnet_alpha * jnp.log(scaled) ** cfg.fbnet_beta
 
 
@@ -123,5 +127,5 @@ class GradientStrategy(Strategy):
     archs, tau = self._archs(key, logits, step)
     ce = jnp.mean(group_losses(archs))
     cost = jnp.mean(jax.vmap(self.table.expected)(archs))
-    loss = ce * fbnet_factor(cost, self.cfg) + cost_penalty(cost, self.cfg)
+    loss = ce * fbnet_factor(cost, self.cfg, self.table.metric) + cost_penalty(cost, self.cfg)
     return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})
