@@ -24,6 +24,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+PREEMPTED_EXIT_CODE = 143
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -39,7 +42,13 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   _quiet_libraries()
-  run.MODES[cfg.mode](cfg, _WORKDIR.value)
+  from autox3d_jax.train.search_loop import Preempted
+  try:
+    run.MODES[cfg.mode](cfg, _WORKDIR.value)
+  except Preempted as e:
+    # A preempted VM: the state is saved; exit 143 (128 + SIGTERM) so a supervisor knows to rerun.
+    print(f"preempted: {e}", file=sys.stderr)
+    sys.exit(PREEMPTED_EXIT_CODE)
 
 
 def _init_distributed():

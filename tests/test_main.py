@@ -156,3 +156,35 @@ def test_latency_constrained_search_end_to_end(tmp_path):
 def table_classes(workdir):
   """The derived ArchSpec's class count (the tiny dataset's)."""
   return json.loads((workdir / "search" / "arch.json").read_text())["head"]["num_classes"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_then_the_restart_resumes(tmp_path):
+  """A preempted TPU VM gets SIGTERM: the search finishes its step, saves, exits with 143 naming the
+  saved step; the same command then resumes from that step and completes."""
+  import re
+  import signal
+  import time
+  env = env_for(tmp_path / "data")
+  overrides = ["--config.mode=search", "--config.search.steps=100000", "--config.checkpoint.every_steps=100000",
+               "--config.log_every_steps=1"]
+  log_path = tmp_path / "first.log"
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(main_cmd(tmp_path / "w", *overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 1200
+    while "search step 3/" not in log_path.read_text() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.5)
+    assert proc.poll() is None, log_path.read_text()[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=600)
+  text = log_path.read_text()
+  assert code == 143, text[-3000:]
+  saved = int(re.search(r"SIGTERM: saved step (\d+)", text).group(1))
+  assert saved >= 3
+  assert not (tmp_path / "w" / "search" / "point.json").exists()
+  resumed = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", f"--config.search.steps={saved + 2}",
+                                    "--config.checkpoint.every_steps=100000"),
+                           capture_output=True, text=True, env=env, timeout=1200)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resumed search from step {saved}" in resumed.stderr
+  assert (tmp_path / "w" / "search" / "point.json").exists()
