@@ -9,7 +9,7 @@ Space: configs/demo.py ('' variant: 8 frames x 40 crop, 4 stages, ops x3d:3x3x3 
 x2d:1x3x3 / r2plus1d:3x3x3, 3 expansions, 3 SE ratios), 12 classes, batch 16, random clips.
 
 Routing (--routing): 'exclusive' (default; lax.switch runs only the sampled family, K groups via
-lax.map) or 'mix' (the gated sum over every family, vmap over groups).
+an unrolled lax.scan) or 'mix' (the gated sum over every family, vmap over groups).
 
 One step = jit(value_and_grad of mean softmax CE w.r.t. params) + optax.sgd(momentum=0.9) update,
 BN in training mode (batch_stats updated), dropout on; params / opt state / batch_stats donated.
