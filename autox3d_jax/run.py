@@ -150,7 +150,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
 def latency(cfg: ml_collections.ConfigDict, workdir: str):
   from autox3d_jax.cost import latency as latency_lib
   space = setup.build_space(cfg)
-  path = cfg.latency.path or os.path.join(workdir, "latency_table.json")
+  path = setup.latency_table_path(cfg, workdir)
   table = latency_lib.load_or_build(space, cfg.latency, path)
   out = latency_lib.validate_table(space, table, cfg.latency, os.path.join(workdir, "report"))
   print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (list, dict))}, indent=1, default=str))

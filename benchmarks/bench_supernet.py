@@ -32,24 +32,16 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
+
+from common import load_avg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "supernet.jsonl")
 BATCH, CLASSES, LR, MOMENTUM = 16, 12, 0.05, 0.9
 TARGET_SUPERNET, TARGET_K4 = 1.3, 1.1
-
-
-def load_avg() -> str:
-  try:
-    out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    return out.split("load average:")[-1].strip() if "load average" in out else out
-  except Exception:  # pragma: no cover
-    with open("/proc/loadavg") as f:
-      return " ".join(f.read().split()[:3])
 
 
 def main(argv=None):

@@ -39,6 +39,8 @@ import platform
 import subprocess
 import sys
 import time
+
+from common import load_avg
 import types
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,16 +51,6 @@ SIZES = {
     "b": dict(batch=16, frames=8, crop=64, num_classes=400),
 }
 LR, MOMENTUM = 0.05, 0.9
-
-
-def load_avg() -> str:
-  """`uptime`'s load average part (falls back to /proc/loadavg)."""
-  try:
-    out = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
-    return out.split("load average:")[-1].strip() if "load average" in out else out
-  except Exception:  # pragma: no cover
-    with open("/proc/loadavg") as f:
-      return " ".join(f.read().split()[:3])
 
 
 def _median(xs: list[float]) -> float:
