@@ -53,9 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
       fbnet_alpha=0.2, fbnet_beta=0.6,
       tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0, total_steps=600,
       estimator="reinforce", baseline_decay=0.95, entropy_weight=0.0,
+      shared_val_batch=True,          # probabilistic: score all K samples on the same val clips
       adaptive_samples=True, min_samples=1, val_examples_per_group=1,
       fair_channels=True, cost_bins=0, bin_candidates=16,
       derive="mode",                  # mode (argmax of the distribution) | evolution (SPOS)
+      derive_within_target=True,      # mode above the cost target -> the most likely arch within it
       evolution=ml_collections.ConfigDict(dict(
           population=50, iterations=20, top_k=10, mutants=25, crossovers=25, mutation_prob=0.1,
           bn_batches=20, eval_batches=4))))

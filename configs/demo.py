@@ -40,8 +40,10 @@ def get_config(arg: str = ""):
   c.weight_opt.lr = 0.1
   c.weight_opt.warmup_steps = 10
   c.arch_opt.lr = 0.05
-  c.train.steps = 150
-  c.train.lr = 0.2
+  # 300 steps at lr 0.1: at 150 steps (lr 0.2) the same network scored 29-65% across three seeds;
+  # at 300 steps / lr 0.1 it scored 78-90% (measured, see the README).
+  c.train.steps = 300
+  c.train.lr = 0.1
   c.train.warmup_steps = 10
   c.checkpoint.every_steps = 50
   c.log_every_steps = 10

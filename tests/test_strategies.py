@@ -193,3 +193,54 @@ def test_log_prob_and_entropy_are_hierarchical():
   sure = {**logits, "s1_depth": jnp.array([50.0, -50.0])}
   noisier = {**sure, "s1_b2_op": jnp.zeros(3)}
   assert float(dist.entropy(sure)) == pytest.approx(float(dist.entropy(noisier)), abs=1e-4)
+
+
+def test_shared_val_batch_baseline_cancels_the_clips_common_difficulty():
+  """With all K samples scored on the same clips, a loss offset shared by the K samples (how hard
+  this step's clips are) must not move the REINFORCE gradient; with the EMA baseline it does."""
+  space = toy_space()
+  dist = ArchDistribution(space)
+  best = planted_best(space)
+  signal = mismatch_losses(space, best)
+  logits = dist.init_logits()
+
+  def gradients(shared):
+    strategy = strategies.make("probabilistic", dist, CostTable.build(space),
+                               search_cfg("probabilistic", shared_val_batch=shared, adaptive_samples=False))
+    state = {"baseline": jnp.float32(-0.5), "num_samples": jnp.int32(8)}
+    key = jax.random.PRNGKey(0)                      # same 8 samples every time: only the offset varies
+
+    @jax.jit
+    def grad(offset):
+      losses = lambda archs: signal(archs) + offset
+      g = jax.grad(lambda lg: strategy.arch_objective(key, lg, state, 5, losses)[0])(logits)
+      return jnp.concatenate([v.ravel() for v in jax.tree_util.tree_leaves(g)])
+
+    return np.stack([np.asarray(grad(jnp.float32(o))) for o in np.linspace(-2.0, 2.0, 9)])
+
+  shared, ema = gradients(True), gradients(False)
+  assert np.abs(shared - shared[0]).max() < 1e-5          # the offset cancels exactly
+  assert np.abs(ema - ema[0]).max() > 0.1                 # the EMA baseline lets it through
+  assert np.abs(shared[0]).max() > 1e-3                   # and the architecture signal remains
+
+
+def test_mode_within_budget_fits_and_stays_likely():
+  space = toy_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space)
+  rng = np.random.default_rng(3)
+  logits = {d.label: jnp.asarray(3.0 * rng.normal(size=d.size), jnp.float32) for d in space.decisions}
+  mode = dist.mode(logits)
+  assert dist.mode_within(logits, table.of_point, table.of_point(mode)) == mode   # fits: unchanged
+  limit = 0.7 * table.of_point(mode)
+  point = dist.mode_within(logits, table.of_point, limit)
+  assert table.of_point(point) <= limit
+  # No feasible point among many likely samples is more probable than the greedy answer.
+  samples = jax.jit(jax.vmap(lambda k: dist.sample(k, logits)))(jax.random.split(jax.random.PRNGKey(0), 3000))
+  costs = np.asarray(jax.jit(jax.vmap(lambda p: table.expected(dist.one_hot(p))))(samples))
+  log_probs = np.asarray(jax.jit(jax.vmap(lambda p: dist.log_prob(logits, p)))(samples))
+  feasible = costs <= limit * (1 - 1e-6)
+  assert feasible.sum() > 10
+  assert float(dist.log_prob(logits, point)) >= log_probs[feasible].max() - 1e-4
+  with pytest.raises(ValueError, match="no architecture in the space"):
+    dist.mode_within(logits, table.of_point, 0.5 * table.of_point({d.label: 0 for d in space.decisions}))

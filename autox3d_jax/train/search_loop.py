@@ -94,7 +94,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
   search_cfg = ml_collections.ConfigDict(cfg.search.to_dict())
   search_cfg.cost_target = setup.resolve_cost_target(space, table, cfg)
   search_cfg.total_steps = cfg.search.steps
-  search_cfg.val_examples_per_group = cfg.data.batch_size // cfg.search.num_groups
+  search_cfg.val_examples_per_group = cfg.data.batch_size // (1 if cfg.search.shared_val_batch
+                                                               else cfg.search.num_groups)
   strategy = strategies.make(cfg.search.strategy, dist, table, search_cfg)
   model = sn.Supernet(space)
   w_tx = ss.weight_optimizer(cfg.weight_opt, cfg.search.steps)
@@ -167,6 +168,11 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
     point = _evolve(cfg, space, table, model, state, search_cfg, mesh)
   else:
     point = dist.mode(logits)
+    target = search_cfg.cost_target
+    if cfg.search.derive_within_target and target > 0 and table.of_point(point) > target:
+      log.info("the most likely architecture costs %.4g > target %.4g; deriving the most likely one "
+               "within the target", table.of_point(point), target)
+      point = dist.mode_within(logits, table.of_point, target)
   point = space.canonical(point)
   spec = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)

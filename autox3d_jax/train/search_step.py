@@ -76,6 +76,9 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
 
   # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
   # soft weights or gradients w.r.t. the arch weights need every family.
+  # Score every sample on the same validation clips (common random numbers) where the strategy
+  # compares its samples' losses; costs K forwards of the val batch instead of one.
+  shared_val = bool(cfg.search.get("shared_val_batch", False)) and strategy.compares_samples
   weight_model = model.clone(exclusive=strategy.hard_samples)
   arch_model = model.clone(exclusive=strategy.hard_samples and not strategy.loss_grad_wrt_archs)
 
@@ -106,8 +109,11 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
     logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy
     if strategy.updates_arch:
       def group_losses(candidate_archs):
-        return group_ce(params, stats, val_batch["video"], val_batch["label"], candidate_archs, k_drop_val,
-                        net=arch_model)[0]
+        video, labels = val_batch["video"], val_batch["label"]
+        if shared_val:   # group g = copy g of the whole val batch
+          video = jnp.tile(video, (k_groups,) + (1,) * (video.ndim - 1))
+          labels = jnp.tile(labels, k_groups)
+        return group_ce(params, stats, video, labels, candidate_archs, k_drop_val, net=arch_model)[0]
 
       def arch_loss(lg):
         return strategy.arch_objective(k_arch, lg, state.strategy, state.step, group_losses)

@@ -75,6 +75,7 @@ class Strategy:
   updates_arch = True
   hard_samples = True             # the weight step's archs are exactly one-hot (exclusive routing ok)
   loss_grad_wrt_archs = False     # the arch objective differentiates the val losses w.r.t. arch weights
+  compares_samples = False        # the arch objective ranks the K samples' losses against each other
 
   def __init__(self, dist: ArchDistribution, table: CostTable, cfg: ml_collections.ConfigDict):
     self.dist, self.table, self.cfg = dist, table, cfg

@@ -3,7 +3,10 @@ distribution, train the weights on them, and update the logits by REINFORCE from
 losses.
 
   reward_k   = -val_loss_k - penalty(cost_k)              (cost from the table, hinge or TuNAS abs.)
-  estimator  'reinforce': loss = -mean_k sg(reward_k - baseline) log p(a_k), baseline = EMA of mean reward
+  estimator  'reinforce': loss = -mean_k sg(reward_k - baseline) log p(a_k)
+             baseline = the step's mean reward when the K samples are scored on the same clips
+             (search.shared_val_batch: common random numbers, so the advantage is the architecture's
+             and not its clips' difficulty), else (or with one distinct sample) an EMA of mean rewards
              'parsec':    loss = -sum_k sg(w_k) log p(a_k), w = self-normalised likelihoods softmax(-N * L_k)
   K adapts to the entropy (FP-NAS): k_eff = clip(ceil(K * H / H_max), K_min, K) distinct samples;
   the K batch groups reuse them round-robin, so shapes stay static under jit.
@@ -18,6 +21,7 @@ from autox3d_jax.search.strategies.base import Strategy, cost_penalty, stack
 
 class Probabilistic(Strategy):
   name = "probabilistic"
+  compares_samples = True
 
   def num_samples(self, logits):
     if not self.cfg.adaptive_samples:
@@ -52,7 +56,11 @@ class Probabilistic(Strategy):
       baseline = state["baseline"]
     else:
       baseline = jnp.where(step > 0, state["baseline"], jnp.mean(rewards))
-      advantage = rewards - baseline
+      if self.cfg.get("shared_val_batch", False):
+        baseline_now = jnp.where(k_eff > 1, jnp.mean(rewards), baseline)
+      else:
+        baseline_now = baseline
+      advantage = rewards - baseline_now
       surrogate = -jnp.mean(advantage * log_probs)
       baseline = self.cfg.baseline_decay * baseline + (1 - self.cfg.baseline_decay) * jnp.mean(rewards)
     entropy = self.dist.entropy(logits)
