@@ -53,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
       fbnet_alpha=0.2, fbnet_beta=0.6,
       tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0, total_steps=600,
       estimator="reinforce", baseline_decay=0.95, entropy_weight=0.0,
+      sandwich=False,                 # probabilistic/spos: weight-step group 0 = the largest architecture
       shared_val_batch=True,          # probabilistic: score all K samples on the same val clips
       adaptive_samples=True, min_samples=1, val_examples_per_group=1,
       fair_channels=True, cost_bins=0, bin_candidates=16,

@@ -231,9 +231,10 @@ def test_mode_within_budget_fits_and_stays_likely():
   rng = np.random.default_rng(3)
   logits = {d.label: jnp.asarray(3.0 * rng.normal(size=d.size), jnp.float32) for d in space.decisions}
   mode = dist.mode(logits)
-  assert dist.mode_within(logits, table.of_point, table.of_point(mode)) == mode   # fits: unchanged
+  cost_fn = lambda p: table.expected(dist.one_hot(p))
+  assert dist.mode_within(logits, cost_fn, table.of_point(mode) * (1 + 1e-6)) == mode   # fits: unchanged
   limit = 0.7 * table.of_point(mode)
-  point = dist.mode_within(logits, table.of_point, limit)
+  point = dist.mode_within(logits, cost_fn, limit)
   assert table.of_point(point) <= limit
   # No feasible point among many likely samples is more probable than the greedy answer.
   samples = jax.jit(jax.vmap(lambda k: dist.sample(k, logits)))(jax.random.split(jax.random.PRNGKey(0), 3000))
@@ -243,4 +244,17 @@ def test_mode_within_budget_fits_and_stays_likely():
   assert feasible.sum() > 10
   assert float(dist.log_prob(logits, point)) >= log_probs[feasible].max() - 1e-4
   with pytest.raises(ValueError, match="no architecture in the space"):
-    dist.mode_within(logits, table.of_point, 0.5 * table.of_point({d.label: 0 for d in space.decisions}))
+    dist.mode_within(logits, cost_fn, 0.5 * table.of_point({d.label: 0 for d in space.decisions}))
+
+
+@pytest.mark.parametrize("name", ["probabilistic", "spos"])
+def test_sandwich_trains_the_largest_architecture_in_group_zero(name):
+  space = toy_space()
+  dist = ArchDistribution(space)
+  strategy = strategies.make(name, dist, CostTable.build(space), search_cfg(name, num_groups=4, sandwich=True))
+  largest = space.largest_point()
+  for i in range(3):
+    archs, _ = strategy.weight_archs(jax.random.PRNGKey(i), dist.init_logits(), strategy.init_state(), 0)
+    assert {l: int(jnp.argmax(a[0])) for l, a in archs.items()} == largest
+    others = [{l: int(jnp.argmax(a[g])) for l, a in archs.items()} for g in range(1, 4)]
+    assert any(p != largest for p in others)   # the other groups are still samples

@@ -50,33 +50,35 @@ class ArchDistribution:
     """The most likely architecture (host-side ints)."""
     return {k: int(jnp.argmax(v)) for k, v in logits.items()}
 
-  def mode_within(self, logits: Logits, cost_of_point, limit: float) -> dict[str, int]:
+  def mode_within(self, logits: Logits, cost_fn, limit: float) -> dict[str, int]:
     """The most likely architecture costing at most `limit`, found greedily: from the mode, take the
     one-decision change that gives up the least log-probability per unit of cost saved, until the
     cost fits. Why: the mode of independent per-decision distributions can sit above the budget
-    (a penalty only pulls the *expected* cost to the target), and users ship under the budget."""
+    (a penalty only pulls the *expected* cost to the target), and users ship under the budget.
+    `cost_fn(point) -> scalar` must be jax-traceable (e.g. `lambda p: table.expected(one_hot(p))`);
+    each round scores every one-change neighbour in one jitted, vmapped call."""
+    labels = [d.label for d in self.space.decisions]
+    score = jax.jit(jax.vmap(lambda p: (cost_fn(p), self.log_prob(logits, p))))
+
+    def evaluate(points):
+      batch = {l: np.asarray([p[l] for p in points], np.int32) for l in labels}
+      costs, logps = score(batch)
+      return np.asarray(costs, np.float64), np.asarray(logps, np.float64)
+
     point = self.mode(logits)
-    log_prob = jax.jit(self.log_prob)
-    score = lambda p: float(log_prob(logits, {k: np.int32(v) for k, v in p.items()}))
-    cost, logp = cost_of_point(point), score(point)
+    (cost,), (logp,) = evaluate([point])
     while cost > limit:
-      best = None
-      for d in self.space.decisions:
-        for choice in range(d.size):
-          if choice == point[d.label]:
-            continue
-          cand = {**point, d.label: choice}
-          saved = cost - cost_of_point(cand)
-          if saved <= 0:
-            continue
-          ratio = (logp - score(cand)) / saved
-          if best is None or ratio < best[0]:
-            best = (ratio, cand)
-      if best is None:          # nothing cheaper is one change away: the space cannot fit the budget
+      neighbours = [{**point, d.label: c} for d in self.space.decisions for c in range(d.size)
+                    if c != point[d.label]]
+      costs, logps = evaluate(neighbours)
+      saved = cost - costs
+      cheaper = saved > 0
+      if not cheaper.any():      # nothing cheaper is one change away: the space cannot fit the budget
         raise ValueError(f"no architecture in the space costs <= {limit:.6g}; the cheapest reachable "
                          f"costs {cost:.6g}. Raise the cost target or shrink the space's minimum.")
-      point = best[1]
-      cost, logp = cost_of_point(point), score(point)
+      ratio = np.where(cheaper, (logp - logps) / np.where(cheaper, saved, 1.0), np.inf)
+      k = int(np.argmin(ratio))
+      point, cost, logp = neighbours[k], costs[k], logps[k]
     return point
 
   def one_hot(self, point: Point) -> dict[str, jax.Array]:

@@ -172,7 +172,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
     if cfg.search.derive_within_target and target > 0 and table.of_point(point) > target:
       log.info("the most likely architecture costs %.4g > target %.4g; deriving the most likely one "
                "within the target", table.of_point(point), target)
-      point = dist.mode_within(logits, table.of_point, target)
+      point = dist.mode_within(logits, lambda p: table.expected(dist.one_hot(p)), target)
   point = space.canonical(point)
   spec = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)

@@ -104,6 +104,15 @@ class Strategy:
     k = jax.tree_util.tree_leaves(points)[0].shape[0]
     return {l: jax.random.randint(kk, (k,), 0, sizes[l], jnp.int32) for l, kk in zip(labels, keys)}
 
+  def sandwich(self, points):
+    """The sandwich rule's upper slice (BigNAS/OFA): group 0 trains the largest architecture, so the
+    shared weights learn the task about as fast as one big network does and every sampled child
+    builds on them. Only the weight step: the architecture step samples its own points."""
+    if not self.cfg.get("sandwich", False):
+      return points
+    largest = self.dist.space.largest_point()
+    return {l: v.at[0].set(largest[l]) for l, v in points.items()}
+
   def weight_archs(self, key, logits, state, step):
     raise NotImplementedError
 
