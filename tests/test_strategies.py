@@ -120,21 +120,31 @@ def test_spos_samples_uniformly_and_cost_bins_spread_cost():
   dist = ArchDistribution(space)
   table = CostTable.build(space)
   strategy = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4))
-  archs, _ = jax.jit(lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0))(
-      jax.random.PRNGKey(0))
-  counts = np.zeros(3)
-  sample = jax.jit(lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0)[0])
-  for i in range(200):
-    counts += np.asarray(sample(jax.random.PRNGKey(i))["s1_width"]).sum(0)
+  keys = jax.random.split(jax.random.PRNGKey(0), 200)
+  widths = jax.jit(jax.vmap(
+      lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0)[0]["s1_width"]))(keys)
+  counts = np.asarray(widths).sum((0, 1))
   assert counts.min() > 0.25 * counts.sum() / 3   # roughly uniform over the 3 widths
   binned = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4, cost_bins=4))
-  costs_u, costs_b = [], []
-  for i in range(100):
-    key = jax.random.PRNGKey(i)
-    costs_u.append(float(strategy.point_cost(dist.sample_uniform(key))))
-    costs_b.append(float(binned.point_cost(binned._one_path(key))))
+  keys = jax.random.split(jax.random.PRNGKey(1), 100)
+  costs_u = np.asarray(jax.jit(jax.vmap(lambda k: strategy.point_cost(dist.sample_uniform(k))))(keys))
+  costs_b = np.array([float(binned.point_cost(binned._one_path(k))) for k in keys])
   # Bin-uniform sampling reaches the extremes of the cost range more often than plain uniform.
   assert np.std(costs_b) > np.std(costs_u)
+
+
+@pytest.mark.slow
+def test_spos_cost_bins_sample_inside_jit():
+  """The search step draws SPOS's bin-uniform paths inside jit: the cost range must be host floats
+  then too (it once called float() on a tracer). ~30 s to compile 16 candidate draws."""
+  space = toy_space()
+  dist = ArchDistribution(space)
+  binned = strategies.make("spos", dist, CostTable.build(space), search_cfg("spos", num_groups=4, cost_bins=4))
+  keys = jax.random.split(jax.random.PRNGKey(1), 100)
+  costs = np.asarray(jax.jit(jax.vmap(lambda k: binned.point_cost(binned._one_path(k))))(keys))
+  eager = np.array([float(binned.point_cost(binned._one_path(k))) for k in keys[:5]])
+  np.testing.assert_allclose(costs[:5], eager, rtol=1e-6)
+  assert costs.min() > 0 and costs.max() <= binned.table_range[1]
 
 
 def test_evolution_finds_planted_optimum_under_constraint():

@@ -3,6 +3,8 @@ uniform over cost bins (SPOS's FLOPs-bin sampling: draw `bin_candidates` uniform
 uniformly, take a path in it). The architecture is chosen afterwards by `search.evolution`."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -27,11 +29,13 @@ class SPOS(Strategy):
     pick = jnp.argmin(distance)
     return jax.tree_util.tree_map(lambda a: a[pick], candidates)
 
-  @property
+  @functools.cached_property
   def table_range(self):
+    """(cheapest, costliest) architecture's cost: host floats, also when first asked inside jit."""
     space = self.dist.space
     smallest = {d.label: 0 for d in space.decisions}
-    return (self.table.of_point(smallest), self.table.of_point(space.largest_point()))
+    with jax.ensure_compile_time_eval():
+      return (self.table.of_point(smallest), self.table.of_point(space.largest_point()))
 
   def weight_archs(self, key, logits, state, step):
     k1, k2 = jax.random.split(key)
