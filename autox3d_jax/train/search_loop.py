@@ -168,10 +168,10 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
     point = _evolve(cfg, space, table, model, state, search_cfg, mesh)
   else:
     point = dist.mode(logits)
-    target = search_cfg.cost_target
-    if cfg.search.derive_within_target and target > 0 and table.of_point(point) > target:
+    target, mode_cost = search_cfg.cost_target, table.of_point(point)
+    if cfg.search.derive_within_target and 0 < target < mode_cost:
       log.info("the most likely architecture costs %.4g > target %.4g; deriving the most likely one "
-               "within the target", table.of_point(point), target)
+               "within the target", mode_cost, target)
       point = dist.mode_within(logits, lambda p: table.expected(dist.one_hot(p)), target)
   point = space.canonical(point)
   spec = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")

@@ -76,9 +76,9 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
 
   # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
   # soft weights or gradients w.r.t. the arch weights need every family.
-  # Score every sample on the same validation clips (common random numbers) where the strategy
-  # compares its samples' losses; costs K forwards of the val batch instead of one.
-  shared_val = bool(cfg.search.get("shared_val_batch", False)) and strategy.compares_samples
+  # Scoring every sample on the same validation clips (common random numbers) costs K forwards of
+  # the val batch instead of one.
+  shared_val = strategy.shares_val_batch
   weight_model = model.clone(exclusive=strategy.hard_samples)
   arch_model = model.clone(exclusive=strategy.hard_samples and not strategy.loss_grad_wrt_archs)
 

@@ -104,6 +104,12 @@ class Strategy:
     k = jax.tree_util.tree_leaves(points)[0].shape[0]
     return {l: jax.random.randint(kk, (k,), 0, sizes[l], jnp.int32) for l, kk in zip(labels, keys)}
 
+  @property
+  def shares_val_batch(self) -> bool:
+    """All K samples are scored on the same validation clips (search.shared_val_batch), for
+    strategies that compare their samples' losses."""
+    return self.compares_samples and bool(self.cfg.get("shared_val_batch", False))
+
   def sandwich(self, points):
     """The sandwich rule's upper slice (BigNAS/OFA): group 0 trains the largest architecture, so the
     shared weights learn the task about as fast as one big network does and every sampled child

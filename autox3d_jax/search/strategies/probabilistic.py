@@ -57,11 +57,10 @@ class Probabilistic(Strategy):
       baseline = state["baseline"]
     else:
       baseline = jnp.where(step > 0, state["baseline"], jnp.mean(rewards))
-      if self.cfg.get("shared_val_batch", False):
-        baseline_now = jnp.where(k_eff > 1, jnp.mean(rewards), baseline)
+      if self.shares_val_batch:
+        advantage = rewards - jnp.where(k_eff > 1, jnp.mean(rewards), baseline)
       else:
-        baseline_now = baseline
-      advantage = rewards - baseline_now
+        advantage = rewards - baseline
       surrogate = -jnp.mean(advantage * log_probs)
       baseline = self.cfg.baseline_decay * baseline + (1 - self.cfg.baseline_decay) * jnp.mean(rewards)
     entropy = self.dist.entropy(logits)
