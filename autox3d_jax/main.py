@@ -45,6 +45,9 @@ def main(argv):
   from autox3d_jax.train.search_loop import Preempted
   try:
     run.MODES[cfg.mode](cfg, _WORKDIR.value)
+  except config_lib.ConfigError as e:   # a value only checkable once the space is built
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   except Preempted as e:
     # A preempted VM: the state is saved; exit 143 (128 + SIGTERM) so a supervisor knows to rerun.
     print(f"preempted: {e}", file=sys.stderr)

@@ -268,3 +268,52 @@ def test_sandwich_trains_the_largest_architecture_in_group_zero(name):
     assert {l: int(jnp.argmax(a[0])) for l, a in archs.items()} == largest
     others = [{l: int(jnp.argmax(a[g])) for l, a in archs.items()} for g in range(1, 4)]
     assert any(p != largest for p in others)   # the other groups are still samples
+
+
+def _tiny_space():
+  return SearchSpace(SpaceConfig(
+      num_frames=4, crop_size=16, stem=StemSpec(width=8), stage_widths=((8, 12), (16, 24)),
+      min_depths=(1, 1), max_depths=(1, 2), expansions=(1.5, 3.0), se_ratios=(0.0, 0.25),
+      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3))),
+      head=HeadSpec(conv5_width=16, head_width=16, num_classes=5)))
+
+
+@pytest.mark.parametrize("metric", ["flops", "random"])
+def test_cost_extremes_are_exact_against_enumeration(metric):
+  """The DP's cheapest / costliest architecture equals brute force over all 4,096 points, for
+  analytic FLOPs (where the all-index-0 point is *not* the cheapest: x2d costs less than x3d) and
+  for an arbitrary positive table (what a measured latency table can look like)."""
+  import itertools
+  space = _tiny_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space)
+  if metric == "random":
+    rng = np.random.default_rng(0)
+    table.blocks = {k: rng.uniform(0.1, 1.0, v.shape) for k, v in table.blocks.items()}
+    table.head = rng.uniform(0.1, 1.0, table.head.shape)
+  sizes = [d.size for d in space.decisions]
+  grid = np.array(list(itertools.product(*[range(n) for n in sizes])), np.int32)
+  assert len(grid) == 4096
+  batch = {d.label: grid[:, k] for k, d in enumerate(space.decisions)}
+  costs = np.asarray(jax.jit(jax.vmap(lambda p: table.expected(dist.one_hot(p))))(batch), np.float64)
+  lo, lo_point = table.extreme(largest=False)
+  hi, hi_point = table.extreme(largest=True)
+  np.testing.assert_allclose([lo, hi], [costs.min(), costs.max()], rtol=1e-5)
+  np.testing.assert_allclose([table.of_point(lo_point), table.of_point(hi_point)], [lo, hi], rtol=1e-5)
+  if metric == "flops":
+    assert table.of_point({d.label: 0 for d in space.decisions}) > lo * (1 + 1e-3)
+    spos = strategies.make("spos", dist, table, search_cfg("spos", num_groups=2, cost_bins=4))
+    np.testing.assert_allclose(spos.table_range, (lo, hi), rtol=1e-6)
+
+
+def test_cost_target_below_the_cheapest_architecture_is_rejected_early():
+  from autox3d_jax.train import setup
+  space = _tiny_space()
+  table = CostTable.build(space)
+  cheapest, _ = table.extreme()
+  cfg = config_lib.base_config()
+  cfg.search.cost_target = 0.9 * cheapest
+  with pytest.raises(config_lib.ConfigError, match="below the cheapest architecture"):
+    setup.resolve_cost_target(space, table, cfg)
+  cfg.search.cost_target = 1.01 * cheapest
+  assert setup.resolve_cost_target(space, table, cfg) == pytest.approx(1.01 * cheapest)

@@ -117,3 +117,59 @@ class CostTable:
     """Cost of one architecture (a point), from the table."""
     probs = {d.label: np.eye(d.size)[int(point[d.label])] for d in self.space.decisions}
     return float(self.expected(probs))
+
+  def extreme(self, largest: bool = False) -> tuple[float, dict[str, int]]:
+    """The exact cheapest (or costliest) architecture of the space and its cost.
+
+    Why not the all-index-0 / largest point: with a measured latency table, or ops of different
+    cost (x2d is cheaper than x3d), neither is the extreme. The cost is additive over blocks once
+    the stage widths are fixed, so a dynamic programme over the stage widths is exact: per
+    (previous width, width) each block takes its best (expansion, op, SE) and each stage its best
+    depth. Decisions that do not matter (blocks beyond the depth) are left at index 0."""
+    c = self.space.config
+    best = np.argmax if largest else np.argmin
+    pick = np.max if largest else np.min
+    score = {}         # stage i -> (W_prev, W) cost and the choices behind it
+    for i in range(self.space.num_stages):
+      depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
+      per_block, choices = [], []
+      for j in range(c.max_depths[i]):
+        table = self.blocks[block_name(i, j)]                   # (A, W, E, O, S)
+        if j > 0:
+          table = np.broadcast_to(table[:1], (_prev_width_count(c, i),) + table.shape[1:])
+        flat = table.reshape(table.shape[:2] + (-1,))
+        per_block.append(pick(flat, axis=-1))
+        choices.append(best(flat, axis=-1))
+      cum = np.cumsum(np.stack(per_block), axis=0)               # cum[j]: blocks 0..j kept
+      by_depth = cum[depths - 1]                                 # (D, A, W)
+      depth_index = best(by_depth, axis=0)
+      score[i] = (pick(by_depth, axis=0), depth_index, choices, table.shape[2:])
+    # Chain over stages: value[b] = best cost of the stem and stages 0..i ending at width index b.
+    value, back = np.array([self.stem]), []
+    for i in range(self.space.num_stages):
+      stage_cost = score[i][0]                                   # (A, W)
+      total = value[:, None] + stage_cost
+      back.append(best(total, axis=0))
+      value = pick(total, axis=0)
+    value = value + self.head
+    b = int(best(value))
+    cost = float(value[b])
+    point = {d.label: 0 for d in self.space.decisions}
+    for i in reversed(range(self.space.num_stages)):
+      a = int(back[i][b])
+      _, depth_index, choices, (n_e, n_o, n_s) = score[i]
+      d = int(depth_index[a, b])
+      point[f"s{i + 1}_width"], point[f"s{i + 1}_depth"] = b, d
+      depth = self.space.by_label[f"s{i + 1}_depth"].choices[d]
+      for j in range(depth):
+        e, o, s_ = np.unravel_index(int(choices[j][a, b]), (n_e, n_o, n_s))
+        prefix = block_name(i, j)
+        point[f"{prefix}_expansion"], point[f"{prefix}_op"], point[f"{prefix}_se"] = int(e), int(o), int(s_)
+      b = a
+    return cost, point
+
+
+def _prev_width_count(c, i: int) -> int:
+  """Number of previous-width choices feeding stage i (the stem has one width)."""
+  return 1 if i == 0 else len(c.stage_widths[i - 1])
+

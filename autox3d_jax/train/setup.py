@@ -84,12 +84,21 @@ def x3d_like_point(space: SearchSpace) -> dict[str, int]:
 
 def resolve_cost_target(space: SearchSpace, table: CostTable, cfg: ml_collections.ConfigDict) -> float:
   """The absolute target in table units: config.search.cost_target, or the cost of target_arch
-  ('X3D' = the X3D-like point of this space)."""
+  ('X3D' = the X3D-like point of this space). A target below the space's cheapest architecture is
+  rejected here, before anything compiles: no search could meet it."""
   if cfg.search.cost_target > 0:
-    return float(cfg.search.cost_target)
-  if cfg.search.target_arch:
-    return table.of_point(x3d_like_point(space))
-  return 0.0
+    target = float(cfg.search.cost_target)
+  elif cfg.search.target_arch:
+    target = table.of_point(x3d_like_point(space))
+  else:
+    return 0.0
+  cheapest, _ = table.extreme(largest=False)
+  if target < cheapest:
+    from autox3d_jax.config import ConfigError
+    raise ConfigError(f"config.search.cost_target = {target:.6g} ({table.metric}) is below the cheapest "
+                      f"architecture of the search space ({cheapest:.6g}); raise the target or widen the "
+                      f"space (smaller config.space.stage_widths / min_depths)")
+  return target
 
 
 def per_host_batch(global_batch: int) -> int:

@@ -31,11 +31,10 @@ class SPOS(Strategy):
 
   @functools.cached_property
   def table_range(self):
-    """(cheapest, costliest) architecture's cost: host floats, also when first asked inside jit."""
-    space = self.dist.space
-    smallest = {d.label: 0 for d in space.decisions}
-    with jax.ensure_compile_time_eval():
-      return (self.table.of_point(smallest), self.table.of_point(space.largest_point()))
+    """(cheapest, costliest) architecture's cost, exact (not the all-index-0 / largest points,
+    which are not the extremes when ops differ in cost); host floats, also when first asked
+    inside jit."""
+    return (self.table.extreme(largest=False)[0], self.table.extreme(largest=True)[0])
 
   def weight_archs(self, key, logits, state, step):
     k1, k2 = jax.random.split(key)
