@@ -16,3 +16,16 @@ def test_a_crashing_item_is_reported_not_fatal():
   assert out == [1, 4, ("crashed", -1), 9, 16]
   with pytest.raises(Exception):
     list(parallel.ordered_map(testing.square_or_die, [1, -1], 2))
+
+
+
+def test_a_worker_dying_between_submissions_is_handled_in_order():
+  """A race seen in a full test run: a worker dies while the consumer holds the previous result,
+  so the next submission meets a broken pool. That must become the dying item's crash report, in
+  order, not an exception out of the generator."""
+  import time
+  out = parallel.ordered_map(testing.square_or_die, [0, -1, 2, 3], 2, window=2,
+                             on_crash=lambda x: ("crashed", x))
+  assert next(out) == 0
+  time.sleep(3.0)        # item -1 has killed its worker by now; resuming submits item 2
+  assert list(out) == [("crashed", -1), 4, 9]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
@@ -38,13 +38,23 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Cal
   pending: collections.deque = collections.deque()
   source = iter(items)
   try:
+    def submit(item):
+      # A worker may die between two submissions: the pool is then broken and submit() raises.
+      # Hand the breakage to the item's future, so the loop below deals with it in order.
+      try:
+        return pool.submit(fn, item)
+      except BrokenProcessPool as e:
+        failed = Future()
+        failed.set_exception(e)
+        return failed
+
     def fill():
       while len(pending) < window:
         try:
           item = next(source)
         except StopIteration:
           return
-        pending.append([item, pool.submit(fn, item)])
+        pending.append([item, submit(item)])
 
     fill()
     while pending:
@@ -65,7 +75,7 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Cal
             raise
           result = on_crash(item)
         for e in pending:
-          e[1] = pool.submit(fn, e[0])
+          e[1] = submit(e[0])
       yield result
       fill()
   finally:
