@@ -317,3 +317,31 @@ def test_cost_target_below_the_cheapest_architecture_is_rejected_early():
     setup.resolve_cost_target(space, table, cfg)
   cfg.search.cost_target = 1.01 * cheapest
   assert setup.resolve_cost_target(space, table, cfg) == pytest.approx(1.01 * cheapest)
+
+
+def test_decisions_all_samples_agree_on_get_exactly_zero_gradient():
+  """With the mean baseline, a decision on which all K samples agree has a REINFORCE gradient of
+  exactly zero in theory; it must be exactly zero in float32 too (Adam would turn round-off into a
+  real step), while decisions the samples disagree on keep their gradient."""
+  space = toy_space()
+  dist = ArchDistribution(space)
+  rng = np.random.default_rng(5)
+  # Peaked logits: most decisions agree across 4 samples, a few do not.
+  logits = {d.label: jnp.asarray(rng.normal(size=d.size) * (8.0 if k % 3 else 0.0), jnp.float32)
+            for k, d in enumerate(space.decisions)}
+  strategy = strategies.make("probabilistic", dist, CostTable.build(space),
+                             search_cfg("probabilistic", num_groups=4, adaptive_samples=False))
+  state = {"baseline": jnp.float32(-0.5), "num_samples": jnp.int32(4)}
+  key = jax.random.PRNGKey(3)
+  losses = lambda archs: mismatch_losses(space, planted_best(space))(archs) * 1.37 + 0.123
+  grads = jax.jit(jax.grad(lambda lg: strategy.arch_objective(key, lg, state, 5, losses)[0]))(logits)
+  keys = jax.random.split(key, 4)
+  points = [dist.sample(k, logits) for k in keys]     # what _sample_points draws with this key
+  agreed = [d.label for d in space.decisions
+            if len({int(p[d.label]) for p in points}) == 1
+            and (d.block is None or d.block < space.config.min_depths[d.stage]
+                 or len({int(p[f"s{d.stage + 1}_depth"]) for p in points}) == 1)]
+  differing = [d.label for d in space.decisions if d.label not in agreed]
+  assert agreed and differing
+  assert all(float(jnp.max(jnp.abs(grads[l]))) == 0.0 for l in agreed)
+  assert max(float(jnp.max(jnp.abs(grads[l]))) for l in differing) > 0

@@ -44,13 +44,34 @@ class Probabilistic(Strategy):
     archs = jax.vmap(self.dist.one_hot)(points)
     return archs, self.fair_shifts(k2, points)
 
+  def _freeze_agreed(self, logits, points, k_eff):
+    """Stop the gradient of decisions on which all K samples agree (value and activity).
+
+    With the step's mean reward as baseline, their REINFORCE gradient is exactly zero:
+    (onehot - p) * sum_k advantage_k, and the advantages sum to zero. In float32 it comes out as
+    round-off, which Adam normalises into a step of up to ~0.1 x lr in a random direction (seen as
+    one process vs two disagreeing on such a logit). With a single distinct sample (the EMA
+    fallback) nothing is frozen."""
+    space = self.dist.space
+    out = {}
+    for d in space.decisions:
+      labels = [d.label]
+      if d.block is not None and d.block >= space.config.min_depths[d.stage]:
+        labels.append(f"s{d.stage + 1}_depth")
+      agree = jnp.all(jnp.stack([jnp.all(points[l] == points[l][0]) for l in labels]))
+      agree = agree & (k_eff > 1)
+      out[d.label] = jnp.where(agree, jax.lax.stop_gradient(logits[d.label]), logits[d.label])
+    return out
+
   def arch_objective(self, key, logits, state, step, group_losses):
     points, k_eff = self._sample_points(key, logits)
     archs = jax.vmap(self.dist.one_hot)(points)
     losses = jax.lax.stop_gradient(group_losses(archs))                       # (K,)
     costs = jax.vmap(self.point_cost)(points)
     rewards = -losses - cost_penalty(costs, self.cfg)
-    log_probs = jax.vmap(lambda p: self.dist.log_prob(logits, p))(points)
+    mean_baseline = self.shares_val_batch and self.cfg.estimator != "parsec"
+    lg = self._freeze_agreed(logits, points, k_eff) if mean_baseline else logits
+    log_probs = jax.vmap(lambda p: self.dist.log_prob(lg, p))(points)
     if self.cfg.estimator == "parsec":
       weights = jax.nn.softmax(-losses * self.cfg.val_examples_per_group)
       surrogate = -jnp.sum(weights * log_probs)
