@@ -32,6 +32,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   _init_distributed()
+  from autox3d_jax import hostmem
+  hostmem.keep_freed_memory_on_cpu()
   from autox3d_jax import config as config_lib
   from autox3d_jax import run
   cfg = _CONFIG.value

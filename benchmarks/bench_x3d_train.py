@@ -22,10 +22,15 @@ compile time and the first step are reported separately and never overlap the ot
 * --sequential: all of one framework's steps, then all of the other's.
 Only one worker computes at any time. Reported per framework: median (and min / max) of `--steps`
 timed steps after `--warmup` untimed ones; clips/s = batch / median step time; `uptime` load before
-and after; cpu_s_median = process CPU seconds (all threads) per step. A 'compare' line per size gives
+and after; cpu_s_median = process CPU seconds (all threads) per step, sys_cpu_s_median its kernel part. A 'compare' line per size gives
 speedup = jax_clips_per_s / torch_clips_per_s (target >= 1.5), speedup_from_min_step (fastest step
 vs fastest step: the least-disturbed estimate on a shared machine), cpu_s_ratio (torch / jax CPU
 seconds per step) and, in paired mode, the median of the per-round ratios torch_step / jax_step.
+
+Host memory (--host-memory): by default both workers first call autox3d_jax.hostmem.keep_freed_memory()
+(glibc's mmap for large blocks and heap trimming off), as our entry points do on CPU; without it each
+step re-faults its freed buffers (on this VM a third of JAX's CPU time was in the kernel, and up to 70%
+in paired mode). `--host-memory default` keeps glibc's defaults for both.
 
 Each result is one JSON line on stdout, also appended to benchmarks/results/x3d_train.jsonl.
 """
@@ -36,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -191,11 +197,13 @@ def _send(tag: str, payload) -> None:
   print(f"{tag} {json.dumps(payload)}", flush=True)
 
 
-def timed(step) -> tuple[float, float]:
-  """(wall seconds, process CPU seconds -- all threads, user + system) of one step."""
-  w0, c0 = time.perf_counter(), time.process_time()
+def timed(step) -> tuple[float, float, float]:
+  """(wall seconds, process CPU seconds -- all threads, user + system, and the system part) of one step."""
+  w0, t0 = time.perf_counter(), os.times()
   step()
-  return time.perf_counter() - w0, time.process_time() - c0
+  t1 = os.times()
+  system = t1.system - t0.system
+  return time.perf_counter() - w0, t1.user - t0.user + system, system
 
 
 def worker(args) -> None:
@@ -203,27 +211,33 @@ def worker(args) -> None:
   size = SIZES[args.worker_size]
   load_before = load_avg()
   t0 = time.perf_counter()
+  if args.host_memory == "keep":   # the same glibc setting for both frameworks (autox3d_jax/hostmem.py)
+    from autox3d_jax.hostmem import keep_freed_memory
+    if not keep_freed_memory():
+      raise RuntimeError("--host-memory keep: mallopt is not available or failed here")
   bench = JaxBench(size) if args.worker == "jax" else TorchBench(size, args.threads)
-  first_s, _ = timed(bench.step)
+  first_s = timed(bench.step)[0]
   for _ in range(args.warmup - 1):
     bench.step()
   _send("READY", dict(setup_s=round(time.perf_counter() - t0, 1)))
-  times, cpu = [], []
+  times, cpu, system = [], [], []
   for line in sys.stdin:
     cmd = line.split()
     if not cmd:
       continue
     if cmd[0] == "STEP":
       new = [timed(bench.step) for _ in range(int(cmd[1]))]
-      times += [w for w, _ in new]
-      cpu += [c for _, c in new]
-      _send("TIMES", [w for w, _ in new])
+      times += [w for w, _, _ in new]
+      cpu += [c for _, c, _ in new]
+      system += [s for _, _, s in new]
+      _send("TIMES", [w for w, _, _ in new])
     elif cmd[0] == "DONE":
       break
   loss = bench.final_loss()
   res = dict(bench.info, first_step_s=round(first_s, 3), final_loss=round(loss, 4),
              loss_finite=loss == loss and abs(loss) != float("inf"), **_stats(times, size["batch"]),
-             cpu_s_median=round(_median(cpu), 3),
+             cpu_s_median=round(_median(cpu), 3), sys_cpu_s_median=round(_median(system), 3),
+             peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
              load_before=load_before, load_after=load_avg())
   _send("RESULT", res)
 
@@ -233,7 +247,7 @@ class Worker:
 
   def __init__(self, framework: str, size: str, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--worker-size", size,
-           "--warmup", str(args.warmup), "--threads", str(args.threads)]
+           "--warmup", str(args.warmup), "--threads", str(args.threads), "--host-memory", args.host_memory]
     self.framework = framework
     self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, cwd=ROOT, bufsize=1)
@@ -335,6 +349,9 @@ def main(argv=None) -> int:
   p.add_argument("--warmup", type=int, default=None, help="untimed steps incl. the first (>= 1)")
   p.add_argument("--sequential", action="store_true", help="all steps of one framework, then the other")
   p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch intra-op threads")
+  p.add_argument("--host-memory", choices=("keep", "default"), default="keep",
+                 help="keep: both workers keep freed memory in-process (glibc mmap and trimming off, as "
+                      "autox3d_jax's entry points do); default: glibc's defaults")
   p.add_argument("--note", default="", help="free text stored in every line")
   p.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
   p.add_argument("--worker-size", choices=sorted(SIZES), help=argparse.SUPPRESS)
@@ -358,7 +375,7 @@ def main(argv=None) -> int:
       p.error(f"unknown framework {f!r}")
   run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
   common = dict(bench="x3d_s_train_step", run_id=run_id, host=platform.node(), cpus=os.cpu_count(),
-                quick=args.quick, warmup=args.warmup, note=args.note)
+                quick=args.quick, warmup=args.warmup, host_memory=args.host_memory, note=args.note)
   ok = all([run_size(s, frameworks, args, common) for s in sizes])
   return 0 if ok else 1
 

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from autox3d_jax.models import registry
-from autox3d_jax.models.layers import DepthwiseConv3D, batch_norm
+from autox3d_jax.models.layers import DepthwiseConv3D, batch_norm, on_channels
 from autox3d_jax.models.spec import ArchSpec, HeadSpec, SpecError, StemSpec
 
 
@@ -41,7 +41,7 @@ class Head(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.Dense(self.spec.conv5_width, use_bias=False, dtype=self.dtype, name="conv5")(x)
+    x = on_channels(nn.Dense(self.spec.conv5_width, use_bias=False, dtype=self.dtype, name="conv5"), x)
     x = nn.relu(batch_norm(train, "conv5_bn", self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2, 3))
     x = nn.relu(nn.Dense(self.spec.head_width, use_bias=False, dtype=self.dtype, name="fc1")(x))

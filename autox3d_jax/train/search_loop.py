@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from autox3d_jax import hostmem
 from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search import evolution, strategies
 from autox3d_jax.search import supernet as sn
@@ -87,6 +88,7 @@ def _writer(workdir):
 
 def run_search(cfg: ml_collections.ConfigDict, workdir: str) -> SearchResult:
   start_time = time.time()
+  hostmem.keep_freed_memory_on_cpu()   # XLA's CPU step re-faulted its buffers every step
   setup.ensure_dataset(cfg)
   space = setup.build_space(cfg)
   dist = ArchDistribution(space)

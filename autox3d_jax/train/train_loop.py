@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from autox3d_jax import hostmem
 from autox3d_jax.cost.analytic import arch_cost
 from autox3d_jax.models import builder
 from autox3d_jax.models.spec import ArchSpec
@@ -107,6 +108,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
               init_variables: dict | None = None) -> TrainResult:
   """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split."""
   start_time = time.time()
+  hostmem.keep_freed_memory_on_cpu()   # XLA's CPU step re-faulted its buffers every step
   setup.ensure_dataset(cfg)
   spec = spec.validate()
   model = builder.build(spec, _dtype(cfg))
