@@ -59,6 +59,8 @@ def main(argv=None):
                  help="the K=4 groups' archs: 4 random points, or 4 x the largest point (pure grouping "
                  "overhead: same work as K=1 split into 4 groups)")
   p.add_argument("--skip-k4", action="store_true", help="measure only a and b (no K=4 ratio)")
+  p.add_argument("--host-memory", choices=("keep", "default"), default="keep",
+                 help="keep: hostmem.keep_freed_memory() first, as the search does on CPU; default: glibc's")
   args = p.parse_args(argv)
 
   import jax
@@ -72,6 +74,8 @@ def main(argv=None):
   from autox3d_jax.train.setup import build_space
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import demo  # configs/demo.py
+  from autox3d_jax import hostmem
+  host_memory_kept = args.host_memory == "keep" and hostmem.keep_freed_memory()
 
   run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
   load_before = load_avg()
@@ -83,6 +87,7 @@ def main(argv=None):
   largest = space.largest_point()
   child_spec = space.to_arch(largest, name="largest_child")
   common = dict(bench="supernet_step", run_id=run_id, host=platform.node(), cpus=os.cpu_count(),
+                host_memory="keep" if host_memory_kept else "default",
                 devices=jax.device_count(), batch=BATCH, frames=c.num_frames, crop=c.crop_size,
                 classes=CLASSES, warmup=args.warmup, note=args.note, routing=args.routing,
                 k4_points=args.k4_points,

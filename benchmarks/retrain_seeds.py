@@ -26,6 +26,7 @@ def main():
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=0, help="0: the config's train.steps")
   parser.add_argument("--lr", type=float, default=0.0, help="0: the config's train.lr")
+  parser.add_argument("--warmup", type=int, default=0, help="0: the config's train.warmup_steps")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "retrain_seeds.jsonl"))
   args = parser.parse_args()
 
@@ -43,13 +44,15 @@ def main():
       cfg.seed = seed
       cfg.train.steps = args.steps or cfg.train.steps
       cfg.train.lr = args.lr or cfg.train.lr
+      cfg.train.warmup_steps = args.warmup or cfg.train.warmup_steps
       spec = load_arch(path, setup.num_classes(cfg)).replace(num_frames=cfg.data.num_frames,
                                                                crop_size=cfg.data.crop_size)
       start = time.time()
       with tempfile.TemporaryDirectory() as workdir:
         result = run_train(cfg, workdir, spec, spec.name)
       line = {"bench": "retrain_seeds", "config": args.config, "arch": path, "name": spec.name, "seed": seed,
-              "steps": cfg.train.steps, "lr": cfg.train.lr, "top1": round(result.top1, 4),
+              "steps": cfg.train.steps, "lr": cfg.train.lr,
+              "warmup": cfg.train.warmup_steps, "top1": round(result.top1, 4),
               "gflops": round(result.gflops, 6), "seconds": round(time.time() - start, 1), "load": load_avg()}
       print(json.dumps(line), flush=True)
       os.makedirs(os.path.dirname(args.out), exist_ok=True)
