@@ -4,13 +4,13 @@ Why: XLA's CPU runtime allocates every large temporary buffer of a step with mal
 the end. glibc serves blocks above 32 MiB with mmap and gives them back with munmap, so every step
 page-faults (and the kernel zeroes) its activations again. On this project's 2-core VM an X3D-S
 training step at 13x160^2 (batch 8) spent 2.0 of its 6.0 CPU-seconds in the kernel, and 9.5 of 13.7
-when another process ran between steps; with mmap off and trimming off it took 1.79 s instead of
-3.51 s (0.27 CPU-s in the kernel; measured, see benchmarks/RESULTS.md). The cost: the process keeps
+when another process ran between steps; with mmap off and trimming off it took 1.62 s instead of
+3.51 s (0.07 CPU-s in the kernel; measured, see benchmarks/RESULTS.md). The cost: the process keeps
 its peak heap for its lifetime, as accelerator runtimes do with device memory.
 
 `keep_freed_memory()` sets this with `mallopt` at run time (the same effect as starting the process
-with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<larger than the peak heap>). It only affects later allocations, so call
-it early. Opt out with AUTOX3D_KEEP_HOST_MEMORY=0. On a non-glibc platform it does nothing.
+with MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<larger than the peak heap>). It only affects later
+allocations, so call it early. Opt out with AUTOX3D_KEEP_HOST_MEMORY=0. On a non-glibc platform it does nothing.
 """
 from __future__ import annotations
 

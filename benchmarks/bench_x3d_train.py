@@ -22,8 +22,9 @@ compile time and the first step are reported separately and never overlap the ot
 * --sequential: all of one framework's steps, then all of the other's.
 Only one worker computes at any time. Reported per framework: median (and min / max) of `--steps`
 timed steps after `--warmup` untimed ones; clips/s = batch / median step time; `uptime` load before
-and after; cpu_s_median = process CPU seconds (all threads) per step, sys_cpu_s_median its kernel part. A 'compare' line per size gives
-speedup = jax_clips_per_s / torch_clips_per_s (target >= 1.5), speedup_from_min_step (fastest step
+and after; cpu_s_median = process CPU seconds (all threads) per step, sys_cpu_s_median its kernel
+part; peak_rss_gib. A 'compare' line per size gives speedup = jax_clips_per_s / torch_clips_per_s
+(target >= 1.5), speedup_from_min_step (fastest step
 vs fastest step: the least-disturbed estimate on a shared machine), cpu_s_ratio (torch / jax CPU
 seconds per step) and, in paired mode, the median of the per-round ratios torch_step / jax_step.
 

@@ -1,4 +1,6 @@
 """Ordered process-parallel map used by the dataset builder and the converter."""
+import time
+
 import pytest
 
 from autox3d_jax.data import parallel, testing
@@ -18,12 +20,10 @@ def test_a_crashing_item_is_reported_not_fatal():
     list(parallel.ordered_map(testing.square_or_die, [1, -1], 2))
 
 
-
 def test_a_worker_dying_between_submissions_is_handled_in_order():
   """A race seen in a full test run: a worker dies while the consumer holds the previous result,
   so the next submission meets a broken pool. That must become the dying item's crash report, in
   order, not an exception out of the generator."""
-  import time
   out = parallel.ordered_map(testing.square_or_die, [0, -1, 2, 3], 2, window=2,
                              on_crash=lambda x: ("crashed", x))
   assert next(out) == 0

@@ -133,10 +133,11 @@ class CostTable:
     for i in range(self.space.num_stages):
       depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
       per_block, choices = [], []
+      n_prev = self.blocks[block_name(i, 0)].shape[0]            # previous-width choices (A)
       for j in range(c.max_depths[i]):
-        table = self.blocks[block_name(i, j)]                   # (A, W, E, O, S)
+        table = self.blocks[block_name(i, j)]                   # (A, W, E, O, S); later blocks A = 1
         if j > 0:
-          table = np.broadcast_to(table[:1], (_prev_width_count(c, i),) + table.shape[1:])
+          table = np.broadcast_to(table[:1], (n_prev,) + table.shape[1:])
         flat = table.reshape(table.shape[:2] + (-1,))
         per_block.append(pick(flat, axis=-1))
         choices.append(best(flat, axis=-1))
@@ -167,9 +168,3 @@ class CostTable:
         point[f"{prefix}_expansion"], point[f"{prefix}_op"], point[f"{prefix}_se"] = int(e), int(o), int(s_)
       b = a
     return cost, point
-
-
-def _prev_width_count(c, i: int) -> int:
-  """Number of previous-width choices feeding stage i (the stem has one width)."""
-  return 1 if i == 0 else len(c.stage_widths[i - 1])
-
