@@ -59,6 +59,9 @@ def main(argv=None):
                  help="the K=4 groups' archs: 4 random points, or 4 x the largest point (pure grouping "
                  "overhead: same work as K=1 split into 4 groups)")
   p.add_argument("--skip-k4", action="store_true", help="measure only a and b (no K=4 ratio)")
+  p.add_argument("--batch", type=int, default=BATCH, help="clips per step (K=4 splits it in 4)")
+  p.add_argument("--frames", type=int, default=0, help="clip length (0: the demo config's 8)")
+  p.add_argument("--crop", type=int, default=0, help="crop size (0: the demo config's 40)")
   p.add_argument("--host-memory", choices=("keep", "default"), default="keep",
                  help="keep: hostmem.keep_freed_memory() first, as the search does on CPU; default: glibc's")
   args = p.parse_args(argv)
@@ -80,6 +83,12 @@ def main(argv=None):
   run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
   load_before = load_avg()
   cfg = demo.get_config("")
+  if args.batch < 4 or args.batch % 4:
+    raise SystemExit(f"--batch must be a positive multiple of 4 (K=4 groups), got {args.batch}")
+  if args.frames:
+    cfg.data.num_frames = args.frames
+  if args.crop:
+    cfg.data.crop_size = args.crop
   if args.ops:
     cfg.space.ops = tuple(args.ops.split(","))
   space = build_space(cfg, classes=CLASSES)
@@ -88,7 +97,7 @@ def main(argv=None):
   child_spec = space.to_arch(largest, name="largest_child")
   common = dict(bench="supernet_step", run_id=run_id, host=platform.node(), cpus=os.cpu_count(),
                 host_memory="keep" if host_memory_kept else "default",
-                devices=jax.device_count(), batch=BATCH, frames=c.num_frames, crop=c.crop_size,
+                devices=jax.device_count(), batch=args.batch, frames=c.num_frames, crop=c.crop_size,
                 classes=CLASSES, warmup=args.warmup, note=args.note, routing=args.routing,
                 k4_points=args.k4_points,
                 ops=",".join(f"{o.type}:{'x'.join(map(str, o.kernel))}" for o in c.ops))
@@ -98,8 +107,8 @@ def main(argv=None):
     common["depthwise_plan"] = f"? ({e})"
 
   rs = np.random.default_rng(0)
-  x = jnp.asarray(rs.normal(size=(BATCH, c.num_frames, c.crop_size, c.crop_size, c.in_channels)), jnp.float32)
-  y = jnp.asarray(rs.integers(0, CLASSES, BATCH), jnp.int32)
+  x = jnp.asarray(rs.normal(size=(args.batch, c.num_frames, c.crop_size, c.crop_size, c.in_channels)), jnp.float32)
+  y = jnp.asarray(rs.integers(0, CLASSES, args.batch), jnp.int32)
   tx = optax.sgd(LR, momentum=MOMENTUM)
 
   def ce(logits, labels):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from autox3d_jax.models import registry
-from autox3d_jax.models.layers import DepthwiseConv3D, batch_norm, on_channels
+from autox3d_jax.models.layers import DepthwiseConv3D, SpatialConv, batch_norm, on_channels
 from autox3d_jax.models.spec import ArchSpec, HeadSpec, SpecError, StemSpec
 
 
@@ -28,8 +28,7 @@ class Stem(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     k, s = self.spec.spatial_kernel, self.spec.spatial_stride
-    x = nn.Conv(self.spec.width, (1, k, k), strides=(1, s, s), padding=[(0, 0), (k // 2, k // 2), (k // 2, k // 2)],
-                use_bias=False, dtype=self.dtype, name="conv_xy")(x)
+    x = SpatialConv(self.spec.width, k, s, self.dtype, name="conv_xy")(x)
     x = DepthwiseConv3D((self.spec.temporal_kernel, 1, 1), 1, self.dtype, name="conv_t")(x)
     return nn.relu(batch_norm(train, "bn", self.dtype)(x))
 
