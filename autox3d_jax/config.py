@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
       tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0, total_steps=600,
       estimator="reinforce", baseline_decay=0.95, entropy_weight=0.0,
       sandwich=False,                 # probabilistic/spos: weight-step group 0 = the largest architecture
+      largest_warmup_steps=0,         # probabilistic/spos: the first N weight steps train only the largest
       shared_val_batch=True,          # probabilistic: score all K samples on the same val clips
       adaptive_samples=True, min_samples=1, val_examples_per_group=1,
       fair_channels=True, cost_bins=0, bin_candidates=16,
@@ -102,6 +103,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _positive(c[section][name], key)
   _positive(c.search.cost_unit, "search.cost_unit", allow_zero=True)
   _positive(c.search.arch_warmup_steps, "search.arch_warmup_steps", allow_zero=True)
+  _positive(c.search.largest_warmup_steps, "search.largest_warmup_steps", allow_zero=True)
   searching = c.mode in ("search", "demo")
   if searching and c.data.batch_size % c.search.num_groups:
     raise ConfigError(f"config.data.batch_size ({c.data.batch_size}) must be divisible by "

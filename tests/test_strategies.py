@@ -270,6 +270,25 @@ def test_sandwich_trains_the_largest_architecture_in_group_zero(name):
     assert any(p != largest for p in others)   # the other groups are still samples
 
 
+@pytest.mark.parametrize("name", ["probabilistic", "spos"])
+def test_largest_warmup_trains_only_the_largest_then_samples(name):
+  """search.largest_warmup_steps: every group is the largest point while step < N (also inside
+  jit, with a traced step), sampled points from step N on."""
+  space = toy_space()
+  dist = ArchDistribution(space)
+  strategy = strategies.make(name, dist, CostTable.build(space),
+                             search_cfg(name, num_groups=4, largest_warmup_steps=5))
+  largest = space.largest_point()
+  draw = jax.jit(lambda key, step: strategy.weight_archs(key, dist.init_logits(), strategy.init_state(), step)[0])
+
+  def points(archs):
+    return [{l: int(jnp.argmax(a[g])) for l, a in archs.items()} for g in range(4)]
+  for step in (0, 4):
+    assert points(draw(jax.random.PRNGKey(step), step)) == [largest] * 4
+  after = [p for i in range(3) for p in points(draw(jax.random.PRNGKey(i), 5))]
+  assert any(p != largest for p in after)
+
+
 def _tiny_space():
   return SearchSpace(SpaceConfig(
       num_frames=4, crop_size=16, stem=StemSpec(width=8), stage_widths=((8, 12), (16, 24)),
