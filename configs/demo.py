@@ -80,6 +80,7 @@ def get_config(arg: str = ""):
     c.space.head_width = 16
     c.search.steps = 6
     c.search.arch_warmup_steps = 2
+    c.search.largest_warmup_steps = 2
     c.search.num_groups = 2
     c.train.steps = 4
     c.checkpoint.every_steps = 2
