@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.ops.depthwise import depthwise_conv3d
+from autox3d_jax.ops.depthwise import depthwise_conv3d, output_shape
 from autox3d_jax.models.spec import se_width
 
 # PyTorch BatchNorm3d defaults (momentum 0.1 <=> flax 0.9) so imported weights and stats agree.
@@ -66,8 +66,7 @@ def spatial_conv_patches(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Ar
   (k*k*C_in / stride^2) x the input's size, cheap for a 3-channel input.
   """
   _, kh, kw, cin, features = kernel.shape
-  n, t, h, w, _ = x.shape
-  ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+  n, t, ho, wo, _ = output_shape(x.shape, kernel.shape, stride)   # same padding rule as the depthwise op
   xp = jnp.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
   cols = [xp[:, :, b:b + stride * (ho - 1) + 1:stride, c:c + stride * (wo - 1) + 1:stride, :]
           for b in range(kh) for c in range(kw)]

@@ -110,7 +110,7 @@ class Strategy:
     strategies that compare their samples' losses."""
     return self.compares_samples and bool(self.cfg.get("shared_val_batch", False))
 
-  def sandwich(self, points, step=None):
+  def weight_points(self, points, step):
     """Which architectures the weight step trains, on top of the sampled `points`.
 
     * Largest-child warm-up (search.largest_warmup_steps, progressive shrinking as in OFA): while
@@ -123,7 +123,7 @@ class Strategy:
     """
     largest = self.dist.space.largest_point()
     warmup = int(self.cfg.get("largest_warmup_steps", 0))
-    if warmup > 0 and step is not None:
+    if warmup > 0:
       warming = jnp.asarray(step) < warmup
       points = {l: jnp.where(warming, jnp.full_like(v, largest[l]), v) for l, v in points.items()}
     if not self.cfg.get("sandwich", False):

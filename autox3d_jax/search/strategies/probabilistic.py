@@ -40,7 +40,7 @@ class Probabilistic(Strategy):
   def weight_archs(self, key, logits, state, step):
     k1, k2 = jax.random.split(key)
     points, _ = self._sample_points(k1, logits)
-    points = self.sandwich(points, step)
+    points = self.weight_points(points, step)
     archs = jax.vmap(self.dist.one_hot)(points)
     return archs, self.fair_shifts(k2, points)
 

@@ -38,7 +38,7 @@ class SPOS(Strategy):
 
   def weight_archs(self, key, logits, state, step):
     k1, k2 = jax.random.split(key)
-    points = self.sandwich(stack([self._one_path(k) for k in jax.random.split(k1, self.num_groups)]), step)
+    points = self.weight_points(stack([self._one_path(k) for k in jax.random.split(k1, self.num_groups)]), step)
     return jax.vmap(self.dist.one_hot)(points), self.fair_shifts(k2, points)
 
   def arch_objective(self, key, logits, state, step, group_losses):
