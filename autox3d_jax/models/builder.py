@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from autox3d_jax.compile_once import run_once
 from autox3d_jax.models import registry
 from autox3d_jax.models.layers import DepthwiseConv3D, SpatialConv, batch_norm, on_channels
 from autox3d_jax.models.spec import ArchSpec, HeadSpec, SpecError, StemSpec
@@ -80,4 +81,4 @@ def init_variables(spec: ArchSpec, rng: jax.Array, batch_size: int = 1, num_fram
   model = build(spec)
   shape = (batch_size, num_frames or spec.num_frames, crop_size or spec.crop_size,
            crop_size or spec.crop_size, spec.in_channels)
-  return jax.jit(lambda r: model.init(r, jnp.zeros(shape, jnp.float32), train=False))(rng)
+  return run_once(lambda r: model.init(r, jnp.zeros(shape, jnp.float32), train=False), rng)
