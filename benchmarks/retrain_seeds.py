@@ -6,6 +6,9 @@ several seeds before it means anything. Appends JSON lines to benchmarks/results
 
   python benchmarks/retrain_seeds.py --seeds 0,1,2 --steps 300 --lr 0.1 \
       /tmp/autox3d_demo/report/AutoX3D_searched.json /tmp/autox3d_demo/report/X3D-like_baseline.json
+  # another dataset under the same recipe (any config key, as with --config.KEY=VALUE):
+  python benchmarks/retrain_seeds.py --set data.name=moving_digits/speed_small \
+      --set "data.scale_jitter=(40, 40)" benchmarks/results/archs/x3d_like_baseline.json
 """
 import argparse
 import json
@@ -19,6 +22,20 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from common import load_avg  # noqa: E402
 
 
+def apply_override(cfg, key: str, value: str) -> None:
+  """`--set a.b=value`, parsed like absl's --config.a.b=value: as the existing field's type."""
+  import ast
+  *parents, leaf = key.split(".")
+  node = cfg
+  for name in parents:
+    node = node[name]
+  if leaf not in node:
+    raise KeyError(f"--set {key}: no such config key")
+  old = node[leaf]
+  node[leaf] = value if isinstance(old, str) else type(old)(ast.literal_eval(value)) \
+      if isinstance(old, (int, float, bool)) else ast.literal_eval(value)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("archs", nargs="+", help="ArchSpec JSON files (or zoo names)")
@@ -27,6 +44,9 @@ def main():
   parser.add_argument("--steps", type=int, default=0, help="0: the config's train.steps")
   parser.add_argument("--lr", type=float, default=0.0, help="0: the config's train.lr")
   parser.add_argument("--warmup", type=int, default=0, help="0: the config's train.warmup_steps")
+  parser.add_argument("--config-arg", default="", help="the config file's variant argument")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="config override, e.g. --set data.name=moving_digits/motion_small (repeatable)")
   parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "retrain_seeds.jsonl"))
   args = parser.parse_args()
 
@@ -40,7 +60,10 @@ def main():
   spec_module.loader.exec_module(module)
   for path in args.archs:
     for seed in (int(s) for s in args.seeds.split(",")):
-      cfg = module.get_config("")
+      cfg = module.get_config(args.config_arg)
+      for item in args.set:
+        key, _, value = item.partition("=")
+        apply_override(cfg, key, value)
       cfg.seed = seed
       cfg.train.steps = args.steps or cfg.train.steps
       cfg.train.lr = args.lr or cfg.train.lr
@@ -50,8 +73,8 @@ def main():
       start = time.time()
       with tempfile.TemporaryDirectory() as workdir:
         result = run_train(cfg, workdir, spec, spec.name)
-      line = {"bench": "retrain_seeds", "config": args.config, "arch": path, "name": spec.name, "seed": seed,
-              "steps": cfg.train.steps, "lr": cfg.train.lr,
+      line = {"bench": "retrain_seeds", "config": args.config, "overrides": args.set, "arch": path,
+              "name": spec.name, "seed": seed, "steps": cfg.train.steps, "lr": cfg.train.lr,
               "warmup": cfg.train.warmup_steps, "top1": round(result.top1, 4),
               "gflops": round(result.gflops, 6), "seconds": round(time.time() - start, 1), "load": load_avg()}
       print(json.dumps(line), flush=True)

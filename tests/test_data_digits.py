@@ -87,3 +87,78 @@ def test_handwriting_pools_are_disjoint():
   assert len(train) + len(val) == 1797 and not set(train) & set(val)
   with pytest.raises(ValueError):
     digits.digit_pool("test")
+
+
+def _centroid(frames):
+  """Ink centroid (x, y) per frame of a clip without distractor or noise."""
+  g = frames.astype(np.float32).mean(-1)
+  g = np.clip(g - np.median(g, axis=(1, 2), keepdims=True), 0, None) ** 2
+  ys, xs = np.arange(g.shape[1]), np.arange(g.shape[2])
+  total = g.sum((1, 2))
+  return np.stack([(g.sum(1) * xs).sum(1) / total, (g.sum(2) * ys).sum(1) / total], 1)
+
+
+def test_sequence_clips_make_the_two_moves_of_their_label_in_order():
+  spec = digits.ClipSpec(task="sequence", num_frames=12, height=48, width=48, distractor=False, max_noise=0.0)
+  assert spec.num_classes == 16 and spec.class_names[digits.SEQUENCE_CLASSES.index("up_then_left")] == "up_then_left"
+  unit = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+  for label, name in enumerate(digits.SEQUENCE_CLASSES):
+    first, then = name.split("_then_")
+    rng = np.random.default_rng(label)
+    xy = _centroid(digits.render_sequence(rng, label // 4, label % 4, spec))
+    leg1, leg2 = xy[5] - xy[0], xy[-1] - xy[6]
+    for leg, direction in ((leg1, first), (leg2, then)):
+      assert np.dot(leg, unit[direction]) > 5, (name, leg1, leg2)        # moved that way, >5 px
+      assert abs(np.cross(leg, unit[direction])) < 2.5, (name, leg1, leg2)  # and not sideways
+
+
+def test_sequence_labels_and_time_reversal_need_the_order():
+  """Every class's time reversal is another class of the task: first/then swap and both directions
+  flip, so the unordered set of frames cannot tell `a_then_b` from `rev(b)_then_rev(a)`."""
+  opposite = {"left": "right", "right": "left", "up": "down", "down": "up"}
+  names = set(digits.SEQUENCE_CLASSES)
+  for name in names:
+    a, b = name.split("_then_")
+    assert f"{opposite[b]}_then_{opposite[a]}" in names
+  spec = digits.ClipSpec(task="sequence", num_frames=8, height=32, width=32)
+  labels = [digits.generate_clip(spec, "train", i, seed=0)[1] for i in range(320)]
+  counts = np.bincount(labels, minlength=16)
+  assert counts.min() > 5 and counts.sum() == 320
+  a, la = digits.generate_clip(spec, "validation", 3, seed=2)
+  b, lb = digits.generate_clip(spec, "validation", 3, seed=2)
+  np.testing.assert_array_equal(a, b)
+  assert la == lb
+
+
+def test_active_distractors_add_motion_without_changing_labels_or_the_plain_task():
+  plain = digits.ClipSpec(task="motion", num_frames=8, height=32, width=32)
+  explicit_zero = digits.ClipSpec(task="motion", num_frames=8, height=32, width=32, active_distractors=0)
+  busy = digits.ClipSpec(task="motion", num_frames=8, height=32, width=32, active_distractors=2)
+  for i in range(10):
+    f0, l0 = digits.generate_clip(plain, "train", i, seed=1)
+    f1, l1 = digits.generate_clip(explicit_zero, "train", i, seed=1)
+    f2, l2 = digits.generate_clip(busy, "train", i, seed=1)
+    np.testing.assert_array_equal(f0, f1)
+    assert l0 == l1 == l2
+    assert not np.array_equal(f0, f2)
+  with pytest.raises(ValueError, match="active_distractors"):
+    digits.ClipSpec(task="motion", active_distractors=4)
+  with pytest.raises(ValueError, match="motion and sequence"):
+    digits.ClipSpec(task="appearance", active_distractors=1)
+
+
+def test_speed_clips_move_at_their_bins_speed_and_bounce_inside_the_frame():
+  spec = digits.ClipSpec(task="speed", num_frames=12, height=48, width=48, distractor=False, max_noise=0.0)
+  edges = digits.speed_bin_edges(48)
+  assert spec.num_classes == 8 and np.all(np.diff(edges) > 0)
+  np.testing.assert_allclose(edges[1:] / edges[:-1], edges[1] / edges[0])   # geometric bins
+  for label in range(8):
+    for seed in range(3):
+      xy = _centroid(digits.render_speed(np.random.default_rng(100 * label + seed), label, spec))
+      step = np.linalg.norm(np.diff(xy, axis=0), axis=1)
+      # The median frame-to-frame step (a bounce shortens only the frames it happens in) is within
+      # the bin, give or take the centroid's rendering error.
+      assert edges[label] * 0.8 - 0.15 < np.median(step) < edges[label + 1] * 1.2 + 0.15, (label, step)
+  positions = [digits._bounce(5.0, 7.3, np.arange(40.0), 2.0, 30.0)]
+  assert np.all((positions[0] >= 2.0) & (positions[0] <= 30.0))
+  np.testing.assert_allclose(np.abs(np.diff(positions[0]))[:3], 7.3)

@@ -94,3 +94,21 @@ def test_ucf101_falls_back_to_a_prepared_tfds_build(data_dir, tmp_path):
                   tmp_path / "ucf101" / "ucf101_1_256" / "1.0.0")
   src = registry.get_source("ucf101", "train", str(tmp_path))
   assert src.kind == "tfds" and src.num_examples == 64 and all(os.path.exists(f) for f in src.files)
+
+
+def test_harder_tasks_build_through_tfds_with_their_class_names(tmp_path):
+  """The sequence / speed tasks and active distractors as tfds configs: names, labels, clips."""
+  import tensorflow as tf
+
+  cfg = moving_digits.get_config("motion_tiny", num_train=4, num_validation=2, active_distractors=2)
+  assert cfg.name == "motion_tiny_train4_validation2_distractors2" and cfg.clip_spec.active_distractors == 2
+  for name, classes in (("sequence_small", digits.SEQUENCE_CLASSES), ("speed_small", digits.SPEED_CLASSES)):
+    base = moving_digits.CONFIGS[name]
+    moving_digits.build_moving_digits(name, str(tmp_path), workers=1, num_frames=4, resolution=24,
+                                      num_train=4, num_validation=2)
+    built = moving_digits.get_config(name, num_frames=4, resolution=24, num_train=4, num_validation=2)
+    src = registry.get_source(f"moving_digits/{built.name}", "train", str(tmp_path))
+    assert base.task == built.task and list(src.class_names) == list(classes) and src.num_examples == 4
+    ex = next(iter(tf.data.TFRecordDataset(list(src.files)).map(src.parse_fn)))
+    index = int(ex["video_id"].numpy().decode().split("_")[1])
+    assert int(ex["label"]) == digits.generate_clip(built.clip_spec, "train", index, built.seed)[1]

@@ -5,7 +5,7 @@ Clips are rendered from the 1,797 real handwritten 8x8 digits that scikit-learn 
 zoomed and faded over time by inverse-affine bilinear sampling, composited in colour over a
 random background with a distractor digit and pixel noise.
 
-Two tasks mirror the two benchmarks of the paper:
+Two tasks mirror the two benchmarks of the paper, two more are harder probes:
 
 * ``motion`` (Something-Something-V2-like: the label is *what happens over time*). Twelve classes
   in six time-reversed pairs ``(2p, 2p+1)``: move left/right, move up/down, rotate cw/ccw, zoom
@@ -15,6 +15,17 @@ Two tasks mirror the two benchmarks of the paper:
   within a pair.
 * ``appearance`` (Kinetics-like: the label is *what is there*): the label is the digit identity;
   the motion (any of the above, either direction) is random nuisance.
+* ``speed`` (a graded task): one digit moves in a random direction at a constant speed, bouncing
+  off the frame's edges; the label is the speed's bin among 8 geometric bins (each 30% faster than
+  the last). Speeds are uniform within a bin, so a model's accuracy grows with the precision of
+  its velocity estimate instead of saturating once it has found the cue. Scale augmentation
+  changes apparent speed: train it with a fixed scale (scale_jitter = (crop, crop)).
+* ``sequence`` (temporal order over the whole clip): the digit makes two straight moves, one in
+  each half of the clip, among left/right/up/down; the label is the ordered pair (16 classes).
+  ``left_then_up`` and ``up_then_left`` contain the same local motions at different times, and
+  every class's time reversal is another class (``left_then_up`` reversed is ``down_then_right``),
+  so a model must relate the start of the clip to its end: a long temporal receptive field,
+  which is what the search space's temporal kernels buy and a short-kernel network lacks.
 
 Handwriting is split between train and validation: 80% of the 1,797 digits (a fixed permutation)
 feed the train split and the other 20% the validation split, so validation measures
@@ -41,7 +52,15 @@ MOTION_CLASSES: tuple[str, ...] = (
     "appear", "disappear",
 )
 APPEARANCE_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
-TASKS = ("motion", "appearance")
+# `sequence`: two moves one after the other; class 4*a + b is "first DIRECTIONS[a], then DIRECTIONS[b]".
+DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+SEQUENCE_CLASSES: tuple[str, ...] = tuple(f"{a}_then_{b}" for a in DIRECTIONS for b in DIRECTIONS)
+_DIRECTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+# `speed`: how fast one digit moves (any direction, bouncing off the frame's edges), in 8 bins.
+NUM_SPEED_CLASSES = 8
+SPEED_RANGE = (0.4, 3.2)          # px per frame at a 48-pixel frame (scaled with the frame size)
+SPEED_CLASSES: tuple[str, ...] = tuple(f"speed_{k}" for k in range(NUM_SPEED_CLASSES))
+TASKS = ("motion", "appearance", "sequence", "speed")
 SPLITS = ("train", "validation")
 # Pair p renders the first class of the pair; the second class is its time reversal.
 NUM_MOTION_PAIRS = len(MOTION_CLASSES) // 2
@@ -59,8 +78,13 @@ class ClipSpec:
   num_frames: int = 16
   height: int = 64
   width: int = 64
-  distractor: bool = True        # a slow, dimmer extra digit (motion task only)
+  distractor: bool = True        # a slow, dimmer extra digit (not in the appearance task)
   max_noise: float = 0.06        # per-pixel Gaussian noise std is uniform in [0, max_noise]
+  # Harder variants (motion and sequence tasks). Active distractors are smaller, dimmer digits that each
+  # perform a random motion of the task's own vocabulary (any pair, either direction, independent
+  # of the label), so a model must tell *which* digit does what (bind salience to motion), not
+  # just detect a kind of motion anywhere in the clip.
+  active_distractors: int = 0
 
   def __post_init__(self):
     if self.task not in TASKS:
@@ -69,10 +93,15 @@ class ClipSpec:
       raise ValueError(f"num_frames must be >= 2 (motion needs time), got {self.num_frames}")
     if min(self.height, self.width) < 16:
       raise ValueError(f"frames must be at least 16x16, got {self.height}x{self.width}")
+    if not 0 <= self.active_distractors <= 3:
+      raise ValueError(f"active_distractors must be in [0, 3], got {self.active_distractors}")
+    if self.active_distractors and self.task not in ("motion", "sequence"):
+      raise ValueError("active_distractors applies to the motion and sequence tasks only")
 
   @property
   def class_names(self) -> tuple[str, ...]:
-    return MOTION_CLASSES if self.task == "motion" else APPEARANCE_CLASSES
+    return {"motion": MOTION_CLASSES, "appearance": APPEARANCE_CLASSES, "sequence": SEQUENCE_CLASSES,
+            "speed": SPEED_CLASSES}[self.task]
 
   @property
   def num_classes(self) -> int:
@@ -255,6 +284,35 @@ def _distractor(rng: np.random.Generator, digit: int, spec: ClipSpec) -> _Sprite
                  _random_color(rng, 0.3))
 
 
+def _active_distractor(rng: np.random.Generator, digits: Sequence[int], spec: ClipSpec) -> list[_Sprite]:
+  """A random motion of the task's vocabulary (random pair and direction), played by a smaller,
+  dimmer digit (or two, for approach/separate) whose path is shifted off the frame's centre.
+  Direction-symmetric like the drifting distractor, so it carries no information about the label."""
+  t = spec.num_frames
+  short = float(min(spec.height, spec.width))
+  pair = int(rng.integers(NUM_MOTION_PAIRS))
+  reverse = bool(rng.integers(2))
+  scale = rng.uniform(0.55, 0.7)
+  opacity = rng.uniform(0.45, 0.65)
+  phi = rng.uniform(0, 2 * np.pi)
+  offset = rng.uniform(0.18, 0.3) * short
+  if spec.task == "sequence":   # a sequence of its own: the same kind of motion as the label's
+    n = len(DIRECTIONS)
+    moving = [_sequence_sprite(rng, int(rng.integers(n)), int(rng.integers(n)), digits[0], spec)]
+  else:
+    moving = _main_sprites(rng, pair, digits, spec)
+  out = []
+  for sp in moving:
+    order = slice(None, None, -1) if reverse else slice(None)
+    out.append(_Sprite(sp.digit, (sp.cx + np.cos(phi) * offset)[order].astype(np.float32),
+                       (sp.cy + np.sin(phi) * offset)[order].astype(np.float32),
+                       np.broadcast_to(sp.angle, (t,))[order].astype(np.float32),
+                       (np.broadcast_to(sp.size, (t,)) * scale)[order].astype(np.float32),
+                       (np.broadcast_to(sp.alpha, (t,)) * opacity)[order].astype(np.float32),
+                       sp.color * np.float32(0.85)))
+  return out
+
+
 def _composite(rng: np.random.Generator, sprites: Sequence[_Sprite], spec: ClipSpec,
                sprite_images: np.ndarray) -> np.ndarray:
   """Renders sprites (first = bottom) over a random background; returns uint8 (T, H, W, 3)."""
@@ -317,13 +375,93 @@ def render_motion_pair(rng: np.random.Generator, pair: int, spec: ClipSpec, spli
   pool = digit_pool(split)
   digits = rng.choice(pool, size=3, replace=False)
   main = _main_sprites(rng, pair, [int(digits[0]), int(digits[1])], spec)
-  layers = ([_distractor(rng, int(digits[2]), spec)] if spec.distractor else []) + main
+  layers = ([_distractor(rng, int(digits[2]), spec)] if spec.distractor else [])
+  for _ in range(spec.active_distractors):
+    # Drawn after everything the plain task draws, so the plain configs' clips are unchanged.
+    extra = rng.choice(pool, size=2, replace=False)
+    layers += _active_distractor(rng, [int(extra[0]), int(extra[1])], spec)
+  layers += main
   return _composite(rng, layers, spec, sprites)
+
+
+def _sequence_sprite(rng: np.random.Generator, first: int, then: int, digit: int, spec: ClipSpec) -> _Sprite:
+  """A digit moving DIRECTIONS[first] over the first half of the clip, then DIRECTIONS[then].
+  The two legs have independent speeds, so duration is not a cue to the order."""
+  t, h, w = spec.num_frames, spec.height, spec.width
+  short = float(min(h, w))
+  split_at = (t - 1) / 2 + rng.uniform(-0.5, 0.5)            # the turn, between the middle frames
+  time = np.arange(t, dtype=np.float32)
+  legs = np.stack([np.minimum(time, split_at), np.maximum(time - split_at, 0.0)], 1)   # (T, 2)
+  speeds = rng.uniform(0.26, 0.4, size=2) * short / ((t - 1) / 2)   # px per frame of each leg
+  vel = np.array([_DIRECTION_VECTORS[DIRECTIONS[first]], _DIRECTION_VECTORS[DIRECTIONS[then]]],
+                 np.float32) * speeds[:, None]
+  path = legs @ vel                                             # (T, 2) offset from the start
+  # Start so the path's bounding box is centred (with jitter): the digit stays in the frame.
+  lo, hi = path.min(0), path.max(0)
+  centre = np.array([w, h], np.float32) / 2 + rng.uniform(-0.08, 0.08, size=2) * short
+  xy = path + centre - (lo + hi) / 2
+  return _Sprite(digit, xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32),
+                 _const(rng.uniform(-0.35, 0.35), t), _const(rng.uniform(0.38, 0.48) * short, t),
+                 _const(1.0, t), _random_color(rng, 0.45))
+
+
+def render_sequence(rng: np.random.Generator, first: int, then: int, spec: ClipSpec,
+                    split: str = "train") -> np.ndarray:
+  """The `sequence` task's clip of class (first, then): uint8 (T, H, W, 3)."""
+  sprites, _ = load_digit_sprites()
+  pool = digit_pool(split)
+  chosen = rng.choice(pool, size=3, replace=False)
+  main = _sequence_sprite(rng, first, then, int(chosen[0]), spec)
+  layers = [_distractor(rng, int(chosen[1]), spec)] if spec.distractor else []
+  for _ in range(spec.active_distractors):
+    extra = rng.choice(pool, size=2, replace=False)
+    layers += _active_distractor(rng, [int(extra[0]), int(extra[1])], spec)
+  return _composite(rng, layers + [main], spec, sprites)
+
+
+def speed_bin_edges(short_side: float) -> np.ndarray:
+  """(NUM_SPEED_CLASSES + 1,) geometric bin edges in px per frame for frames of this short side."""
+  lo, hi = SPEED_RANGE
+  return np.geomspace(lo, hi, NUM_SPEED_CLASSES + 1) * short_side / 48.0
+
+
+def _bounce(start: float, velocity: float, t: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  """Positions start + velocity * t reflected into [lo, hi] (a ball bouncing between two walls)."""
+  span = hi - lo
+  u = np.mod(start - lo + velocity * t, 2 * span)
+  return lo + np.where(u > span, 2 * span - u, u)
+
+
+def render_speed(rng: np.random.Generator, label: int, spec: ClipSpec, split: str = "train") -> np.ndarray:
+  """The `speed` task's clip of speed bin `label`: uint8 (T, H, W, 3)."""
+  sprites, _ = load_digit_sprites()
+  pool = digit_pool(split)
+  chosen = rng.choice(pool, size=2, replace=False)
+  t, h, w = spec.num_frames, spec.height, spec.width
+  short = float(min(h, w))
+  edges = speed_bin_edges(short)
+  speed = rng.uniform(edges[label], edges[label + 1])
+  phi = rng.uniform(0, 2 * np.pi)
+  size = rng.uniform(0.34, 0.42) * short
+  margin = 0.3 * size                      # the digit's centre may come this close to an edge
+  time = np.arange(t, dtype=np.float32)
+  cx = _bounce(rng.uniform(margin, w - margin), np.cos(phi) * speed, time, margin, w - margin)
+  cy = _bounce(rng.uniform(margin, h - margin), np.sin(phi) * speed, time, margin, h - margin)
+  main = _Sprite(int(chosen[0]), cx.astype(np.float32), cy.astype(np.float32),
+                 _const(rng.uniform(-0.35, 0.35), t), _const(size, t), _const(1.0, t), _random_color(rng, 0.45))
+  layers = [_distractor(rng, int(chosen[1]), spec)] if spec.distractor else []
+  return _composite(rng, layers + [main], spec, sprites)
 
 
 def generate_clip(spec: ClipSpec, split: str, index: int, seed: int = 0) -> tuple[np.ndarray, int]:
   """Clip `index` of `split`: (uint8 frames (T, H, W, 3), label). Pure function of its arguments."""
   rng = clip_rng(seed, split, index)
+  if spec.task == "speed":
+    label = int(rng.integers(NUM_SPEED_CLASSES))
+    return render_speed(rng, label, spec, split), label
+  if spec.task == "sequence":
+    label = int(rng.integers(len(SEQUENCE_CLASSES)))
+    return render_sequence(rng, label // len(DIRECTIONS), label % len(DIRECTIONS), spec, split), label
   sprites, targets = load_digit_sprites()
   pool = digit_pool(split)
   pair = int(rng.integers(NUM_MOTION_PAIRS))

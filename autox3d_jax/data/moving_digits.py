@@ -10,6 +10,8 @@ config             task        frames  size      train    validation
 motion             motion      16      64x64     10,000   2,000   (Something-Something-like)
 appearance         appearance  16      64x64     10,000   2,000   (Kinetics-like)
 motion_small       motion      12      48x48     4,000    800     (the README demo: builds in ~20 s)
+sequence_small     sequence    12      48x48     4,000    800     (two moves in order, 16 classes)
+speed_small        speed       12      48x48     4,000    800     (8 speed bins: graded, not saturating)
 motion_tiny        motion      12      32x32     64       32      (tests: builds in seconds)
 appearance_tiny    appearance  12      32x32     64       32
 =================  ==========  ======  ========  =======  ====================================
@@ -20,7 +22,7 @@ Build (prints the prepared directory)::
 
 or from Python: ``build_moving_digits("motion", data_dir)``. Custom sizes:
 ``build_moving_digits("motion", data_dir, num_frames=32, resolution=96)`` builds a config named
-``motion_32x96``.
+``motion_32x96``; ``active_distractors=2`` adds digits doing motions of their own (``_distractors2``).
 
 Storage format -- why tfds' own records and not `tf.train.SequenceExample`
 -------------------------------------------------------------------------
@@ -63,11 +65,12 @@ class MovingDigitsConfig(tfds.core.BuilderConfig):
   num_validation: int = 2_000
   seed: int = 0
   jpeg_quality: int = 90
+  active_distractors: int = 0     # see digits.ClipSpec: extra digits doing motions of their own
 
   @property
   def clip_spec(self) -> digits.ClipSpec:
     return digits.ClipSpec(task=self.task, num_frames=self.num_frames, height=self.resolution,
-                           width=self.resolution)
+                           width=self.resolution, active_distractors=self.active_distractors)
 
   @property
   def flip_invariant(self) -> bool:
@@ -92,6 +95,9 @@ CONFIGS = {
         _config("motion", "motion"),
         _config("appearance", "appearance"),
         _config("motion_small", "motion", num_frames=12, resolution=48, num_train=4000, num_validation=800),
+        _config("sequence_small", "sequence", num_frames=12, resolution=48, num_train=4000,
+                num_validation=800),
+        _config("speed_small", "speed", num_frames=12, resolution=48, num_train=4000, num_validation=800),
         _config("motion_tiny", "motion", num_frames=12, resolution=32, num_train=64, num_validation=32),
         _config("appearance_tiny", "appearance", num_frames=12, resolution=32, num_train=64,
                 num_validation=32),
@@ -174,9 +180,9 @@ def get_config(config_name: str, **overrides) -> MovingDigitsConfig:
   if overrides.get("num_frames", base.num_frames) != base.num_frames or \
       overrides.get("resolution", base.resolution) != base.resolution:
     name += f"_{fields['num_frames']}x{fields['resolution']}"
-  for key in ("num_train", "num_validation", "seed"):
+  for key in ("num_train", "num_validation", "seed", "active_distractors"):
     if fields[key] != getattr(base, key):
-      name += f"_{key.replace('num_', '')}{fields[key]}"
+      name += f"_{key.replace('num_', '').replace('active_', '')}{fields[key]}"
   return _config(name, **fields)
 
 
@@ -241,11 +247,11 @@ def main(argv=None) -> int:
                       "records: SequenceExample clip records + dataset_info.json")
   p.add_argument("--out_dir", default=None, help="records format only (default: DATA_DIR/moving_digits_records/CONFIG)")
   p.add_argument("--workers", type=int, default=None, help="rendering processes (default: all cores)")
-  for name in ("num_frames", "resolution", "num_train", "num_validation", "seed"):
+  fields = ("num_frames", "resolution", "num_train", "num_validation", "seed", "active_distractors")
+  for name in fields:
     p.add_argument(f"--{name}", type=int, default=None)
   args = p.parse_args(argv)
-  overrides = {k: getattr(args, k) for k in ("num_frames", "resolution", "num_train", "num_validation", "seed")
-               if getattr(args, k) is not None}
+  overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
   t0 = time.time()
   if args.format == "tfds":
     path = build_moving_digits(args.config, args.data_dir, workers=args.workers, **overrides)
