@@ -16,7 +16,7 @@ def test_a_crashing_item_is_reported_not_fatal():
   items = [1, 2, -1, 3, 4]
   out = list(parallel.ordered_map(testing.square_or_die, items, 2, window=4, on_crash=lambda x: ("crashed", x)))
   assert out == [1, 4, ("crashed", -1), 9, 16]
-  with pytest.raises(Exception):
+  with pytest.raises(Exception, match="if __name__ == '__main__'"):   # the usual cause, named
     list(parallel.ordered_map(testing.square_or_die, [1, -1], 2))
 
 

@@ -89,10 +89,13 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Cal
         pool = discard(pool)
         try:
           result = pool.submit(fn, item).result()
-        except BrokenProcessPool:
+        except BrokenProcessPool as e:
           pool = discard(pool)
           if on_crash is None:
-            raise
+            raise BrokenProcessPool(
+                f"{e} Workers are started with spawn, which re-imports the main module: called from "
+                f"a script, the call must sit under `if __name__ == '__main__':` (or pass workers=1)."
+            ) from e
           result = on_crash(item)
         for e in pending:
           e[1] = submit(e[0])
