@@ -59,7 +59,7 @@ def test_unknown_config_key_fails_on_the_command_line(tmp_path):
 
 
 def test_all_shipped_configs_are_valid():
-  for path, args in [("configs/demo.py", ["", "tiny"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
+  for path, args in [("configs/demo.py", ["", "tiny", "speed"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
                      ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"])]:
     for arg in args:
       config_lib.validate(load_config(path, arg))
