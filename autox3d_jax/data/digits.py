@@ -313,6 +313,15 @@ def _active_distractor(rng: np.random.Generator, digits: Sequence[int], spec: Cl
   return out
 
 
+def _active_distractors(rng: np.random.Generator, pool: np.ndarray, spec: ClipSpec) -> list[_Sprite]:
+  """spec.active_distractors of them, each with two fresh digits from the split's pool."""
+  out = []
+  for _ in range(spec.active_distractors):
+    extra = rng.choice(pool, size=2, replace=False)
+    out += _active_distractor(rng, [int(extra[0]), int(extra[1])], spec)
+  return out
+
+
 def _composite(rng: np.random.Generator, sprites: Sequence[_Sprite], spec: ClipSpec,
                sprite_images: np.ndarray) -> np.ndarray:
   """Renders sprites (first = bottom) over a random background; returns uint8 (T, H, W, 3)."""
@@ -376,12 +385,9 @@ def render_motion_pair(rng: np.random.Generator, pair: int, spec: ClipSpec, spli
   digits = rng.choice(pool, size=3, replace=False)
   main = _main_sprites(rng, pair, [int(digits[0]), int(digits[1])], spec)
   layers = ([_distractor(rng, int(digits[2]), spec)] if spec.distractor else [])
-  for _ in range(spec.active_distractors):
-    # Drawn after everything the plain task draws, so the plain configs' clips are unchanged.
-    extra = rng.choice(pool, size=2, replace=False)
-    layers += _active_distractor(rng, [int(extra[0]), int(extra[1])], spec)
-  layers += main
-  return _composite(rng, layers, spec, sprites)
+  # Drawn after everything the plain task draws, so the plain configs' clips are unchanged.
+  layers += _active_distractors(rng, pool, spec)
+  return _composite(rng, layers + main, spec, sprites)
 
 
 def _sequence_sprite(rng: np.random.Generator, first: int, then: int, digit: int, spec: ClipSpec) -> _Sprite:
@@ -413,9 +419,7 @@ def render_sequence(rng: np.random.Generator, first: int, then: int, spec: ClipS
   chosen = rng.choice(pool, size=3, replace=False)
   main = _sequence_sprite(rng, first, then, int(chosen[0]), spec)
   layers = [_distractor(rng, int(chosen[1]), spec)] if spec.distractor else []
-  for _ in range(spec.active_distractors):
-    extra = rng.choice(pool, size=2, replace=False)
-    layers += _active_distractor(rng, [int(extra[0]), int(extra[1])], spec)
+  layers += _active_distractors(rng, pool, spec)
   return _composite(rng, layers + [main], spec, sprites)
 
 
