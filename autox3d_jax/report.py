@@ -12,6 +12,7 @@
                  "params": int,                                        (required unless "arch" is given)
                  "kind": "searched" | "baseline" | other,              (optional, default "other")
                  "top1": float | None, "top5": float | None,           fractions in [0, 1]
+                 "top1_per_seed": [float], "seeds": [int],              (optional: top1 is their mean)
                  "latency_ms": float | None,
                  "arch": ArchSpec | its dict}, ...],                   (optional)
      "baseline_family": [{"name": str, "gflops": float, "top1": float | None}, ...],        (optional)
@@ -220,6 +221,14 @@ def _normalize(results: Mapping) -> dict:
       nm["params"] = int(params) if float(params).is_integer() else params
     nm["top1"] = _fraction(m.get("top1"), f"{where}['top1']")
     nm["top5"] = _fraction(m.get("top5"), f"{where}['top5']")
+    per_seed = m.get("top1_per_seed")
+    if per_seed is not None:
+      if isinstance(per_seed, (str, bytes, Mapping)) or not isinstance(per_seed, Sequence) or not per_seed:
+        raise ValueError(f"{where}['top1_per_seed'] must be a non-empty list of fractions, got {per_seed!r}")
+      nm["top1_per_seed"] = [_fraction(v, f"{where}['top1_per_seed'][{k}]") for k, v in enumerate(per_seed)]
+      seeds = m.get("seeds")
+      if seeds is not None and len(seeds) != len(per_seed):
+        raise ValueError(f"{where}['seeds'] has {len(seeds)} entries for {len(per_seed)} per-seed top-1 values")
     nm["latency_ms"] = _num(m.get("latency_ms"), f"{where}['latency_ms']", optional=True)
     out["models"].append(nm)
 
@@ -577,8 +586,14 @@ def plot_decisions(history: Mapping, path: str, title: str = "") -> str | None:
 def _results_table(models) -> str:
   rows = [[m["name"], m["kind"], fmt_percent(m["top1"]), fmt_percent(m["top5"]), fmt_gflops(m["gflops"]),
            fmt_params_m(m["params"]), fmt_ms(m["latency_ms"])] for m in models]
-  return _md_table(["model", "kind", "top-1 %", "top-5 %", "GFLOPs", "params (M)", "latency ms"], rows,
-                   "llrrrrr")
+  header, align = ["model", "kind", "top-1 %", "top-5 %", "GFLOPs", "params (M)", "latency ms"], "llrrrrr"
+  if any(len(m.get("top1_per_seed") or ()) > 1 for m in models):
+    # With several seeds top-1 is their mean; each seed's value shows how far one retraining can stray.
+    header[2], align = "top-1 % (mean)", align + "l"
+    header.append("top-1 % per seed")
+    for row, m in zip(rows, models):
+      row.append(" / ".join(fmt_percent(v) for v in m.get("top1_per_seed") or ()) or DASH)
+  return _md_table(header, rows, align)
 
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:

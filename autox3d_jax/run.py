@@ -1,6 +1,7 @@
 """The run modes as importable functions: mode(cfg, workdir). `main.py` parses flags and calls one."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -36,6 +37,32 @@ def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
 def _model_entry(result, kind):
   return {"name": result.name, "kind": kind, "top1": result.top1, "top5": result.top5, "gflops": result.gflops,
           "params": result.params, "arch": result.spec}
+
+
+def retrain_seeds(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str) -> list:
+  """`spec` trained and evaluated once per seed (config.seed, seed + 1, ..., config.train.seeds of
+  them), each with its own checkpoints, so a restarted demo resumes every seed where it stopped."""
+  from autox3d_jax.train.train_loop import run_train
+  n = cfg.train.seeds
+  results = []
+  for seed in range(cfg.seed, cfg.seed + n):
+    seed_cfg = cfg.copy_and_resolve_references()
+    seed_cfg.seed = seed
+    run_name = name if n == 1 else f"{name} seed {seed}"
+    results.append(dataclasses.replace(run_train(seed_cfg, workdir, spec, run_name), name=name))
+  return results
+
+
+def seeds_entry(results: list, kind: str, seeds: list[int]) -> dict:
+  """One report row for a network retrained with several seeds: mean top-1 / top-5, and each seed's."""
+  if not results or len(results) != len(seeds):
+    raise ValueError(f"{len(results)} training results for {len(seeds)} seeds")
+  entry = _model_entry(results[0], kind)
+  entry["top1"] = sum(r.top1 for r in results) / len(results)
+  entry["top5"] = sum(r.top5 for r in results) / len(results)
+  entry["seeds"] = list(seeds)
+  entry["top1_per_seed"] = [r.top1 for r in results]
+  return entry
 
 
 def _x3d_family(cfg, classes):
@@ -124,24 +151,31 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   """Search -> derive -> retrain the searched net and the X3D-like baseline (the search's FLOPs
   target, so matched) the same way -> evaluate both -> report."""
   from autox3d_jax.train.search_loop import run_search
-  from autox3d_jax.train.train_loop import run_train
   start = time.time()
   result = run_search(cfg, workdir)
   space = setup.build_space(cfg)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
-  searched = run_train(cfg, workdir, result.spec, "AutoX3D (searched)")
-  baseline = run_train(cfg, workdir, baseline_spec, "X3D-like baseline")
-  models = [_model_entry(searched, "searched"), _model_entry(baseline, "baseline")]
+  seeds = list(range(cfg.seed, cfg.seed + cfg.train.seeds))
+  searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)")
+  baseline = retrain_seeds(cfg, workdir, baseline_spec, "X3D-like baseline")
+  models = [seeds_entry(searched, "searched", seeds), seeds_entry(baseline, "baseline", seeds)]
   if cfg.search.cost_metric == "latency":
     for m in models:
       m["latency_ms"] = measured_latency_ms(cfg, m["arch"])
+  retrain_s = [sum(r.seconds for r in rs) for rs in (searched, baseline)]
+  seeds_note = (f"top-1 is the mean over seeds {seeds}; each seed's is in the per-seed column" if len(seeds) > 1 else
+                f"one retraining seed ({cfg.seed}): a single seed's top-1 is a lottery at this budget, set "
+                f"config.train.seeds to compare means")
   notes = [f"Total demo time {time.time() - start:.0f} s on {jax.device_count()} {jax.default_backend()} "
-           f"device(s); search {result.seconds:.0f} s, retraining {searched.seconds:.0f} s + {baseline.seconds:.0f} s.",
+           f"device(s); search {result.seconds:.0f} s, retraining {retrain_s[0]:.0f} s + {retrain_s[1]:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
-           f"{cfg.data.name} {cfg.data.eval_split} ({searched.eval_examples} videos)."]
+           f"{cfg.data.name} {cfg.data.eval_split} ({searched[0].eval_examples} videos); {seeds_note}."]
   paths = _write_report(cfg, workdir, models, result, notes)
   summary = {m["name"]: {"top1": round(m["top1"], 4), "gflops": round(m["gflops"], 5), "params": m["params"]}
              for m in models}
+  if len(seeds) > 1:
+    for m in models:
+      summary[m["name"]]["top1_per_seed"] = [round(t, 4) for t in m["top1_per_seed"]]
   print(json.dumps(summary, indent=1))
   print(f"report: {paths.get('report')}")
   return models

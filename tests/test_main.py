@@ -65,10 +65,34 @@ def test_all_shipped_configs_are_valid():
       config_lib.validate(load_config(path, arg))
 
 
+def test_seeds_entry_reports_the_mean_and_every_seed():
+  from autox3d_jax.run import seeds_entry
+  from autox3d_jax.models import zoo
+  from autox3d_jax.train.train_loop import TrainResult
+  spec = zoo.get("x3d_xs", 10)
+  runs = [TrainResult("net", spec, top1, top5, 0.5, 1234, 1.0, 800)
+          for top1, top5 in [(0.68, 1.0), (0.6275, 0.99), (0.61, 0.98)]]
+  entry = seeds_entry(runs, "searched", [3, 4, 5])
+  assert entry["top1"] == pytest.approx((0.68 + 0.6275 + 0.61) / 3)
+  assert entry["top5"] == pytest.approx((1.0 + 0.99 + 0.98) / 3)
+  assert entry["top1_per_seed"] == [0.68, 0.6275, 0.61] and entry["seeds"] == [3, 4, 5]
+  assert entry["name"] == "net" and entry["kind"] == "searched" and entry["arch"] == spec
+  with pytest.raises(ValueError, match="2 training results for 3 seeds"):
+    seeds_entry(runs[:2], "searched", [3, 4, 5])
+
+
+def test_train_seeds_must_be_positive():
+  cfg = load_config()
+  cfg.train.seeds = 0
+  with pytest.raises(config_lib.ConfigError, match="config.train.seeds must be > 0"):
+    config_lib.validate(cfg)
+
+
 @pytest.mark.slow
 def test_tiny_demo_end_to_end(tmp_path):
-  out = subprocess.run(main_cmd(tmp_path / "work"), capture_output=True, text=True, env=env_for(tmp_path / "data"),
-                       timeout=1200)
+  # Two retraining seeds: the report's top-1 is their mean, and each seed trains in its own run.
+  out = subprocess.run(main_cmd(tmp_path / "work", "--config.train.seeds=2"), capture_output=True, text=True,
+                       env=env_for(tmp_path / "data"), timeout=1200)
   assert out.returncode == 0, out.stderr[-3000:]
   report_dir = tmp_path / "work" / "report"
   results = json.loads((report_dir / "results.json").read_text())
@@ -76,6 +100,12 @@ def test_tiny_demo_end_to_end(tmp_path):
   assert kinds == {"searched", "baseline"}
   for m in results["models"]:
     assert 0.0 <= m["top1"] <= 1.0 and m["gflops"] > 0
+    assert m["seeds"] == [0, 1] and len(m["top1_per_seed"]) == 2
+    assert m["top1"] == pytest.approx(sum(m["top1_per_seed"]) / 2)
+  checkpoints = sorted(os.listdir(tmp_path / "work" / "checkpoints"))
+  assert checkpoints == ["search", "train_AutoX3D__searched__seed_0", "train_AutoX3D__searched__seed_1",
+                         "train_X3D-like_baseline_seed_0", "train_X3D-like_baseline_seed_1"], checkpoints
+  assert "top-1 % per seed" in (report_dir / "report.md").read_text()
   for name in ("report.md", "pareto.png", "decisions.png"):
     assert (report_dir / name).stat().st_size > 0
   assert (tmp_path / "work" / "search" / "arch.json").exists()

@@ -192,6 +192,9 @@ def test_single_step_history(tmp_path):
     (lambda r: r["baseline_family"][2].pop("gflops"), "results['baseline_family'][2]"),
     (lambda r: r["decision_history"]["steps"].pop(), "results['decision_history']['steps']"),
     (lambda r: r["decision_history"]["choices"]["s1_width"].pop(), "['choices']['s1_width']"),
+    (lambda r: r["models"][0].update(top1_per_seed=[0.7, 73.0]), "results['models'][0]['top1_per_seed'][1]"),
+    (lambda r: r["models"][0].update(top1_per_seed=0.7), "results['models'][0]['top1_per_seed']"),
+    (lambda r: r["models"][0].update(top1_per_seed=[0.7, 0.8], seeds=[0]), "results['models'][0]['seeds']"),
 ])
 def test_bad_input_names_the_key(tmp_path, mutate, key):
   results = make_results()
@@ -207,3 +210,22 @@ def test_params_derived_from_arch(tmp_path):
   paths = report.write_report(tmp_path, {"models": [{"name": "a", "gflops": 0.1, "arch": spec}]})
   assert report.read_results(tmp_path)["models"][0]["params"] == arch_cost(spec).params
   assert math.isclose(report.read_results(paths["results"])["models"][0]["gflops"], 0.1)
+
+
+def test_per_seed_column_only_when_several_seeds(tmp_path):
+  results = {"models": [
+      {"name": "searched", "kind": "searched", "gflops": 0.1, "params": 1000, "top1": 0.6545,
+       "top1_per_seed": [0.68, 0.6275, 0.6587, 0.6963, 0.61], "seeds": [0, 1, 2, 3, 4]},
+      {"name": "one-seed", "kind": "baseline", "gflops": 0.1, "params": 1000, "top1": 0.5, "top1_per_seed": [0.5]},
+      {"name": "no-seeds", "gflops": 0.2, "params": 1000, "top1": 0.4}]}
+  md = open(report.write_report(tmp_path / "a", results)["report"]).read()
+  assert "| model | kind | top-1 % (mean) | top-5 % | GFLOPs | params (M) | latency ms | top-1 % per seed |" in md
+  assert "| searched | searched | 65.5 | – | 0.100 | 0.00100 | – | 68.0 / 62.7 / 65.9 / 69.6 / 61.0 |" in md
+  assert "| one-seed | baseline | 50.0 | – | 0.100 | 0.00100 | – | 50.0 |" in md
+  assert "| no-seeds | other | 40.0 | – | 0.200 | 0.00100 | – | – |" in md
+  assert report.read_results(tmp_path / "a")["models"][0]["top1_per_seed"] == results["models"][0]["top1_per_seed"]
+  # One seed per model: the plain table, as before.
+  results["models"][0]["top1_per_seed"] = [0.6545]
+  del results["models"][0]["seeds"]
+  md = open(report.write_report(tmp_path / "b", results)["report"]).read()
+  assert "| model | kind | top-1 % | top-5 % | GFLOPs | params (M) | latency ms |\n" in md
