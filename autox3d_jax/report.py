@@ -223,7 +223,7 @@ def _normalize(results: Mapping) -> dict:
     nm["top5"] = _fraction(m.get("top5"), f"{where}['top5']")
     per_seed = m.get("top1_per_seed")
     if per_seed is not None:
-      if isinstance(per_seed, (str, bytes, Mapping)) or not isinstance(per_seed, Sequence) or not per_seed:
+      if not isinstance(per_seed, Sequence) or isinstance(per_seed, (str, bytes)) or not per_seed:
         raise ValueError(f"{where}['top1_per_seed'] must be a non-empty list of fractions, got {per_seed!r}")
       nm["top1_per_seed"] = [_fraction(v, f"{where}['top1_per_seed'][{k}]") for k, v in enumerate(per_seed)]
       seeds = m.get("seeds")

@@ -39,16 +39,16 @@ def _model_entry(result, kind):
           "params": result.params, "arch": result.spec}
 
 
-def retrain_seeds(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str) -> list:
-  """`spec` trained and evaluated once per seed (config.seed, seed + 1, ..., config.train.seeds of
-  them), each with its own checkpoints, so a restarted demo resumes every seed where it stopped."""
+def retrain_seeds(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str,
+                  seeds: list[int]) -> list:
+  """`spec` trained and evaluated once per seed, each with its own checkpoints, so a restarted demo
+  resumes every seed where it stopped."""
   from autox3d_jax.train.train_loop import run_train
-  n = cfg.train.seeds
   results = []
-  for seed in range(cfg.seed, cfg.seed + n):
+  for seed in seeds:
     seed_cfg = cfg.copy_and_resolve_references()
     seed_cfg.seed = seed
-    run_name = name if n == 1 else f"{name} seed {seed}"
+    run_name = name if len(seeds) == 1 else f"{name} seed {seed}"
     results.append(dataclasses.replace(run_train(seed_cfg, workdir, spec, run_name), name=name))
   return results
 
@@ -156,8 +156,8 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   space = setup.build_space(cfg)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
   seeds = list(range(cfg.seed, cfg.seed + cfg.train.seeds))
-  searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)")
-  baseline = retrain_seeds(cfg, workdir, baseline_spec, "X3D-like baseline")
+  searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)", seeds)
+  baseline = retrain_seeds(cfg, workdir, baseline_spec, "X3D-like baseline", seeds)
   models = [seeds_entry(searched, "searched", seeds), seeds_entry(baseline, "baseline", seeds)]
   if cfg.search.cost_metric == "latency":
     for m in models:
