@@ -6,9 +6,11 @@ several seeds before it means anything. Appends JSON lines to benchmarks/results
 
   python benchmarks/retrain_seeds.py --seeds 0,1,2 --steps 300 --lr 0.1 \
       /tmp/autox3d_demo/report/AutoX3D_searched.json /tmp/autox3d_demo/report/X3D-like_baseline.json
-  # another dataset under the same recipe (any config key, as with --config.KEY=VALUE):
-  python benchmarks/retrain_seeds.py --set data.name=moving_digits/speed_small \
-      --set "data.scale_jitter=(40, 40)" benchmarks/results/archs/x3d_like_baseline.json
+  # the demo's motion variant, or any config key as with --config.KEY=VALUE:
+  python benchmarks/retrain_seeds.py --config-arg motion --set train.steps=300 \
+      benchmarks/results/archs/x3d_like_baseline.json
+
+The default recipe is configs/demo.py's (the speed task since session 10; before it, motion_small).
 """
 import argparse
 import json

@@ -59,10 +59,20 @@ def test_unknown_config_key_fails_on_the_command_line(tmp_path):
 
 
 def test_all_shipped_configs_are_valid():
-  for path, args in [("configs/demo.py", ["", "tiny", "speed"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
+  for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
                      ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"])]:
     for arg in args:
       config_lib.validate(load_config(path, arg))
+
+
+def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
+  default, speed, motion = (load_config("configs/demo.py", a) for a in ("", "speed", "motion"))
+  assert default.to_dict() == speed.to_dict()
+  assert default.data.name == "moving_digits/speed_small" and default.train.steps == 1200
+  assert motion.data.name == "moving_digits/motion_small" and motion.train.steps == 600
+  assert default.space.to_dict() == motion.space.to_dict()   # one search space, two tasks
+  with pytest.raises(ValueError, match="'motion'"):
+    load_config("configs/demo.py", "moton")
 
 
 def test_seeds_entry_reports_the_mean_and_every_seed():
