@@ -9,9 +9,9 @@ config             task        frames  size      train    validation
 =================  ==========  ======  ========  =======  ====================================
 motion             motion      16      64x64     10,000   2,000   (Something-Something-like)
 appearance         appearance  16      64x64     10,000   2,000   (Kinetics-like)
-motion_small       motion      12      48x48     4,000    800     (the README demo: builds in ~20 s)
+motion_small       motion      12      48x48     4,000    800     (demo.py:motion; builds in ~20 s)
 sequence_small     sequence    12      48x48     4,000    800     (two moves in order, 16 classes)
-speed_small        speed       12      48x48     4,000    800     (8 speed bins: graded, not saturating)
+speed_small        speed       12      48x48     4,000    800     (the README demo: 8 speed bins)
 motion_tiny        motion      12      32x32     64       32      (tests: builds in seconds)
 appearance_tiny    appearance  12      32x32     64       32
 =================  ==========  ======  ========  =======  ====================================
