@@ -4,9 +4,10 @@ network and an X3D-like baseline at matched FLOPs, evaluate both, write the repo
   python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/autox3d_demo
 
 moving_digits/speed_small: 8 speed bins of a bouncing digit, a graded task the baseline does not
-saturate, where finer velocity estimates keep paying. About 6.5 min on 2 cores with one retraining
-seed (search 3.3 min, each 1200-step retraining ~1.4 min; session 10). One seed's top-1 spreads by
-~4 points over seeds, so compare means (each extra seed adds two retrainings, ~3 min):
+saturate, where finer velocity estimates keep paying. 404 s on 2 cores with one retraining seed in
+session 10 (dataset build and search ~3.8 min, each 1200-step retraining with its evaluation 1.5-1.7
+min). One network's top-1 spreads by up to 8 points over seeds, so compare means (each extra seed adds
+two retrainings, ~3 min):
 
   python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/speed5 --config.train.seeds=5
 
