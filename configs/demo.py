@@ -11,9 +11,10 @@ two retrainings, ~3 min):
 
   python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/speed5 --config.train.seeds=5
 
-Measured (sessions 9-10, three searches, each network retrained with seeds 0-4): the searched networks
-74.0%, 73.7% and 71.9% at 0.00652 / 0.00655 / 0.00626 GFLOPs against the baseline's 70.85% at 0.00669
-(paired differences +3.15, +2.88, +1.05 points, 1.4-2.2 standard errors each; benchmarks/RESULTS.md).
+Measured (sessions 9-10, five searches, each network retrained with seeds 0-4): the searched networks
+74.0 / 73.7 / 71.9 / 73.3 / 73.4% at 0.00652 / 0.00655 / 0.00626 / 0.00638 / 0.00445 GFLOPs against the
+baseline's 70.85% at 0.00669 (paired differences +3.15 / +2.88 / +1.05 / +2.45 / +2.55 points;
+benchmarks/RESULTS.md).
 
 Variants: `:motion` is the 12-class motion task the demo used until session 9. Every network in the
 space reaches its ceiling there (98-100%), so the search can only win on cost. `:tiny` is the
