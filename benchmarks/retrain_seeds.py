@@ -4,7 +4,7 @@ Why: one retraining of a tiny network for a few hundred steps is a lottery (the 
 network scored 29-65% over three seeds at 150 steps), so a searched-vs-baseline comparison needs
 several seeds before it means anything. Appends JSON lines to benchmarks/results/retrain_seeds.jsonl.
 
-  python benchmarks/retrain_seeds.py --seeds 0,1,2 --steps 300 --lr 0.1 \
+  python benchmarks/retrain_seeds.py --seeds 0,1,2,3,4 \
       /tmp/autox3d_demo/report/AutoX3D_searched.json /tmp/autox3d_demo/report/X3D-like_baseline.json
   # the demo's motion variant, or any config key as with --config.KEY=VALUE:
   python benchmarks/retrain_seeds.py --config-arg motion --set train.steps=300 \
