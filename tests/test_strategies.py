@@ -364,3 +364,32 @@ def test_decisions_all_samples_agree_on_get_exactly_zero_gradient():
   assert agreed and differing
   assert all(float(jnp.max(jnp.abs(grads[l]))) == 0.0 for l in agreed)
   assert max(float(jnp.max(jnp.abs(grads[l]))) for l in differing) > 0
+
+
+@pytest.mark.parametrize("fair", [True, False])
+def test_fair_channel_selection_trains_every_filter_equally_often(fair):
+  """AutoX3D's fair channel selection (search.fair_channels): the sampled width's mask is rolled by a
+  random offset, so every filter of a stage is active with the same probability, E[width] / max
+  width. Without it the masks are prefixes: the first filters are always trained, the last rarely."""
+  from autox3d_jax.search.supernet import roll_mask, stage_tables
+  space = toy_space()
+  dist = ArchDistribution(space)
+  strategy = strategies.make("probabilistic", dist, CostTable.build(space),
+                             search_cfg("probabilistic", fair_channels=fair, adaptive_samples=False))
+  tables = stage_tables(space, 0)
+  label = "s1_width"
+  draw = jax.jit(jax.vmap(lambda key: strategy.weight_archs(key, dist.init_logits(), strategy.init_state(), 0)))
+  archs, shifts = draw(jax.random.split(jax.random.PRNGKey(0), 500))
+  masks = archs[label] @ tables.width_masks                      # (draws, K, max_width) prefix masks
+  if fair:
+    masks = jax.vmap(jax.vmap(roll_mask))(masks, shifts[label])
+  else:
+    assert shifts is None
+  freq = np.asarray(masks).reshape(-1, tables.max_width).mean(0)   # 4,000 samples per filter
+  widths = np.array(space.by_label[label].choices)
+  expected_share = widths.mean() / tables.max_width                 # uniform logits at init
+  if fair:
+    np.testing.assert_allclose(freq, expected_share, atol=0.04)     # ~6 standard errors
+  else:
+    np.testing.assert_allclose(freq[:widths.min()], 1.0)
+    np.testing.assert_allclose(freq[widths[-2]:], 1 / len(widths), atol=0.04)
