@@ -5,7 +5,7 @@ network and an X3D-like baseline at matched FLOPs, evaluate both, write the repo
 
 moving_digits/speed_small: 8 speed bins of a bouncing digit, a graded task the baseline does not
 saturate, where finer velocity estimates keep paying. 404 s on 2 cores with one retraining seed in
-session 10 (dataset build and search ~3.8 min, each 1200-step retraining with its evaluation 1.5-1.7
+session 10 (dataset build and search 203 s, each 1200-step retraining with its evaluation 1.5-1.7
 min). One network's top-1 spreads by up to 8 points over seeds, so compare means (each extra seed adds
 two retrainings, ~3 min):
 
