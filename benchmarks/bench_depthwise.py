@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from autox3d_jax.cpu import depthwise as CD  # pylint: disable=wrong-import-position
 from autox3d_jax.ops import depthwise as D  # pylint: disable=wrong-import-position
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "depthwise.jsonl")
@@ -118,12 +119,12 @@ def bench_callback_overhead(x, repeats):
   tiny = jnp.ones((4,), jnp.float32)
   small = jax.ShapeDtypeStruct((4,), jnp.float32)
   plain = jax.jit(lambda a: a[:4] * 2)
-  pure = jax.jit(lambda a: D._pure_callback(lambda v: np.asarray(v).reshape(-1)[:4] * 2, small, a))
+  pure = jax.jit(lambda a: CD._pure_callback(lambda v: np.asarray(v).reshape(-1)[:4] * 2, small, a))
   records = [{"what": "jit_no_callback", "tiny_s": _median_time(lambda: plain(tiny), 50 * repeats),
               "big_input_s": _median_time(lambda: plain(x), 10 * repeats)},
              {"what": "pure_callback", "tiny_s": _median_time(lambda: pure(tiny), 50 * repeats),
               "big_input_s": _median_time(lambda: pure(x), 4 * repeats)}]
-  if D._buffer_callback_works():
+  if CD._buffer_callback_works():
     from jax.experimental.buffer_callback import buffer_callback  # pylint: disable=import-outside-toplevel
 
     def read(ctx, out, v):

@@ -87,7 +87,7 @@ def _cpu_s() -> float:
 
 def _demo_source(data_dir: str | None, tmp: str) -> tuple[str, str, float | None]:
   from autox3d_jax.data import registry
-  from autox3d_jax.data.moving_digits import build_moving_digits
+  from autox3d_jax.projects.moving_digits.builder import build_moving_digits
 
   if data_dir:
     try:
@@ -102,7 +102,8 @@ def _demo_source(data_dir: str | None, tmp: str) -> tuple[str, str, float | None
 
 
 def _x3d_source(tmp: str, videos: int, frames: int) -> tuple[str, float, float]:
-  from autox3d_jax.data import digits, records
+  from autox3d_jax.data import records
+  from autox3d_jax.projects.moving_digits import digits
 
   t0 = time.perf_counter()
   spec = digits.ClipSpec(task="motion", num_frames=frames, height=256, width=340, max_noise=0.1)

@@ -90,7 +90,7 @@ def main(argv=None):
   from autox3d_jax.train.setup import build_space
   sys.path.insert(0, os.path.join(ROOT, "configs"))
   import demo  # configs/demo.py
-  from autox3d_jax import hostmem
+  from autox3d_jax.cpu import hostmem
   host_memory_kept = args.host_memory == "keep" and hostmem.keep_freed_memory()
 
   run_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

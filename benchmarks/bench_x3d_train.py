@@ -28,7 +28,7 @@ part; peak_rss_gib. A 'compare' line per size gives speedup = jax_clips_per_s / 
 vs fastest step: the least-disturbed estimate on a shared machine), cpu_s_ratio (torch / jax CPU
 seconds per step) and, in paired mode, the median of the per-round ratios torch_step / jax_step.
 
-Host memory (--host-memory): by default both workers first call autox3d_jax.hostmem.keep_freed_memory()
+Host memory (--host-memory): by default both workers first call autox3d_jax.cpu.hostmem.keep_freed_memory()
 (glibc's mmap for large blocks and heap trimming off), as our entry points do on CPU; without it each
 step re-faults its freed buffers (on this VM a third of JAX's CPU time was in the kernel, and up to 70%
 in paired mode). `--host-memory default` keeps glibc's defaults for both.
@@ -213,7 +213,7 @@ def worker(args) -> None:
   load_before = load_avg()
   t0 = time.perf_counter()
   if args.host_memory == "keep":   # the same glibc setting for both frameworks (autox3d_jax/hostmem.py)
-    from autox3d_jax.hostmem import keep_freed_memory
+    from autox3d_jax.cpu.hostmem import keep_freed_memory
     if not keep_freed_memory():
       raise RuntimeError("--host-memory keep: mallopt is not available or failed here")
   bench = JaxBench(size) if args.worker == "jax" else TorchBench(size, args.threads)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autox3d_jax.compile_once import run_once
+from autox3d_jax.cpu.compile_once import run_once
 from autox3d_jax.models import builder, zoo
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from autox3d_jax.data import digits
+from autox3d_jax.projects.moving_digits import digits
 
 SPEC = digits.ClipSpec(task="motion", num_frames=8, height=32, width=32)
 

@@ -20,7 +20,7 @@ def test_missing_data_dir_names_the_build_command(tmp_path):
                                  process_count=1)
   msg = str(e.value)
   assert missing in msg and "does not exist" in msg
-  assert f"python -m autox3d_jax.data.moving_digits --config motion --data_dir {missing}" in msg
+  assert f"python -m autox3d_jax.projects.moving_digits --config motion --data_dir {missing}" in msg
   assert isinstance(e.value, FileNotFoundError)
 
 

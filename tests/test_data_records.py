@@ -4,7 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from autox3d_jax.data import digits, records, testing
+from autox3d_jax.data import records, testing
+from autox3d_jax.projects.moving_digits import digits
 
 
 def _frames(n=5, size=16):

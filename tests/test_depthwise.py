@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from autox3d_jax.cpu import depthwise as CD
 from autox3d_jax.ops import depthwise as D
 
 TOL = 1e-5
@@ -204,13 +205,30 @@ def test_env_override(monkeypatch):
 
 
 def test_without_numba_falls_back_with_warning(monkeypatch, caplog):
-  monkeypatch.setattr(D, "_numba_kernels", lambda: None)
+  monkeypatch.setattr(CD, "_numba_kernels", lambda: None)
   D._warn_once.cache_clear()
   with caplog.at_level(logging.WARNING, logger=D.__name__):
     assert D.resolved_impl("numba") == "shift"
     assert D.resolved_impl("auto") == "shift"
   assert sum("numba unavailable" in r.getMessage() for r in caplog.records) == 1  # once
   D._warn_once.cache_clear()
+
+
+def test_public_names_and_lazy_numba():
+  """The op's module keeps its public names (the CPU ones re-exported from cpu.depthwise), and
+  importing it -- as a TPU host does -- imports neither numba nor anything that needs it."""
+  for name in ("depthwise_conv3d", "depthwise_conv3d_lax", "output_shape", "execution_plan",
+               "resolved_impl", "IMPLS", "ENV_VAR", "CALLBACK_ENV_VAR", "host_transport",
+               "numba_available"):
+    assert hasattr(D, name), name
+  assert D.host_transport is CD.host_transport and D.CALLBACK_ENV_VAR == CD.CALLBACK_ENV_VAR
+  script = ("import sys; import autox3d_jax.ops.depthwise, autox3d_jax.cpu.depthwise; "
+            "assert 'numba' not in sys.modules, 'numba imported eagerly'; print('LAZY_OK')")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                        timeout=120, check=False)
+  assert "LAZY_OK" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_bad_arguments():

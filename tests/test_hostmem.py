@@ -12,7 +12,7 @@ import pytest
 _PROBE = r"""
 import json, os, sys
 import numpy as np
-from autox3d_jax import hostmem
+from autox3d_jax.cpu import hostmem
 
 def rss_mib():
   with open("/proc/self/statm") as f:

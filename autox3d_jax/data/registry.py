@@ -2,10 +2,13 @@
 
 Names the pipeline accepts:
 
-* ``moving_digits/<config>`` (``motion``, ``appearance``, ``motion_tiny``, ``appearance_tiny``, or a
-  custom config built with `build_moving_digits`): the embedded dataset, prepared by its tfds
-  builder under ``data_dir`` (or its ``--format records`` export under
-  ``data_dir/moving_digits_records/<config>``).
+* ``<prefix>/<config>`` for a dataset plug-in in `DATASET_PLUGINS` -- today ``moving_digits/<config>``
+  (``motion``, ``appearance``, ``motion_tiny``, ``appearance_tiny``, ..., or a custom config built
+  with `autox3d_jax.projects.moving_digits.builder.build_moving_digits`): the embedded dataset,
+  prepared by the plug-in's tfds builder under ``data_dir/<prefix>/<config>`` (or its
+  ``--format records`` export under ``data_dir/<prefix>_records/<config>``). A bare ``<prefix>``
+  means the plug-in's default config. `builder_for(name)` returns the function that generates such
+  a dataset (None for every other name: real datasets are converted, not generated).
 * ``tfds:<name>[/<config>]``: any *prepared* tfds video dataset under ``data_dir`` whose features
   have a `tfds.features.Video` (e.g. ``tfds:ucf101/ucf101_1_256`` once its files are there).
 * any other name: clip records written by `autox3d_jax.data.convert` into ``data_dir/<name>``
@@ -19,6 +22,7 @@ Every problem -- unknown name, missing directory, dataset not built, empty split
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 from typing import Callable
@@ -27,6 +31,12 @@ from autox3d_jax.data import records
 
 MOVING_DIGITS = "moving_digits"
 TFDS_PREFIX = "tfds:"
+
+# Dataset plug-ins: dataset-name prefix -> the module that generates those datasets (a project,
+# see `autox3d_jax.projects`). The library reaches projects only through this table. Each module
+# exposes CONFIGS (the config names it builds), DEFAULT_CONFIG (what a bare prefix means) and
+# build(config_name, data_dir) -> None, and runs as `python -m <module> --config C --data_dir D`.
+DATASET_PLUGINS: dict[str, str] = {MOVING_DIGITS: "autox3d_jax.projects.moving_digits"}
 
 # Real datasets we know the layout of: name -> (converter input flag, layout hint, flip-invariant).
 KNOWN_REAL = {
@@ -89,8 +99,46 @@ class Source:
     return len(self.class_names)
 
 
-def _build_cmd(config: str, data_dir: str) -> str:
-  return f"python -m autox3d_jax.data.moving_digits --config {config} --data_dir {data_dir}"
+def _plugin(prefix: str):
+  """The plug-in module for dataset-name prefix `prefix` (imported on first use)."""
+  return importlib.import_module(DATASET_PLUGINS[prefix])
+
+
+def _plugin_name(name: str) -> tuple[str, str] | None:
+  """(prefix, config) when `name` is ``<prefix>`` or ``<prefix>/<config>`` of a plug-in, else None."""
+  prefix, sep, config = name.strip().partition("/")
+  if prefix not in DATASET_PLUGINS:
+    return None
+  return prefix, (config if sep else _plugin(prefix).DEFAULT_CONFIG)
+
+
+def builder_for(name: str) -> Callable[[str | None], None] | None:
+  """A function `build(data_dir)` that generates dataset `name` into data_dir (None: the default,
+  $TFDS_DATA_DIR or ~/tensorflow_datasets), or None when no plug-in can generate `name`.
+
+  Generated: a plug-in's predefined configs, e.g. ``moving_digits/motion`` or bare
+  ``moving_digits`` (its default config, 'motion'). None: real datasets (ucf101, tfds:<name>,
+  converted records), unknown names, and plug-in configs that are not predefined (a custom
+  ``moving_digits/motion_32x96`` is built from Python with its overrides, not from its name).
+  """
+  parsed = _plugin_name(name)
+  if parsed is None:
+    return None
+  prefix, config = parsed
+  plugin = _plugin(prefix)
+  if config not in plugin.CONFIGS:
+    return None
+
+  def build(data_dir: str | None = None) -> None:
+    plugin.build(config, data_dir)
+
+  build.__qualname__ = build.__name__ = f"build_{prefix}_{config}"
+  build.__doc__ = f"Generates {prefix}/{config} into data_dir (plug-in {DATASET_PLUGINS[prefix]})."
+  return build
+
+
+def _build_cmd(prefix: str, config: str, data_dir: str) -> str:
+  return f"python -m {DATASET_PLUGINS[prefix]} --config {config} --data_dir {data_dir}"
 
 
 def _convert_cmd(name: str, data_dir: str, split: str = "train") -> str:
@@ -222,30 +270,29 @@ def _get_source(name: str, split: str = "train", data_dir: str | None = None) ->
 
   data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
   name = name.strip()
+  plugin_name = _plugin_name(name)
   if not tf.io.gfile.isdir(data_dir):
-    if name.split("/")[0] == MOVING_DIGITS:
-      config = name.split("/", 1)[1] if "/" in name else "motion"
-      hint = f"build it with `{_build_cmd(config, data_dir)}`"
+    if plugin_name is not None:
+      hint = f"build it with `{_build_cmd(*plugin_name, data_dir)}`"
     elif name.startswith(TFDS_PREFIX):
       hint = f"prepare it with `tfds build {name[len(TFDS_PREFIX):]} --data_dir {data_dir}`"
     else:
       hint = f"convert videos into it with `{_convert_cmd(name, data_dir, split)}`"
     raise DatasetNotFoundError(f"data directory {data_dir} does not exist (dataset {name!r}); {hint}")
 
-  if name == MOVING_DIGITS or name.startswith(MOVING_DIGITS + "/"):
-    config = name.split("/", 1)[1] if "/" in name else "motion"
-    hint = f"Build it with `{_build_cmd(config, data_dir)}`."
-    prepared = _latest_version_dir(os.path.join(data_dir, MOVING_DIGITS, config))
+  if plugin_name is not None:
+    prefix, config = plugin_name
+    full = f"{prefix}/{config}"
+    hint = f"Build it with `{_build_cmd(prefix, config, data_dir)}`."
+    prepared = _latest_version_dir(os.path.join(data_dir, prefix, config))
     if prepared is not None:
-      return _tfds_source(f"{MOVING_DIGITS}/{config}", prepared, split, display=f"{MOVING_DIGITS}/{config}",
-                          flip_default=False, build_hint=hint)
-    exported = os.path.join(data_dir, f"{MOVING_DIGITS}_records", config)
+      return _tfds_source(full, prepared, split, display=full, flip_default=False, build_hint=hint)
+    exported = os.path.join(data_dir, f"{prefix}_records", config)
     if records.has_meta(exported):
-      return _records_source(f"{MOVING_DIGITS}/{config}", exported, split, hint)
-    from autox3d_jax.data.moving_digits import CONFIGS  # noqa: deferred: imports tfds
-
-    known = "" if config in CONFIGS else f" ({config!r} is not a predefined config: {sorted(CONFIGS)})"
-    raise DatasetNotFoundError(f"{MOVING_DIGITS}/{config} is not built in {data_dir}{known}. {hint}")
+      return _records_source(full, exported, split, hint)
+    configs = _plugin(prefix).CONFIGS  # may import tfds: only on this error path
+    known = "" if config in configs else f" ({config!r} is not a predefined config: {sorted(configs)})"
+    raise DatasetNotFoundError(f"{full} is not built in {data_dir}{known}. {hint}")
 
   if name.startswith(TFDS_PREFIX):
     tfds_name = name[len(TFDS_PREFIX):]

@@ -15,13 +15,14 @@ import numpy as np
 
 @functools.lru_cache(maxsize=None)
 def tiny_data_dir() -> str:
-  """A tfds data_dir holding `moving_digits/motion_tiny` and `moving_digits/appearance_tiny`."""
-  from autox3d_jax.data.moving_digits import build_moving_digits
+  """A tfds data_dir holding `moving_digits/motion_tiny` and `moving_digits/appearance_tiny`, built
+  through the registry's plug-in table (as training's build-if-missing does)."""
+  from autox3d_jax.data import registry
 
   root = tempfile.mkdtemp(prefix="autox3d_tiny_tfds_")
   atexit.register(shutil.rmtree, root, ignore_errors=True)
   for config in ("motion_tiny", "appearance_tiny"):
-    build_moving_digits(config, root, workers=1)
+    registry.builder_for(f"moving_digits/{config}")(root)  # tiny: rendered in-process (1 worker)
   return root
 
 
@@ -31,7 +32,8 @@ def write_records_dataset(directory: str, *, name: str = "toy", num_videos: int 
                           corrupt: dict[int, bytes] | None = None) -> str:
   """Clip-record dataset of `num_videos` moving-digit clips (labels = index % num_classes).
   `corrupt` maps a video position to bytes that replace all its frames (e.g. garbage)."""
-  from autox3d_jax.data import digits, records
+  from autox3d_jax.data import records
+  from autox3d_jax.projects.moving_digits import digits  # the demo project's clip renderer
 
   spec = digits.ClipSpec(task="motion", num_frames=num_frames, height=size, width=size)
   class_names = [f"class_{i}" for i in range(num_classes)]

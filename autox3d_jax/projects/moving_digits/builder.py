@@ -1,8 +1,9 @@
 """`moving_digits`: the embedded, offline video dataset, as a tensorflow-datasets builder.
 
-Clips are rendered by `autox3d_jax.data.digits` (pure numpy, deterministic from the config's seed)
-from scikit-learn's 1,797 bundled handwritten digits, so building needs no download and no
-internet. Configs:
+Clips are rendered by `digits` (this project's renderer: pure numpy, deterministic from the
+config's seed) from scikit-learn's 1,797 bundled handwritten digits, so building needs no download
+and no internet. The registry reaches this builder through the plug-in table
+(`autox3d_jax.data.registry.DATASET_PLUGINS`) and the package's `build`. Configs:
 
 =================  ==========  ======  ========  =======  ====================================
 config             task        frames  size      train    validation
@@ -18,7 +19,7 @@ appearance_tiny    appearance  12      32x32     64       32
 
 Build (prints the prepared directory)::
 
-    python -m autox3d_jax.data.moving_digits --config motion --data_dir ~/tensorflow_datasets
+    python -m autox3d_jax.projects.moving_digits --config motion --data_dir ~/tensorflow_datasets
 
 or from Python: ``build_moving_digits("motion", data_dir)``. Custom sizes:
 ``build_moving_digits("motion", data_dir, num_frames=32, resolution=96)`` builds a config named
@@ -47,7 +48,7 @@ import time
 import numpy as np
 import tensorflow_datasets as tfds
 
-from autox3d_jax.data import digits
+from autox3d_jax.projects.moving_digits import digits
 
 BUILDER_NAME = "moving_digits"
 FPS = 10.0
@@ -238,7 +239,7 @@ def records_dir(config_name: str, data_dir: str | None = None) -> str:
 def main(argv=None) -> int:
   import argparse
 
-  p = argparse.ArgumentParser(prog="python -m autox3d_jax.data.moving_digits", description=(
+  p = argparse.ArgumentParser(prog="python -m autox3d_jax.projects.moving_digits", description=(
       "Build the offline moving-digits video dataset (tfds builder `moving_digits`)."))
   p.add_argument("--config", default="motion", choices=sorted(CONFIGS))
   p.add_argument("--data_dir", default=None, help="tfds data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
@@ -266,6 +267,6 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
   # Run the importable module's main: tfds locates builder resources by package, not `__main__`.
-  from autox3d_jax.data import moving_digits as _module
+  from autox3d_jax.projects.moving_digits import builder as _module
 
   sys.exit(_module.main())
