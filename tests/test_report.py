@@ -1,4 +1,5 @@
-"""report: arch tables, report.md / results.json / per-model JSON, pareto.png and decisions.png."""
+"""report: arch tables, report.md / results.json / per-model JSON, pareto.png and decisions.png, and the
+typed Results object (dict -> Results -> dict round trips)."""
 import dataclasses
 import json
 import math
@@ -167,8 +168,8 @@ def test_optional_parts_missing(tmp_path):
 
 
 def test_decisions_many_labels(tmp_path):
-  from autox3d_jax.search.space import SearchSpace, SpaceConfig
-  space = SearchSpace(SpaceConfig())
+  from autox3d_jax.search.space import SearchSpace, space_config
+  space = SearchSpace(space_config())
   labels = {d.label: [str(getattr(c, "label", c)) for c in d.choices] for d in space.decisions}
   assert len(labels) > report.MAX_DECISION_PANELS
   results = make_results(fake_history(labels, steps=5))
@@ -229,3 +230,116 @@ def test_per_seed_column_only_when_several_seeds(tmp_path):
   del results["models"][0]["seeds"]
   md = open(report.write_report(tmp_path / "b", results)["report"]).read()
   assert "| model | kind | top-1 % | top-5 % | GFLOPs | params (M) | latency ms |\n" in md
+
+
+# ------------------------------------------------------------------------------------------ Results
+def _report_files(d):
+  """Every file of a report folder, report.md without its timestamp line."""
+  out = {}
+  for p in sorted(d.iterdir()):
+    data = p.read_bytes()
+    if p.name == "report.md":
+      data = re.sub(rb"_Written [^\n]* by", b"_Written by", data)
+    out[p.name] = data
+  return out
+
+
+def test_results_round_trip_is_identity(tmp_path):
+  results = make_results()
+  res = report.Results.from_dict(results)
+  assert isinstance(res.models[0], report.ModelResult) and res.models[1].arch == small_x3d()
+  assert res.models[1].latency_ms is None and res.models[2].kind == "random"
+  assert isinstance(res.baseline_family[0], report.FamilyPoint) and res.baseline_family[2].top1 is None
+  assert isinstance(res.decision_history, report.DecisionHistory) and res.decision_history.steps[-1] == 50
+  assert res.search.strategy == "gumbel" and res.search.steps == 50 and res.search.extra == {"target": {"gflops": 0.02}}
+  assert res.notes == ("tiny test run",)
+
+  paths = report.write_report(tmp_path, results)
+  stored = report.read_results(tmp_path)
+  # A raw dict comes out as exactly what results.json holds ...
+  assert res.to_dict() == stored
+  assert json.dumps(res.to_dict(), indent=2) == open(paths["results"]).read()
+  # ... and results.json round trips to itself, key order included.
+  again = report.Results.from_dict(stored).to_dict()
+  assert again == stored and json.dumps(again) == json.dumps(stored)
+  assert report.Results.from_dict(stored) == res
+  # ArchSpecs (read_results(as_specs=True)) parse to the same Results.
+  assert report.Results.from_dict(report.read_results(tmp_path, as_specs=True)) == res
+
+
+def test_round_trip_keeps_unknown_keys_and_order():
+  d = {"models": [{"gflops": 1.5, "name": "a", "params": 10, "mine": {"x": [1, 2]}, "extra": 1, "arch": None,
+                   "top1_per_seed": [0.5, None], "seeds": [3, 4]}],
+       "baseline_family": None, "notes": None, "custom": 7,
+       "search": {"point": {"s1_width": 2}, "seconds": 1.5, "target": {"gflops": 0.1}},
+       "decision_history": {"probs": {"s1_width": [[0.5, 0.5]]}, "temperature": [1.0]}}
+  out = report.Results.from_dict(d).to_dict()
+  # Defaults are filled in after the given keys, exactly as results.json has always had them.
+  assert list(out) == ["models", "baseline_family", "notes", "custom", "search", "decision_history", "title"]
+  assert list(out["models"][0]) == ["gflops", "name", "params", "mine", "extra", "arch", "top1_per_seed", "seeds", "kind",
+                                    "top1", "top5", "latency_ms"]
+  assert out["models"][0]["mine"] == {"x": [1, 2]} and out["models"][0]["extra"] == 1
+  assert out["models"][0]["arch"] is None
+  assert out["models"][0]["top1_per_seed"] == [0.5, None] and out["models"][0]["seeds"] == [3, 4]
+  assert out["baseline_family"] is None and out["notes"] is None and out["custom"] == 7
+  assert out["search"] == d["search"] and list(out["search"]) == ["point", "seconds", "target"]
+  assert out["decision_history"] == {"probs": {"s1_width": [[0.5, 0.5]]}, "temperature": [1.0], "steps": [0],
+                                     "choices": {"s1_width": ["0", "1"]}}
+  assert out["title"] == "AutoX3D search report"
+  assert report.Results.from_dict(out).to_dict() == out
+  assert json.dumps(report.Results.from_dict(out).to_dict()) == json.dumps(out)
+
+
+def test_results_object_writes_the_same_files_as_the_dict(tmp_path):
+  results = make_results()
+  report.write_report(tmp_path / "dict", results)
+  report.write_report(tmp_path / "obj", report.Results.from_dict(results))
+  assert _report_files(tmp_path / "dict") == _report_files(tmp_path / "obj")
+
+
+def test_results_built_directly(tmp_path):
+  """The constructor calls run.py makes: what it writes equals what the equivalent dict writes."""
+  spec, base = searched_spec(), small_x3d()
+  hist = fake_history({"s1_width": ["12", "24", "36"], "s1_b1_op": ["x3d_333", "x2d_133"]}, steps=4)
+  direct = report.Results(
+      title="autox3d_jax demo: tiny",
+      models=[report.ModelResult(name=spec.name, kind="searched", top1=0.61, top5=0.9,
+                                 gflops=arch_cost(spec).gflops, params=arch_cost(spec).params, arch=spec,
+                                 seeds=[0, 1], top1_per_seed=[0.6, 0.62]),
+              report.ModelResult(name="X3D-XS", kind="baseline", gflops=arch_cost(base).gflops, arch=base)],
+      baseline_family=[report.FamilyPoint(name="X3D-XS @ 4x64", gflops=0.03, top1=None)],
+      notes=["a note"],
+      search=report.SearchInfo(strategy="gumbel", steps=40, cost_metric="gflops", seconds=3.2, cost_target=0.04,
+                               derived_cost=0.039, point={"s1_width": 1, "s1_b1_op": 0}),
+      decision_history=report.DecisionHistory(steps=hist["steps"], probs=hist["probs"], choices=hist["choices"]))
+  as_dict = {"title": "autox3d_jax demo: tiny",
+             "models": [{"name": spec.name, "kind": "searched", "top1": 0.61, "top5": 0.9,
+                         "gflops": arch_cost(spec).gflops, "params": arch_cost(spec).params, "arch": spec,
+                         "seeds": [0, 1], "top1_per_seed": [0.6, 0.62]},
+                        {"name": "X3D-XS", "kind": "baseline", "gflops": arch_cost(base).gflops, "arch": base}],
+             "baseline_family": [{"name": "X3D-XS @ 4x64", "gflops": 0.03, "top1": None}],
+             "notes": ["a note"],
+             "search": {"strategy": "gumbel", "steps": 40, "cost_metric": "gflops", "seconds": 3.2,
+                        "cost_target": 0.04, "derived_cost": 0.039, "point": {"s1_width": 1, "s1_b1_op": 0}},
+             "decision_history": hist}
+  paths = report.write_report(tmp_path / "obj", direct)
+  report.write_report(tmp_path / "dict", as_dict)
+  obj, dct = _report_files(tmp_path / "obj"), _report_files(tmp_path / "dict")
+  # results.json: the same content; the dict's second model lists its defaults after 'arch'.
+  assert json.loads(obj.pop("results.json")) == json.loads(dct.pop("results.json"))
+  assert obj == dct
+  stored = report.read_results(paths["results"])
+  assert stored["models"][1]["params"] == arch_cost(base).params  # derived from the arch
+  assert list(stored) == ["title", "models", "baseline_family", "notes", "search", "decision_history"]
+  assert list(stored["models"][0]) == ["name", "kind", "top1", "top5", "gflops", "params", "arch", "seeds",
+                                       "top1_per_seed", "latency_ms"]
+
+
+def test_results_object_checked_like_a_dict(tmp_path):
+  bad = report.Results(models=[report.ModelResult(name="a", gflops=0.1, params=5),
+                               report.ModelResult(name="b", gflops=0.1, params=5, top1=73.4)])
+  with pytest.raises(ValueError, match=re.escape("results['models'][1]['top1'] must be a fraction")):
+    report.write_report(tmp_path / "bad", bad)
+  assert not (tmp_path / "bad").exists()
+  with pytest.raises(ValueError, match=re.escape("results['search'] must be a dict")):
+    report.Results.from_dict({"models": [], "search": "gumbel"})
