@@ -32,9 +32,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=wrong-import-position
 
+from autox3d_jax import config as config_lib  # pylint: disable=wrong-import-position
 from autox3d_jax.cost import latency as L  # pylint: disable=wrong-import-position
 from autox3d_jax.search.cost_table import CostTable  # pylint: disable=wrong-import-position
-from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig  # pylint: disable=wrong-import-position
+from autox3d_jax.search.space import Op, SearchSpace, space_config  # pylint: disable=wrong-import-position
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 OPS = (Op("x3d", (3, 3, 3)), Op("x3d", (5, 5, 5)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3)))
@@ -51,7 +52,7 @@ def _load() -> float:
 
 
 def run_preset(name: str, args) -> dict:
-  space = SearchSpace(SpaceConfig(**PRESETS[name]))
+  space = SearchSpace(space_config(**PRESETS[name]))  # the default stem / head (X3D-S)
   tag = f"{name}_b{args.batch_size}" + ("" if args.statistic == "median" else f"_{args.statistic}")
   out_dir = os.path.join(RESULTS_DIR, "latency", tag)
   path = os.path.join(RESULTS_DIR, "latency", f"{tag}.json")
@@ -63,14 +64,15 @@ def run_preset(name: str, args) -> dict:
         f"{sum(t.size for t in CostTable.build(space, 'flops').blocks.values())} CostTable cells)",
         file=sys.stderr)
   t0, load0 = time.perf_counter(), _load()
-  cfg = {"batch_size": args.batch_size, "repeats": args.repeats, "warmup": args.warmup, "path": path,
-         "statistic": args.statistic}
-  table = L.load_or_build(space, cfg, min_time_s=args.min_time_s)
+  cfg = config_lib.base_config().latency
+  cfg.update(batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup, path=path,
+             statistic=args.statistic, min_time_s=args.min_time_s, num_archs=args.num_archs, seed=args.seed)
+  table = L.load_or_build(space, cfg)
   build_s = time.perf_counter() - t0
   print(f"# table: {table.origin}", file=sys.stderr)
   t1, load1 = time.perf_counter(), _load()
-  res = L.validate_table(space, table, num_archs=args.num_archs, seed=args.seed, out_dir=out_dir,
-                         retime=not args.no_retime, repeats=args.validate_repeats or args.repeats)
+  res = L.validate_table(space, table, cfg, out_dir, retime=not args.no_retime,
+                         repeats=args.validate_repeats or args.repeats)
   ss = res["same_session"] or {}
   record = {
       "bench": "latency_table", "preset": name, "num_frames": space.config.num_frames,
@@ -117,20 +119,22 @@ def run_preset(name: str, args) -> dict:
 
 
 def main(argv=None) -> None:
+  defaults = config_lib.base_config().latency
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", choices=("all", *PRESETS), default="all")
-  p.add_argument("--num-archs", type=int, default=30)
-  p.add_argument("--batch-size", type=int, default=1)
+  p.add_argument("--num-archs", type=int, default=defaults.num_archs)
+  p.add_argument("--batch-size", type=int, default=defaults.batch_size)
   p.add_argument("--repeats", type=int, default=10,
-                 help="timing rounds per piece (the figures in RESULTS used 10; cfg.latency.repeats defaults to 5)")
+                 help=f"timing rounds per piece (the figures in RESULTS used 10; config.latency.repeats is "
+                      f"{defaults.repeats})")
   p.add_argument("--validate-repeats", type=int, default=0,
                  help="timing rounds in the validation (0: --repeats); rounds are cheap next to compiles")
-  p.add_argument("--warmup", type=int, default=2)
-  p.add_argument("--min-time-s", type=float, default=L.DEFAULT_MIN_TIME_S,
+  p.add_argument("--warmup", type=int, default=defaults.warmup)
+  p.add_argument("--min-time-s", type=float, default=defaults.min_time_s,
                  help="keep timing a piece until this much timed wall time (>= --repeats calls)")
-  p.add_argument("--statistic", choices=L.STATISTICS, default="median",
+  p.add_argument("--statistic", choices=L.STATISTICS, default=defaults.statistic,
                  help="what summarises a piece's timed calls (and the networks' in the validation)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=int, default=defaults.seed)
   p.add_argument("--rebuild", action="store_true", help="ignore a stored table")
   p.add_argument("--no-retime", action="store_true",
                  help="do not re-time the sampled networks' pieces in the validation session (faster; "

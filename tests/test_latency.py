@@ -1,4 +1,4 @@
-"""Measured latency table (cost/latency.py): dedupe, JSON, reuse/rebuild, exact differentiable expectation,
+"""Measured latency table (cost/latency/): dedupe, JSON, reuse/rebuild, exact differentiable expectation,
 validation against end-to-end timing, memory analysis. Timing values are never asserted (shared CPUs);
 most tests replace the timer with a deterministic fake so they run in milliseconds."""
 import json
@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from autox3d_jax import config as config_lib
+from autox3d_jax import labels
 from autox3d_jax.cost import latency as L
-from autox3d_jax.models.builder import block_name
+from autox3d_jax.cost.latency import measure
 from autox3d_jax.models.spec import HeadSpec, StemSpec
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig
@@ -34,12 +36,42 @@ def tiny_space() -> SearchSpace:
                      ops=(Op("x3d", (3, 3, 3)),))
 
 
+def latency_cfg(**overrides):
+  """config.latency as base_config() has it, with `overrides` (a missing key is an error, not a default)."""
+  cfg = config_lib.base_config().latency
+  cfg.update(overrides)
+  return cfg
+
+
+def quick_table(space, **overrides) -> L.LatencyTable:
+  """`build_table` with config.latency's settings (and `overrides`), no progress bar."""
+  c = latency_cfg(**overrides)
+  return L.build_table(space, batch_size=c.batch_size, dtype=c.dtype, warmup=c.warmup, repeats=c.repeats,
+                       min_time_s=c.min_time_s, statistic=c.statistic, progress=False)
+
+
+def recorded_cost_table_queries(space):
+  """What `CostTable.build` asks its hooks for: ({block_key: (spec, in_width, thw)}, {width: thw})."""
+  blocks, heads = {}, {}
+
+  def block_fn(spec, in_width, thw):
+    blocks[L.block_key(spec, in_width, thw)] = (spec, int(in_width), tuple(int(v) for v in thw))
+    return 0.0
+
+  def head_fn(width, thw):
+    heads[int(width)] = tuple(int(v) for v in thw)
+    return 0.0
+
+  CostTable.build(space, "latency", fns=(lambda: 0.0, block_fn, head_fn))
+  return blocks, heads
+
+
 @pytest.fixture
 def fake_timer(monkeypatch):
   """Deterministic, distinct 'milliseconds' per measured module and input shape; counts calls."""
   calls = []
 
-  def fake_measure_modules(items, warmup=2, repeats=5, min_time_s=0.0, progress=False, desc="", memory=False,
+  def fake_measure_modules(items, warmup, repeats, min_time_s=0.0, progress=False, desc="", memory=False,
                            seed=0):
     out = {}
     for name, (module, input_shape, dtype) in items.items():
@@ -53,11 +85,12 @@ def fake_timer(monkeypatch):
       calls.append((name, type(module).__name__, tuple(input_shape), dtype))
       out[name] = {"median_ms": ms, "mean_ms": ms, "min_ms": ms, "n": 1}
       if memory:
-        out[name]["memory"] = L._memory_stats(None)  # pylint: disable=protected-access
+        out[name]["memory"] = measure._memory_stats(None)  # pylint: disable=protected-access
     return out
 
-  monkeypatch.setattr(L, "measure_modules", fake_measure_modules)
-  monkeypatch.setattr(L, "measure_overhead_ms", lambda repeats=200: 0.05)
+  # Patched where table.py and validate.py look them up (`measure.measure_modules`).
+  monkeypatch.setattr(measure, "measure_modules", fake_measure_modules)
+  monkeypatch.setattr(measure, "measure_overhead_ms", lambda repeats=200: 0.05)
   return calls
 
 
@@ -71,7 +104,7 @@ def point_costs_numpy(table: CostTable, points) -> np.ndarray:
     a = points[f"s{i}_width"] if i > 0 else np.zeros_like(b)
     depth = c.min_depths[i] + points[f"s{i + 1}_depth"]
     for j in range(c.max_depths[i]):
-      p = block_name(i, j)
+      p = labels.block(i, j)
       cell = table.blocks[p][a if j == 0 else 0 * a, b, points[f"{p}_expansion"], points[f"{p}_op"],
                              points[f"{p}_se"]]
       total = total + np.where(depth > j, cell, 0.0)
@@ -93,14 +126,20 @@ def test_required_queries_dedupe_and_cover_the_cost_table():
   # Keys are self-describing and injective over (spec, in_width, thw).
   assert len(set(blocks.values())) == len(blocks)
   assert all(L.block_key(*v) == k for k, v in blocks.items())
+  # Exactly the look-ups the search's CostTable makes: nothing missing, nothing timed in vain.
+  for sp in (space, tiny_space(), small_space(min_depths=(2, 1), max_depths=(2, 4), stage_widths=((8,), (16, 24, 32)))):
+    blocks, head_widths, head_thw = L.required_queries(sp)
+    want_blocks, want_heads = recorded_cost_table_queries(sp)
+    assert blocks == want_blocks
+    assert head_widths == sorted(want_heads) and {head_thw} == set(want_heads.values())
 
 
 # ------------------------------------------------------------------------- build, JSON, reuse
 def test_build_roundtrip_reuse_and_rebuild(tmp_path, fake_timer):
   space = small_space()
   path = str(tmp_path / "lat.json")
-  cfg = {"batch_size": 1, "repeats": 2, "warmup": 1, "path": path}
-  t1 = L.load_or_build(space, cfg, progress=False)
+  cfg = dict(batch_size=1, repeats=2, warmup=1, path=path)
+  t1 = L.load_or_build(space, latency_cfg(**cfg), progress=False)
   blocks, heads, _ = L.required_queries(space)
   assert len(fake_timer) == len(blocks) + 1 + len(heads)  # one measurement per unique key
   assert t1.origin.startswith("rebuilt: no table at")
@@ -116,43 +155,50 @@ def test_build_roundtrip_reuse_and_rebuild(tmp_path, fake_timer):
   assert L.LatencyTable.from_dict(json.loads(json.dumps(t1.to_dict()))) == t1
 
   n = len(fake_timer)
-  t2 = L.load_or_build(space, cfg, progress=False)  # matching meta: reused, nothing measured
+  t2 = L.load_or_build(space, latency_cfg(**cfg), progress=False)  # matching meta: reused, nothing measured
   assert len(fake_timer) == n and t2.origin == f"loaded from {path}" and t2 == t1
 
   # Mismatch: another batch size -> rebuilt (and saved over the old file), saying why.
-  t3 = L.load_or_build(space, {**cfg, "batch_size": 2}, progress=False)
+  t3 = L.load_or_build(space, latency_cfg(**{**cfg, "batch_size": 2}), progress=False)
   assert len(fake_timer) == 2 * n
   assert "batch_size: stored 1 != current 2" in t3.origin
   assert L.LatencyTable.load(path).meta["batch_size"] == 2
 
   # Another space -> rebuilt; a corrupt file -> rebuilt.
-  t4 = L.load_or_build(small_space(se_ratios=(0.0, 0.0625)), {**cfg, "batch_size": 2}, progress=False)
+  t4 = L.load_or_build(small_space(se_ratios=(0.0, 0.0625)), latency_cfg(**{**cfg, "batch_size": 2}),
+                       progress=False)
   assert "space_fingerprint" in t4.origin
   with open(path, "w") as f:
     f.write("{not json")
-  t5 = L.load_or_build(space, cfg, progress=False)
+  t5 = L.load_or_build(space, latency_cfg(**cfg), progress=False)
   assert "unreadable" in t5.origin and L.LatencyTable.load(path) == t5
 
   # Another summary statistic -> rebuilt.
-  t7 = L.load_or_build(space, {**cfg, "statistic": "mean"}, progress=False)
+  t7 = L.load_or_build(space, latency_cfg(**{**cfg, "statistic": "mean"}), progress=False)
   assert "statistic: stored 'median' != current 'mean'" in t7.origin and t7.meta["statistic"] == "mean"
+  # A keyword argument wins over the config.
+  t8 = L.load_or_build(space, latency_cfg(**cfg), statistic="median", min_time_s=0.0, progress=False)
+  assert t8.meta["statistic"] == "median" and t8.timing["min_time_s"] == 0.0
 
-  # Without any path: built, not saved.
-  t6 = L.load_or_build(space, {"batch_size": 1}, progress=False)
+  # Without any path (config.latency.path = ''): built, not saved.
+  t6 = L.load_or_build(space, latency_cfg(), progress=False)
   assert "no table path" in t6.origin
+  # The config is read as attributes: a partial mapping is an error, not silently defaulted.
+  with pytest.raises(AttributeError):
+    L.load_or_build(space, {"batch_size": 1}, progress=False)
 
 
 def test_table_lookup_of_unknown_block_names_the_problem(fake_timer):
-  table = L.build_table(small_space(), progress=False)
+  table = quick_table(small_space())
   with pytest.raises(KeyError, match="rebuild"):
-    L.latency_cost_table(small_space(expansions=(1.5, 4.0)), table)
+    CostTable.from_latency(small_space(expansions=(1.5, 4.0)), table)
 
 
 # ------------------------------------------------------------- expectation, gradient, overhead
 def test_expected_latency_is_exact_and_differentiable(fake_timer):
   space = small_space()
-  table = L.build_table(space, progress=False)
-  ct = L.latency_cost_table(space, table)
+  table = quick_table(space)
+  ct = CostTable.from_latency(space, table)
   assert ct.metric == "latency"
 
   rng = np.random.default_rng(0)
@@ -185,21 +231,31 @@ def test_expected_latency_is_exact_and_differentiable(fake_timer):
 
 def test_overhead_is_counted_once(fake_timer):
   space = small_space()
-  table = L.build_table(space, progress=False)
+  table = quick_table(space)
   point = {d.label: 0 for d in space.decisions}
-  raw = L.latency_cost_table(space, table, subtract_overhead=False).of_point(point)
-  net = L.latency_cost_table(space, table).of_point(point)
+  raw = CostTable.from_latency(space, table, subtract_overhead=False).of_point(point)
+  net = CostTable.from_latency(space, table).of_point(point)
   n_pieces = sum(space.config.min_depths) + 1  # blocks + head (the stem keeps its overhead)
   assert raw - net == pytest.approx(n_pieces * table.overhead_ms, rel=1e-4)
+
+
+def test_predict_ms_is_the_cost_tables_point_cost(fake_timer):
+  """validate_table predicts with `predict_ms` (no CostTable in cost/): bit for bit the search's figure."""
+  space = small_space()
+  table = quick_table(space)
+  for subtract in (True, False):
+    ct = CostTable.from_latency(space, table, subtract_overhead=subtract)
+    for point in L.random_points(space, 25, seed=7) + [space.largest_point()]:
+      assert L.predict_ms(space, table, space.to_arch(point), subtract) == ct.of_point(point)
 
 
 def test_validate_plumbing_with_a_deterministic_timer(tmp_path, fake_timer):
   """Re-timed pieces equal the stored ones under a deterministic timer: drift is exactly 1 and the
   same-session prediction equals the stored one; no memory analysis -> None fields, plot still drawn."""
   space = small_space()
-  table = L.build_table(space, progress=False)
+  table = quick_table(space)
   for retime in (False, True):
-    res = L.validate_table(space, table, num_archs=5, seed=3, out_dir=str(tmp_path / str(retime)),
+    res = L.validate_table(space, table, latency_cfg(), num_archs=5, seed=3, out_dir=str(tmp_path / str(retime)),
                            progress=False, num_probes=4, retime=retime)
     assert res["num_archs"] == 5 and res["load_drift"] == pytest.approx(1.0)
     assert res["peak_activation_mb"] == {"min": None, "max": None}
@@ -212,7 +268,7 @@ def test_validate_plumbing_with_a_deterministic_timer(tmp_path, fake_timer):
     else:
       assert len(res["pieces"]) == 4 and res["same_session"] is None
   # The mode=latency call: validate_table(space, table, cfg.latency, out_dir); keywords win over it.
-  cfg = {"batch_size": 1, "repeats": 2, "warmup": 1, "path": "", "num_archs": 2}
+  cfg = latency_cfg(batch_size=1, repeats=2, warmup=1, path="", num_archs=2)
   res2 = L.validate_table(space, table, cfg, str(tmp_path / "cfg"), progress=False)
   assert res2["num_archs"] == 2 and res2["settings"]["repeats"] == 2
   assert os.path.exists(os.path.join(str(tmp_path / "cfg"), "latency_validation.png"))
@@ -237,7 +293,7 @@ def test_memory_stats_handle_missing_analysis():
       raise NotImplementedError
 
   for c in (NoAnalysis(), Raises()):
-    m = L._memory_stats(c)  # pylint: disable=protected-access
+    m = measure._memory_stats(c)  # pylint: disable=protected-access
     assert m["peak_activation_bytes"] is None and m["temp_bytes"] is None
 
 
@@ -254,13 +310,13 @@ def test_plot_without_memory(tmp_path):
 # ---------------------------------------------------------------------- real timing, end to end
 def test_real_table_and_validation(tmp_path):
   space = tiny_space()
-  table = L.build_table(space, batch_size=1, warmup=1, repeats=2, progress=False, min_time_s=0.0)
+  table = quick_table(space, batch_size=1, warmup=1, repeats=2, min_time_s=0.0)
   blocks, heads, _ = L.required_queries(space)
   assert len(table.entries) == len(blocks) == 4 and len(table.head_ms) == len(heads)
   assert all(v > 0 for v in table.entries.values()) and table.stem_ms > 0 and table.overhead_ms > 0
   assert table.meta["backend"] == jax.default_backend()
 
-  res = L.validate_table(space, table, num_archs=3, seed=1, out_dir=str(tmp_path), progress=False,
+  res = L.validate_table(space, table, latency_cfg(), num_archs=3, seed=1, out_dir=str(tmp_path), progress=False,
                          repeats=2, warmup=1, min_time_s=0.0, num_probes=1)
   for key in ("kendall_tau", "kendall_p", "mean_abs_rel_error", "max_abs_rel_error", "flops_kendall_tau",
               "archs", "settings", "meta", "peak_activation_mb", "load_drift"):
@@ -296,7 +352,7 @@ def test_search_cost_table_uses_and_reuses_the_workdir_table(tmp_path, fake_time
   assert len(fake_timer) == n                      # reused: nothing re-timed
   stored = L.LatencyTable.load(str(tmp_path / "latency_table.json"))
   assert L.share_across_processes(stored) is stored  # one process: the table as is
-  expected = L.latency_cost_table(space, stored)
+  expected = CostTable.from_latency(space, stored)
   point = space.largest_point()
   assert again.of_point(point) == pytest.approx(expected.of_point(point))
   # An explicit config.latency.path wins over the workdir.
@@ -308,9 +364,9 @@ def test_search_cost_table_uses_and_reuses_the_workdir_table(tmp_path, fake_time
 def test_fbnet_loss_uses_the_metric_unit():
   """FBNet's CE * alpha * log(cost)^beta: 0 = the metric's unit (MFLOPs, ms), so 50 ms and 50 MFLOPs
   give the same factor, and an explicit cost_unit overrides it."""
-  import ml_collections
   from autox3d_jax.search.strategies.base import fbnet_factor
-  cfg = ml_collections.ConfigDict(dict(penalty="fbnet", cost_unit=0.0, fbnet_alpha=0.2, fbnet_beta=0.6))
+  cfg = config_lib.base_config().search.fbnet  # alpha 0.2, beta 0.6, cost_unit 0 (the metric's)
+  cfg.update(alpha=0.2, beta=0.6, cost_unit=0.0)
   want = 0.2 * np.log(50.0) ** 0.6
   assert float(fbnet_factor(jnp.float32(50.0), cfg, "latency")) == pytest.approx(want, rel=1e-5)
   assert float(fbnet_factor(jnp.float32(50e6), cfg, "flops")) == pytest.approx(want, rel=1e-5)
