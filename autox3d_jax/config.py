@@ -2,19 +2,49 @@
 rejects bad values before anything compiles, naming the key and what is allowed.
 
 Config files in `configs/` start from `base_config()` and override; the returned ConfigDict is locked,
-so `--config.sarch.steps=...` (a typo) fails at parse time instead of being silently ignored.
+so `--config.sarch.steps=...` (a typo) fails at parse time instead of being silently ignored. Code
+reads keys as plain attributes (`cfg.search.steps`), never `cfg.get(key, default)`: a default that
+is not here does not exist.
+
+Each strategy's own settings live in its sub-section (`search.probabilistic.*`, `search.spos.*`,
+`search.dnas.*`, `search.gdas.*`, `search.msg.*`); `validate()` rejects a changed sub-section of a
+strategy that is not the one selected, so no setting is silently ignored.
+
+Imports only ml_collections: parsing a config loads neither flax nor the model stack. The names
+below (modes, strategies, penalties) are checked against the registries they mirror by
+tests/test_config.py.
 """
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
-from autox3d_jax.search.strategies import PENALTIES, STRATEGIES
-
 MODES = ("search", "train", "eval", "report", "demo", "latency", "summary")
+STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")
+PENALTIES = ("none", "hinge", "absolute", "fbnet")
+COST_METRICS = ("flops", "params", "latency")
+# Strategies whose weight step trains sampled single paths (search.sandwich, search.largest_warmup_steps).
+SINGLE_PATH_WEIGHT_STEP = ("probabilistic", "spos")
 
 
 class ConfigError(ValueError):
-  pass
+  """A config value is invalid; the message names the key and what is allowed."""
+
+
+def optimizer_section(lr: float, warmup_steps: int, weight_decay: float = 5e-5, momentum: float = 0.9,
+                      grad_clip: float = 0.0) -> ml_collections.ConfigDict:
+  """The schema every weight optimizer shares (`train.optim.make_optimizer` reads it): SGD with
+  Nesterov momentum, linear warm-up then cosine decay, decoupled weight decay, optional global-norm
+  gradient clipping (0 = off)."""
+  return ml_collections.ConfigDict(dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                                        warmup_steps=warmup_steps, grad_clip=grad_clip))
+
+
+def _temperature_section() -> ml_collections.ConfigDict:
+  """Gumbel temperature of the gradient strategies: exp (FBNet) tau_max * exp(-tau_decay * step),
+  floored at tau_min, or linear (GDAS) tau_max -> tau_min over search.steps."""
+  return ml_collections.ConfigDict(dict(tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -44,71 +74,141 @@ def base_config() -> ml_collections.ConfigDict:
       conv5_width=432, head_width=2048, dropout=0.5, num_classes=-1))   # -1: from the dataset
 
   c.search = ml_collections.ConfigDict(dict(
-      strategy="probabilistic", steps=600, num_groups=4, arch_warmup_steps=200,
+      strategy="probabilistic", steps=600, num_groups=4,
+      arch_warmup_steps=200,          # the architecture is frozen while the weights warm up
       cost_metric="flops",            # flops | params | latency (measured table, see mode=latency)
       cost_target=0.0,                # absolute target in table units; 0 = from target_arch
-      target_arch="",                 # e.g. 'X3D-S': the target is that network's cost in this space
+      target_arch="",                 # 'X3D': the target is the X3D-like point's cost in this space
       penalty="hinge", penalty_weight=1.0,
-      cost_unit=0.0,                  # fbnet penalty's unit; 0 = the metric's: 1e6 FLOPs/params, 1 ms
-      fbnet_alpha=0.2, fbnet_beta=0.6,
-      tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0, total_steps=600,
-      estimator="reinforce", baseline_decay=0.95, entropy_weight=0.0,
+      fbnet=ml_collections.ConfigDict(dict(
+          alpha=0.2, beta=0.6,        # search.penalty=fbnet: loss = CE * alpha * log(cost)^beta
+          cost_unit=0.0)),            # cost unit of the log; 0 = the metric's: 1e6 FLOPs/params, 1 ms
       sandwich=False,                 # probabilistic/spos: weight-step group 0 = the largest architecture
       largest_warmup_steps=0,         # probabilistic/spos: the first N weight steps train only the largest
-      shared_val_batch=True,          # probabilistic: score all K samples on the same val clips
-      adaptive_samples=True, min_samples=1, val_examples_per_group=1,
-      fair_channels=True, cost_bins=0, bin_candidates=16,
+      fair_channels=True,             # single-path strategies: roll channel masks (fair channel selection)
       derive="mode",                  # mode (argmax of the distribution) | evolution (SPOS)
       derive_within_target=True,      # mode above the cost target -> the most likely arch within it
+      probabilistic=ml_collections.ConfigDict(dict(
+          estimator="reinforce",      # reinforce (with baseline) | parsec (importance weights)
+          baseline_decay=0.95, entropy_weight=0.0,
+          shared_val_batch=True,      # score all K samples on the same val clips
+          adaptive_samples=True,      # FP-NAS: number of distinct samples follows the entropy
+          min_samples=1)),
+      spos=ml_collections.ConfigDict(dict(
+          cost_bins=0,                # > 0: uniform over that many cost bins (SPOS's FLOPs-bin sampling)
+          bin_candidates=16)),
+      dnas=_temperature_section(),
+      gdas=_temperature_section(),
+      msg=_temperature_section(),
       evolution=ml_collections.ConfigDict(dict(
           population=50, iterations=20, top_k=10, mutants=25, crossovers=25, mutation_prob=0.1,
-          bn_batches=20, eval_batches=4))))
+          bn_batches=20, eval_batches=4)),
+      weight_opt=optimizer_section(lr=0.1, warmup_steps=0),
+      arch_opt=ml_collections.ConfigDict(dict(lr=0.025, beta1=0.9, beta2=0.999))))   # Adam on the logits
 
-  c.weight_opt = ml_collections.ConfigDict(dict(lr=0.1, momentum=0.9, weight_decay=5e-5, warmup_steps=0,
-                                                grad_clip=0.0))
-  c.arch_opt = ml_collections.ConfigDict(dict(lr=0.025, beta1=0.9, beta2=0.999))
   c.train = ml_collections.ConfigDict(dict(
       arch="",                        # train/eval mode: an ArchSpec JSON path or zoo name ('x3d_s')
-      steps=1000, lr=0.1, warmup_steps=50, weight_decay=5e-5, label_smoothing=0.0,
-      dtype="float32", init_from_supernet=False, baseline="X3D-S", eval_every_steps=0,
-      # demo: retrain each network with seeds seed, seed+1, ...; the report gives every seed's top-1
-      # and their mean. One seed is a lottery on the embedded tasks (the same network spread by 11
-      # points over 5 seeds on speed_small, session 8), larger than most architecture differences.
-      seeds=1))
+      steps=1000, label_smoothing=0.0,
+      dtype="float32",                # float32 | bfloat16 (standalone training and evaluation only)
+      init_from_supernet=False,       # train mode: start from the weights of workdir's search checkpoint
+      seeds=1,                        # demo: retrain each network with seeds seed .. seed+N-1, report the mean
+      optimizer=optimizer_section(lr=0.1, warmup_steps=50)))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=3))
-  c.latency = ml_collections.ConfigDict(dict(batch_size=1, repeats=5, warmup=2, path=""))
+  c.latency = ml_collections.ConfigDict(dict(
+      batch_size=1, repeats=5, warmup=2,
+      min_time_s=0.2,                 # each timing repeats until it has run this long (<= 200 repeats)
+      statistic="median",             # median | mean of the repeats, per table entry
+      dtype="float32",                # float32 | bfloat16: the dtype the table is measured in
+      num_archs=30, seed=0,           # mode=latency: random architectures timed end to end
+      path=""))                       # '' = workdir/latency_table.json
   c.mesh = ml_collections.ConfigDict(dict(model=1))
   return c
 
 
-def _choice(cfg_value, allowed, key):
-  if cfg_value not in allowed:
-    raise ConfigError(f"config.{key} = {cfg_value!r} is not allowed; choose one of {sorted(allowed)}")
+# ----------------------------------------------------------------------------------------- checks
+def _choice(value, allowed, key):
+  if value not in allowed:
+    raise ConfigError(f"config.{key} = {value!r} is not allowed; choose one of {sorted(allowed)}")
 
 
-def _positive(value, key, allow_zero=False):
-  if not (value > 0 or (allow_zero and value == 0)):
-    raise ConfigError(f"config.{key} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+def _number(c, key, *, low=None, high=None, low_open=False, integer=False):
+  """config.<key> must be a finite number (an int when `integer`) within [low, high] (or (low, ...)."""
+  value = c
+  for part in key.split("."):
+    value = value[part]
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+    raise ConfigError(f"config.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
+  if not math.isfinite(value):
+    raise ConfigError(f"config.{key} must be finite, got {value!r}")
+  if low is not None and (value < low or (low_open and value == low)):
+    raise ConfigError(f"config.{key} must be {'>' if low_open else '>='} {low}, got {value!r}")
+  if high is not None and value > high:
+    raise ConfigError(f"config.{key} must be <= {high}, got {value!r}")
+
+
+def _positive_int(c, key):
+  _number(c, key, low=1, integer=True)
+
+
+def _optimizer(c, key):
+  _number(c, f"{key}.lr", low=0, low_open=True)
+  _number(c, f"{key}.momentum", low=0, high=1)
+  _number(c, f"{key}.weight_decay", low=0)
+  _number(c, f"{key}.warmup_steps", low=0, integer=True)
+  _number(c, f"{key}.grad_clip", low=0)
+
+
+def _unused_sections(c):
+  """A strategy sub-section changed from its default while another strategy runs would be ignored."""
+  defaults = base_config().search
+  for name in STRATEGIES:
+    if name in c.search and name != c.search.strategy and c.search[name].to_dict() != defaults[name].to_dict():
+      changed = sorted(k for k, v in c.search[name].items() if v != defaults[name][k])
+      raise ConfigError(f"config.search.{name}.{changed[0]} is set but config.search.strategy is "
+                        f"{c.search.strategy!r}: it only applies to strategy={name!r}")
+  if c.search.strategy not in SINGLE_PATH_WEIGHT_STEP:
+    for key in ("sandwich", "largest_warmup_steps"):
+      if c.search[key] != defaults[key]:
+        raise ConfigError(f"config.search.{key} applies to strategies {list(SINGLE_PATH_WEIGHT_STEP)}, "
+                          f"not to {c.search.strategy!r}")
+  if c.search.penalty != "fbnet" and c.search.fbnet.to_dict() != defaults.fbnet.to_dict():
+    raise ConfigError(f"config.search.fbnet.* is set but config.search.penalty is {c.search.penalty!r}: "
+                      "it only applies to penalty='fbnet'")
 
 
 def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Check values (unknown keys are already rejected by the locked ConfigDict)."""
+  """Check values (unknown keys are already rejected by the locked ConfigDict); returns `c`."""
   _choice(c.mode, MODES, "mode")
-  _choice(c.search.strategy, STRATEGIES, "search.strategy")
-  _choice(c.search.penalty, PENALTIES, "search.penalty")
-  _choice(c.search.cost_metric, ("flops", "params", "latency"), "search.cost_metric")
-  _choice(c.search.estimator, ("reinforce", "parsec"), "search.estimator")
-  _choice(c.search.tau_schedule, ("exp", "linear"), "search.tau_schedule")
-  _choice(c.search.derive, ("mode", "evolution"), "search.derive")
+  s = c.search
+  _choice(s.strategy, STRATEGIES, "search.strategy")
+  _choice(s.penalty, PENALTIES, "search.penalty")
+  _choice(s.cost_metric, COST_METRICS, "search.cost_metric")
+  _choice(s.probabilistic.estimator, ("reinforce", "parsec"), "search.probabilistic.estimator")
+  for name in ("dnas", "gdas", "msg"):
+    _choice(s[name].tau_schedule, ("exp", "linear"), f"search.{name}.tau_schedule")
+  _choice(s.derive, ("mode", "evolution"), "search.derive")
   _choice(c.train.dtype, ("float32", "bfloat16"), "train.dtype")
-  for key in ("search.steps", "search.num_groups", "data.batch_size", "data.num_frames", "data.crop_size",
-              "train.steps", "train.seeds", "weight_opt.lr", "arch_opt.lr", "train.lr"):
-    section, name = key.split(".")
-    _positive(c[section][name], key)
-  _positive(c.search.cost_unit, "search.cost_unit", allow_zero=True)
-  _positive(c.search.arch_warmup_steps, "search.arch_warmup_steps", allow_zero=True)
-  _positive(c.search.largest_warmup_steps, "search.largest_warmup_steps", allow_zero=True)
+  _choice(c.latency.dtype, ("float32", "bfloat16"), "latency.dtype")
+  _choice(c.latency.statistic, ("median", "mean"), "latency.statistic")
+  for key in ("search.steps", "search.num_groups", "data.batch_size", "data.eval_batch_size", "data.num_frames",
+              "data.crop_size", "data.sampling_stride", "train.steps", "train.seeds", "log_every_steps",
+              "checkpoint.every_steps", "checkpoint.keep", "mesh.model", "latency.batch_size",
+              "latency.repeats", "search.probabilistic.min_samples"):
+    _positive_int(c, key)
+  _optimizer(c, "search.weight_opt")
+  _optimizer(c, "train.optimizer")
+  _number(c, "search.arch_opt.lr", low=0, low_open=True)
+  for key in ("search.arch_opt.beta1", "search.arch_opt.beta2", "search.probabilistic.baseline_decay"):
+    _number(c, key, low=0, high=1)
+  for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps",
+              "search.largest_warmup_steps", "search.cost_target", "search.penalty_weight",
+              "train.label_smoothing"):
+    _number(c, key, low=0)
   searching = c.mode in ("search", "demo")
+  if c.mode == "search" and c.train.dtype != "float32":
+    raise ConfigError(f"config.train.dtype = {c.train.dtype!r} applies to standalone training (modes train, "
+                      "eval, demo's retraining); the supernet search computes in float32. Use "
+                      "config.train.dtype='float32' with mode=search.")
   if searching and c.data.batch_size % c.search.num_groups:
     raise ConfigError(f"config.data.batch_size ({c.data.batch_size}) must be divisible by "
                       f"config.search.num_groups ({c.search.num_groups}): each group is one architecture")
@@ -116,9 +216,47 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"config.data.arch_val_fraction must be in (0, 1), got {c.data.arch_val_fraction}")
   if searching and c.search.penalty in ("hinge", "absolute") and c.search.cost_target <= 0 and not c.search.target_arch:
     raise ConfigError("config.search.penalty needs a target: set config.search.cost_target or "
-                      "config.search.target_arch (e.g. 'X3D-S')")
-  lo, hi = c.data.scale_jitter
-  if not (c.data.crop_size <= lo <= hi):
-    raise ConfigError(f"config.data.scale_jitter {tuple(c.data.scale_jitter)} must satisfy crop_size "
-                      f"({c.data.crop_size}) <= min <= max")
+                      "config.search.target_arch (e.g. 'X3D')")
+  jitter = tuple(c.data.scale_jitter)
+  if len(jitter) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in jitter):
+    raise ConfigError(f"config.data.scale_jitter must be (min, max) short-side sizes, got {jitter!r}")
+  lo, hi = jitter
+  if not c.data.crop_size <= lo <= hi:
+    raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy crop_size ({c.data.crop_size}) "
+                      f"<= min <= max")
+  _unused_sections(c)
   return c
+
+
+# ------------------------------------------------------------------------------- config arguments
+def parse_config_arg(arg: str, where: str, *, options: dict | None = None, flags: tuple[str, ...] = (),
+                     variants: tuple[str, ...] = ()) -> dict:
+  """The argument of a config file (`configs/x.py:ARG`), parsed one way for every config.
+
+  ARG is comma-separated: `name=value` sets an option (`options` maps each name to its allowed
+  values, or None for any string), a bare `name` sets a flag (True) or, for configs with
+  `variants`, picks the variant (at most one; the first of `variants` is the default).
+  Returns {option: value or None, flag: bool, 'variant': str}; anything else raises ValueError
+  naming `where` and what it accepts.
+  """
+  options = dict(options or {})
+  out: dict = {name: None for name in options}
+  out.update({name: False for name in flags})
+  if variants:
+    out["variant"] = variants[0]
+  accepted = ([f"{n}=<{'|'.join(v) if v else 'value'}>" for n, v in options.items()] + list(flags)
+              + ([f"one of {list(variants)}"] if variants else []))
+  chosen_variant = False
+  for part in filter(None, (p.strip() for p in arg.split(","))):
+    name, eq, value = part.partition("=")
+    if eq and name in options:
+      if options[name] and value not in options[name]:
+        raise ValueError(f"{where}: {name}={value!r} is not allowed; choose one of {list(options[name])}")
+      out[name] = value
+    elif not eq and name in flags:
+      out[name] = True
+    elif not eq and name in variants and not chosen_variant:
+      out["variant"], chosen_variant = name, True
+    else:
+      raise ValueError(f"{where}: cannot parse {part!r} in {arg!r}; it accepts {', '.join(accepted)}")
+  return out

@@ -32,7 +32,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   _init_distributed()
-  from autox3d_jax import hostmem
+  from autox3d_jax.cpu import hostmem
   hostmem.keep_freed_memory_on_cpu()
   from autox3d_jax import config as config_lib
   from autox3d_jax import run
@@ -40,11 +40,10 @@ def main(argv):
   try:
     config_lib.validate(cfg)
   except config_lib.ConfigError as e:
-    logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   _quiet_libraries()
-  from autox3d_jax.train.search_loop import Preempted
+  from autox3d_jax.train.loop import Preempted
   try:
     run.MODES[cfg.mode](cfg, _WORKDIR.value)
   except config_lib.ConfigError as e:   # a value only checkable once the space is built

@@ -1,4 +1,9 @@
-"""The run modes as importable functions: mode(cfg, workdir). `main.py` parses flags and calls one."""
+"""The run modes as importable functions: mode(cfg, workdir). `main.py` parses flags and calls one.
+
+Each mode is build -> loop -> result: it builds what the config describes once (the search space,
+the networks), hands it to a loop (`train.search_loop.run_search`, `train.train_loop.run_train`),
+and turns the loop's result into a report. `MODES` maps `config.MODES` to these functions.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,11 +16,17 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from autox3d_jax import config as config_lib
 from autox3d_jax import report
+from autox3d_jax.cost import latency as latency_lib
 from autox3d_jax.cost.analytic import arch_cost
 from autox3d_jax.models import builder, zoo
 from autox3d_jax.models.spec import ArchSpec
-from autox3d_jax.train import setup
+from autox3d_jax.search import derive as derive_lib
+from autox3d_jax.search.space import SearchSpace
+from autox3d_jax.train import setup, train_loop
+from autox3d_jax.train.search_loop import restore_supernet_variables, run_search
+from autox3d_jax.train.train_loop import restore_trained, run_train
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +54,6 @@ def retrain_seeds(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, 
                   seeds: list[int]) -> list:
   """`spec` trained and evaluated once per seed, each with its own checkpoints, so a restarted demo
   resumes every seed where it stopped."""
-  from autox3d_jax.train.train_loop import run_train
   results = []
   for seed in seeds:
     seed_cfg = cfg.copy_and_resolve_references()
@@ -76,16 +86,18 @@ def _x3d_family(cfg, classes):
 
 # ------------------------------------------------------------------------------------------- modes
 def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float:
-  """End-to-end inference latency of `spec` on this backend (config.latency's batch size, median)."""
-  from autox3d_jax.cost import latency as latency_lib
-  stats = latency_lib.time_module(builder.build(spec), (cfg.latency.batch_size,) + spec.input_shape,
-                                  "float32", cfg.latency.warmup, cfg.latency.repeats)
-  return float(stats["median_ms"])
+  """End-to-end inference latency of `spec` on this backend, timed as config.latency says (batch
+  size, dtype, warm-up, repeats, minimum time), summarised by config.latency.statistic."""
+  lat = cfg.latency
+  stats = latency_lib.time_module(builder.build(spec, latency_lib.measure.module_dtype(lat.dtype)),
+                                  (lat.batch_size,) + spec.input_shape, lat.dtype, lat.warmup, lat.repeats,
+                                  lat.min_time_s)
+  return float(stats[f"{lat.statistic}_ms"])
 
 
 def search(cfg: ml_collections.ConfigDict, workdir: str):
-  from autox3d_jax.train.search_loop import run_search
-  result = run_search(cfg, workdir)
+  space = setup.build_space(cfg)
+  result = run_search(cfg, workdir, space)
   cost = arch_cost(result.spec)
   entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
            "params": cost.params, "arch": result.spec}
@@ -99,42 +111,34 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   log.info("derived %s: %.4f GFLOPs, %.3fM params, %s %.4g (target %.4g) in %.0f s", result.spec.name,
            cost.gflops, cost.params / 1e6, cfg.search.cost_metric, result.cost, result.cost_target,
            result.seconds)
-  _write_report(cfg, workdir, [entry], result, notes)
+  _write_report(cfg, workdir, space, [entry], result, notes)
   return result
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str):
-  from autox3d_jax.train.train_loop import run_train
+def _standalone_spec(cfg: ml_collections.ConfigDict) -> ArchSpec:
+  """config.train.arch (default X3D-S) at config.data's clip, with the dataset's classes."""
   spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
-  spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+  return spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str):
+  spec = _standalone_spec(cfg)
   init = None
   if cfg.train.init_from_supernet:
-    init = _inherit_from_search(cfg, workdir, spec)
+    space = setup.build_space(cfg)
+    init = derive_lib.inherit_variables(space, space.point_of(spec), restore_supernet_variables(workdir), spec)
   result = run_train(cfg, workdir, spec, spec.name, init)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% (%d videos), %.4f GFLOPs", result.name, 100 * result.top1,
            100 * result.top5, result.eval_examples, result.gflops)
-  _write_report(cfg, workdir, [_model_entry(result, "trained")], None, [])
+  _write_report(cfg, workdir, None, [_model_entry(result, "trained")], None, [])
   return result
 
 
 def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
   """Evaluate the latest training checkpoint of config.train.arch with the multi-view protocol."""
-  from autox3d_jax.train import train_loop
-  from autox3d_jax.train.checkpoint import Checkpointer
-  spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
-  spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
-  safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in spec.name)
-  directory = os.path.join(workdir, "checkpoints", f"train_{safe}")
-  ckpt = Checkpointer(directory)
-  if ckpt.latest_step() is None:
-    raise FileNotFoundError(f"no training checkpoint for {spec.name} in {directory}; run mode=train first")
-  variables = builder.init_variables(spec, jax.random.PRNGKey(0))
-  opt = train_loop._optimizer(cfg, cfg.train.steps)
-  like = train_loop.TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
-                               opt.init(variables["params"]), jax.random.PRNGKey(0))
-  from autox3d_jax.train.checkpoint import abstract_like
-  state, _ = ckpt.restore(abstract_like(like))
-  top1, top5, n = train_loop.evaluate(cfg, spec, {"params": state.params, "batch_stats": state.batch_stats})
+  spec = _standalone_spec(cfg)
+  variables = restore_trained(cfg, workdir, spec, spec.name)
+  top1, top5, n = train_loop.evaluate(cfg, spec, variables)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% over %d videos (%dx%d views)", spec.name, 100 * top1, 100 * top5, n,
            cfg.data.num_temporal_views, cfg.data.num_spatial_crops)
   print(json.dumps({"name": spec.name, "top1": top1, "top5": top5, "videos": n}))
@@ -150,10 +154,9 @@ def report_mode(cfg: ml_collections.ConfigDict, workdir: str):
 def demo(cfg: ml_collections.ConfigDict, workdir: str):
   """Search -> derive -> retrain the searched net and the X3D-like baseline (the search's FLOPs
   target, so matched) the same way -> evaluate both -> report."""
-  from autox3d_jax.train.search_loop import run_search
   start = time.time()
-  result = run_search(cfg, workdir)
   space = setup.build_space(cfg)
+  result = run_search(cfg, workdir, space)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
   seeds = list(range(cfg.seed, cfg.seed + cfg.train.seeds))
   searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)", seeds)
@@ -170,7 +173,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
            f"device(s); search {result.seconds:.0f} s, retraining {retrain_s[0]:.0f} s + {retrain_s[1]:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
            f"{cfg.data.name} {cfg.data.eval_split} ({searched[0].eval_examples} videos); {seeds_note}."]
-  paths = _write_report(cfg, workdir, models, result, notes)
+  paths = _write_report(cfg, workdir, space, models, result, notes)
   summary = {m["name"]: {"top1": round(m["top1"], 4), "gflops": round(m["gflops"], 5), "params": m["params"]}
              for m in models}
   if len(seeds) > 1:
@@ -182,7 +185,6 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
 
 
 def latency(cfg: ml_collections.ConfigDict, workdir: str):
-  from autox3d_jax.cost import latency as latency_lib
   space = setup.build_space(cfg)
   path = setup.latency_table_path(cfg, workdir)
   table = latency_lib.load_or_build(space, cfg.latency, path)
@@ -216,28 +218,11 @@ def summary(cfg: ml_collections.ConfigDict, workdir: str):
 
 MODES = {"search": search, "train": train, "eval": evaluate, "report": report_mode, "demo": demo,
          "latency": latency, "summary": summary}
+assert tuple(MODES) == config_lib.MODES, "run.MODES and config.MODES name the same modes, in order"
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _inherit_from_search(cfg, workdir, spec):
-  """Standalone weights for `spec` cut out of the latest search checkpoint (weight inheritance)."""
-  from autox3d_jax.search import derive as derive_lib
-  from autox3d_jax.search import supernet as sn
-  from autox3d_jax.train.checkpoint import Checkpointer
-  space = setup.build_space(cfg)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", "search"))
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"config.train.init_from_supernet needs a search checkpoint in {ckpt.directory}")
-  restored = ckpt.manager.restore(step)
-  state = restored["state"] if isinstance(restored, dict) else restored.state
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  point = space.point_of(spec)
-  del sn
-  return derive_lib.inherit_variables(space, point, variables, spec)
-
-
-def _write_report(cfg, workdir, models, search_result, notes):
+def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes):
   results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
              "baseline_family": _x3d_family(cfg, models[0]["arch"].head.num_classes) if models else [],
              "notes": notes,
@@ -246,7 +231,6 @@ def _write_report(cfg, workdir, models, search_result, notes):
   if search_result is not None:
     h = search_result.history
     if h.get("steps"):
-      space = setup.build_space(cfg, models[0]["arch"].head.num_classes)
       choices = {d.label: [getattr(c, "label", str(c)) for c in d.choices] for d in space.decisions}
       results["decision_history"] = {"steps": h["steps"], "probs": h["probs"], "choices": choices}
     results["search"].update({"seconds": round(search_result.seconds, 1), "cost_target": search_result.cost_target,

@@ -44,8 +44,8 @@ def main():
   parser.add_argument("--config", default="configs/demo.py", help="config file whose recipe is used")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=0, help="0: the config's train.steps")
-  parser.add_argument("--lr", type=float, default=0.0, help="0: the config's train.lr")
-  parser.add_argument("--warmup", type=int, default=0, help="0: the config's train.warmup_steps")
+  parser.add_argument("--lr", type=float, default=0.0, help="0: the config's train.optimizer.lr")
+  parser.add_argument("--warmup", type=int, default=0, help="0: the config's train.optimizer.warmup_steps")
   parser.add_argument("--config-arg", default="", help="the config file's variant argument")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="config override, e.g. --set data.name=moving_digits/motion_small (repeatable)")
@@ -55,8 +55,10 @@ def main():
   import importlib.util
   from autox3d_jax.run import load_arch
   from autox3d_jax.train import setup
+  from autox3d_jax.cpu import hostmem
   from autox3d_jax.train.train_loop import run_train
 
+  hostmem.keep_freed_memory_on_cpu()   # as main does for every run
   spec_module = importlib.util.spec_from_file_location("bench_config", args.config)
   module = importlib.util.module_from_spec(spec_module)
   spec_module.loader.exec_module(module)
@@ -68,16 +70,16 @@ def main():
         apply_override(cfg, key, value)
       cfg.seed = seed
       cfg.train.steps = args.steps or cfg.train.steps
-      cfg.train.lr = args.lr or cfg.train.lr
-      cfg.train.warmup_steps = args.warmup or cfg.train.warmup_steps
+      cfg.train.optimizer.lr = args.lr or cfg.train.optimizer.lr
+      cfg.train.optimizer.warmup_steps = args.warmup or cfg.train.optimizer.warmup_steps
       spec = load_arch(path, setup.num_classes(cfg)).replace(num_frames=cfg.data.num_frames,
                                                                crop_size=cfg.data.crop_size)
       start = time.time()
       with tempfile.TemporaryDirectory() as workdir:
         result = run_train(cfg, workdir, spec, spec.name)
       line = {"bench": "retrain_seeds", "config": args.config, "overrides": args.set, "arch": path,
-              "name": spec.name, "seed": seed, "steps": cfg.train.steps, "lr": cfg.train.lr,
-              "warmup": cfg.train.warmup_steps, "top1": round(result.top1, 4),
+              "name": spec.name, "seed": seed, "steps": cfg.train.steps, "lr": cfg.train.optimizer.lr,
+              "warmup": cfg.train.optimizer.warmup_steps, "top1": round(result.top1, 4),
               "gflops": round(result.gflops, 6), "seconds": round(time.time() - start, 1), "load": load_avg()}
       print(json.dumps(line), flush=True)
       os.makedirs(os.path.dirname(args.out), exist_ok=True)

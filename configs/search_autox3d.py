@@ -7,18 +7,18 @@ skeleton at that variant's input, a FLOPs target equal to the X3D network's (Aut
 
 Arguments: target=XS|S|M|L; strategy=probabilistic|dnas|gdas|spos|msg; runlocal.
 Paper hyper-parameters (AutoX3D supplement): weights SGD cosine lr 1.6 (batch 192), architecture Adam
-lr 0.025, 600 epochs with the first 200 as warm-up (architecture frozen).
+lr 0.025, 600 epochs with the first 200 as warm-up (architecture frozen). The search computes in
+float32 (config.train.dtype applies to standalone training).
 """
-from autox3d_jax.config import base_config
+from autox3d_jax.config import STRATEGIES, base_config, parse_config_arg
 from autox3d_jax.models import zoo
 
 
 def get_config(arg: str = "target=S"):
-  args = dict(p.partition("=")[::2] for p in filter(None, arg.split(",")))
-  unknown = set(args) - {"target", "strategy", "runlocal"}
-  if unknown:
-    raise ValueError(f"configs/search_autox3d.py: unknown arguments {sorted(unknown)}")
-  target = args.get("target", "S").upper()
+  args = parse_config_arg(arg, "configs/search_autox3d.py",
+                          options={"target": tuple(zoo.X3D_VARIANTS), "strategy": STRATEGIES},
+                          flags=("runlocal",))
+  target = args["target"] or "S"
   row = zoo.X3D_VARIANTS[target]
   c = base_config()
   c.mode = "search"
@@ -26,17 +26,16 @@ def get_config(arg: str = "target=S"):
   c.data.crop_size = row["crop"]
   c.data.scale_jitter = (round(row["crop"] * 1.14), round(row["crop"] * 1.43))
   c.data.batch_size = 192
-  c.search.strategy = args.get("strategy", "probabilistic")
+  c.search.strategy = args["strategy"] or "probabilistic"
   c.search.steps = 600 * 1000
   c.search.arch_warmup_steps = 200 * 1000
   c.search.num_groups = 8
-  c.search.target_arch = "X3D"          # the X3D point of the space = X3D-<target> itself
+  c.search.target_arch = f"X3D-{target}"   # X3D-<target>'s own FLOPs: it is a point of the space
   c.search.penalty = "hinge"
   c.search.penalty_weight = 1.0
-  c.weight_opt.lr = 1.6
-  c.arch_opt.lr = 0.025
-  c.train.dtype = "bfloat16"
-  if "runlocal" in args:
+  c.search.weight_opt.lr = 1.6
+  c.search.arch_opt.lr = 0.025
+  if args["runlocal"]:
     c.data.name = "moving_digits/motion"
     c.data.num_frames = 8
     c.data.crop_size = 48
@@ -50,6 +49,5 @@ def get_config(arg: str = "target=S"):
     c.search.steps = 20
     c.search.arch_warmup_steps = 5
     c.search.num_groups = 4
-    c.weight_opt.lr = 0.1
-    c.train.dtype = "float32"
+    c.search.weight_opt.lr = 0.1
   return c

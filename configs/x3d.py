@@ -6,24 +6,14 @@
 
 Arguments (comma separated): variant=XS|S|M|L; runlocal (small steps/batch on the embedded dataset).
 """
-from autox3d_jax.config import base_config
+from autox3d_jax.config import base_config, parse_config_arg
 from autox3d_jax.models import zoo
 
 
-def parse(arg: str) -> dict:
-  out = {}
-  for part in filter(None, arg.split(",")):
-    key, _, value = part.partition("=")
-    out[key] = value if value else True
-  return out
-
-
 def get_config(arg: str = "variant=S"):
-  args = parse(arg)
-  unknown = set(args) - {"variant", "runlocal"}
-  if unknown:
-    raise ValueError(f"configs/x3d.py: unknown arguments {sorted(unknown)}; use variant=..,runlocal")
-  variant = str(args.get("variant", "S")).upper()
+  args = parse_config_arg(arg, "configs/x3d.py", options={"variant": tuple(zoo.X3D_VARIANTS)},
+                          flags=("runlocal",))
+  variant = args["variant"] or "S"
   row = zoo.X3D_VARIANTS[variant]
   c = base_config()
   c.mode = "train"
@@ -36,11 +26,11 @@ def get_config(arg: str = "variant=S"):
   c.data.num_spatial_crops = 3
   c.data.batch_size = 128
   c.train.steps = 300 * 1000
-  c.train.lr = 0.1 if variant != "L" else 0.05
-  c.train.warmup_steps = 35 * 1000
-  c.train.weight_decay = 5e-5
+  c.train.optimizer.lr = 0.1 if variant != "L" else 0.05
+  c.train.optimizer.warmup_steps = 35 * 1000
+  c.train.optimizer.weight_decay = 5e-5
   c.train.dtype = "bfloat16"
-  if args.get("runlocal"):
+  if args["runlocal"]:
     c.data.num_frames = 8
     c.data.crop_size = 48
     c.data.scale_jitter = (48, 56)
@@ -49,6 +39,6 @@ def get_config(arg: str = "variant=S"):
     c.data.batch_size = 8
     c.data.eval_batch_size = 8
     c.train.steps = 50
-    c.train.warmup_steps = 5
+    c.train.optimizer.warmup_steps = 5
     c.train.dtype = "float32"
   return c

@@ -94,7 +94,7 @@ def test_seeds_entry_reports_the_mean_and_every_seed():
 def test_train_seeds_must_be_positive():
   cfg = load_config()
   cfg.train.seeds = 0
-  with pytest.raises(config_lib.ConfigError, match="config.train.seeds must be > 0"):
+  with pytest.raises(config_lib.ConfigError, match="config.train.seeds must be >= 1"):
     config_lib.validate(cfg)
 
 
@@ -150,7 +150,7 @@ def test_search_killed_and_restarted_derives_the_same_architecture(tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
   env = env_for(tmp_path / "data")
   out = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", "--config.search.steps=6",
-                                "--config.checkpoint.every_steps=2", "--config.weight_opt.lr=1e30"),
+                                "--config.checkpoint.every_steps=2", "--config.search.weight_opt.lr=1e30"),
                        capture_output=True, text=True, env=env, timeout=1200)
   assert out.returncode != 0
   assert "loss became nan" in out.stderr.lower() or "loss became inf" in out.stderr.lower()

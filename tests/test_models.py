@@ -1,4 +1,5 @@
 """ArchSpec, block registry, builder and the X3D zoo."""
+import dataclasses
 import json
 
 import jax
@@ -6,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from autox3d_jax.cost.analytic import arch_cost, count_params
+from autox3d_jax.cost.analytic import MIDDLE_COSTS, arch_cost, count_params
 from autox3d_jax.models import builder, registry, zoo
+from autox3d_jax.models.blocks import MIDDLES, ResidualBlock
 from autox3d_jax.models.spec import ArchSpec, BlockSpec, SpecError, StageSpec
 
 
@@ -44,7 +46,7 @@ def test_invalid_block_is_rejected_with_named_field(change, message):
   bad_block = BlockSpec(**{**stage0.blocks[1].__dict__, **change})
   bad = spec.replace(stages=(StageSpec((stage0.blocks[0], bad_block) + stage0.blocks[2:]),) + spec.stages[1:])
   with pytest.raises(SpecError) as err:
-    bad.validate()
+    registry.check_arch(bad)             # structure (ArchSpec.validate) and the block types' rules
   assert message in str(err.value)
   assert "stages[0].blocks[1]" in str(err.value) or "unknown block type" in str(err.value)
 
@@ -67,6 +69,22 @@ def test_wrong_input_shape_is_a_clear_error():
 
 
 # ---------------------------------------------------------------------------------------- registry
+def test_every_registered_block_type_has_a_middle_and_a_cost():
+  """The registry, the layers (`blocks.MIDDLES`) and the analytic costs name the same block types."""
+  assert registry.names() == sorted(MIDDLES) == sorted(MIDDLE_COSTS)
+
+
+def test_unregistered_block_type_is_rejected_naming_the_registered_ones():
+  spec = tiny_spec()
+  bad = spec.replace(stages=(StageSpec((dataclasses.replace(spec.stages[0].blocks[0], type="nope"),)),)
+                     + spec.stages[1:])
+  bad.validate()                         # structurally fine: the type is the registry's business
+  with pytest.raises(SpecError, match="unknown block type 'nope'; registered"):
+    registry.check_arch(bad)
+  with pytest.raises(SpecError, match="unknown block type 'nope'"):
+    builder.build(bad)
+
+
 @pytest.mark.parametrize("block_type", registry.names())
 def test_every_registered_block_builds_runs_and_matches_its_cost(block_type):
   kernel = (1, 3, 3) if registry.get(block_type).spatial_only else (3, 3, 3)
@@ -93,7 +111,7 @@ def test_temporal_blocks_see_time_and_2d_block_does_not_mix_frames():
   for block_type, kernel, mixes in [("x2d", (1, 3, 3), False), ("x3d", (3, 3, 3), True),
                                     ("r2plus1d", (3, 3, 3), True), ("stm", (3, 3, 3), True)]:
     spec = BlockSpec(block_type, kernel, width=8, inner=16, se_ratio=0.0)
-    block = registry.get(block_type).module(spec)
+    block = ResidualBlock(spec)
     v = block.init(jax.random.PRNGKey(1), x)
     y = block.apply(v, x)
     y_perm = block.apply(v, x[:, perm])

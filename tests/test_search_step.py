@@ -5,45 +5,38 @@ import numpy as np
 import pytest
 
 from autox3d_jax import config as config_lib
-from autox3d_jax.models.spec import HeadSpec, StemSpec
-from autox3d_jax.search import strategies
+from autox3d_jax.models.spec import HeadSpec
 from autox3d_jax.search import supernet as sn
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
-from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig
-from autox3d_jax.train import partitioning
+from autox3d_jax.train import partitioning, search_loop
 from autox3d_jax.train import search_step as ss
+from autox3d_jax.train.optim import make_arch_optimizer, make_optimizer
+
+import toys
 
 
 def tiny_setup(strategy="probabilistic", num_groups=2, **search):
   cfg = config_lib.base_config()
-  cfg.search.update(dict(strategy=strategy, num_groups=num_groups, arch_warmup_steps=1, penalty="none",
-                         tau_decay=0.0, **search))
-  cfg.weight_opt.update(dict(lr=0.05))
-  cfg.arch_opt.update(dict(lr=0.1))
-  space = SearchSpace(SpaceConfig(
-      num_frames=4, crop_size=16, stem=StemSpec(width=8), stage_widths=((8, 12), (16, 24)),
-      min_depths=(1, 1), max_depths=(1, 2), expansions=(1.5, 3.0), se_ratios=(0.0, 0.25),
-      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3))),
-      head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3)))
+  overrides = {"strategy": strategy, "num_groups": num_groups, "arch_warmup_steps": 1, "penalty": "none",
+               "weight_opt.lr": 0.05, "arch_opt.lr": 0.1, "steps": 10, **search}
+  if strategy in ("dnas", "gdas", "msg"):
+    overrides.setdefault(f"{strategy}.tau_decay", 0.0)
+  toys.set_keys(cfg.search, overrides)
+  space = toys.tiny_space(head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3))
   dist = ArchDistribution(space)
   table = CostTable.build(space)
-  strategy = strategies.make(cfg.search.strategy, dist, table, cfg.search)
+  strategy = search_loop.make_strategy(cfg, dist, table, cost_target=0.0)
   model = sn.Supernet(space)
-  w_tx = ss.weight_optimizer(cfg.weight_opt, total_steps=10)
-  a_tx = ss.arch_optimizer(cfg.arch_opt)
+  w_tx = make_optimizer(cfg.search.weight_opt, cfg.search.steps)
+  a_tx = make_arch_optimizer(cfg.search.arch_opt)
   step = ss.make_search_step(model, dist, strategy, w_tx, a_tx, cfg, table)
   state = ss.init_search_state(model, dist, strategy, w_tx, a_tx, seed=0)
   return cfg, step, state
 
 
 def batches(n, batch=8, seed=0):
-  rng = np.random.default_rng(seed)
-  for _ in range(n):
-    labels = rng.integers(0, 3, batch)
-    # Class-dependent signal so the loss can fall.
-    video = rng.normal(size=(batch, 4, 16, 16, 3)).astype(np.float32) + labels[:, None, None, None, None]
-    yield {"video": video, "label": labels.astype(np.int32)}
+  return toys.batches(n, batch=batch, classes=3, shape=(4, 16, 16, 3), seed=seed)
 
 
 def run(step, state, mesh, n=3):

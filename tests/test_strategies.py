@@ -2,26 +2,22 @@
 point, and with a cost target the derived architecture lands within 10% of it."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 import zlib
 
+import toys
+
 from autox3d_jax import config as config_lib
-from autox3d_jax.models.spec import HeadSpec, StemSpec
-from autox3d_jax.search import evolution, strategies
+from autox3d_jax.search import strategies
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
-from autox3d_jax.search.space import Op, SearchSpace, SpaceConfig
+from autox3d_jax.search.space import SearchSpace
 
 
 def toy_space():
-  return SearchSpace(SpaceConfig(
-      num_frames=4, crop_size=32, stem=StemSpec(width=8), stage_widths=((8, 12, 16), (16, 24, 32)),
-      min_depths=(1, 1), max_depths=(2, 2), expansions=(1.5, 2.25, 3.0), se_ratios=(0.0, 0.25),
-      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3))),
-      head=HeadSpec(conv5_width=24, head_width=32, num_classes=5)))
+  return toys.space()
 
 
 def planted_best(space):
@@ -31,13 +27,7 @@ def planted_best(space):
 
 
 def search_cfg(strategy, **overrides):
-  cfg = config_lib.base_config().search
-  cfg.unlock()
-  cfg.update(dict(strategy=strategy, num_groups=8, penalty="none", tau_max=1.0, tau_min=0.1,
-                  tau_decay=0.0, adaptive_samples=strategy == "probabilistic", min_samples=2,
-                  fair_channels=False, total_steps=300))
-  cfg.update(overrides)
-  return cfg
+  return toys.search_config(strategy, **overrides)
 
 
 def mismatch_losses(space, best):
@@ -77,9 +67,9 @@ def run_arch_search(strategy, losses, steps, lr=0.1):
 
 @pytest.mark.parametrize("name, overrides", [
     ("probabilistic", {}),
-    ("probabilistic", {"estimator": "parsec", "val_examples_per_group": 50}),
+    ("probabilistic", {"probabilistic.estimator": "parsec"}),
     ("dnas", {}),
-    ("gdas", {"tau_schedule": "linear"}),
+    ("gdas", {"gdas.tau_schedule": "linear"}),
     ("msg", {}),
 ])
 def test_strategy_concentrates_on_planted_optimum(name, overrides):
@@ -87,7 +77,7 @@ def test_strategy_concentrates_on_planted_optimum(name, overrides):
   dist = ArchDistribution(space)
   best = planted_best(space)
   best["s1_depth"] = best["s2_depth"] = 1    # max depth, so every decision matters
-  strategy = strategies.make(name, dist, CostTable.build(space), search_cfg(name, **overrides))
+  strategy = strategies.make(dist, CostTable.build(space), search_cfg(name, **overrides), val_examples_per_group=50)
   logits, _ = run_arch_search(strategy, mismatch_losses(space, best), steps=150)
   mode = dist.mode(logits)
   wrong = [l for l in best if mode[l] != best[l]]
@@ -104,8 +94,8 @@ def test_cost_target_is_met_within_ten_percent(name):
   smallest = table.of_point({d.label: 0 for d in space.decisions})
   largest = table.of_point(space.largest_point())
   target = smallest + 0.4 * (largest - smallest)
-  cfg = search_cfg(name, penalty="absolute", penalty_weight=2.0, cost_target=target)
-  strategy = strategies.make(name, dist, table, cfg)
+  cfg = search_cfg(name, penalty="absolute", penalty_weight=2.0)
+  strategy = strategies.make(dist, table, cfg, cost_target=target)
 
   def capacity_losses(archs):   # bigger is better: the objective alone would pick the largest net
     return 1.0 - jax.vmap(table.expected)(archs) / largest
@@ -119,13 +109,13 @@ def test_spos_samples_uniformly_and_cost_bins_spread_cost():
   space = toy_space()
   dist = ArchDistribution(space)
   table = CostTable.build(space)
-  strategy = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4))
+  strategy = strategies.make(dist, table, search_cfg("spos", num_groups=4))
   keys = jax.random.split(jax.random.PRNGKey(0), 200)
   widths = jax.jit(jax.vmap(
       lambda k: strategy.weight_archs(k, dist.init_logits(), strategy.init_state(), 0)[0]["s1_width"]))(keys)
   counts = np.asarray(widths).sum((0, 1))
   assert counts.min() > 0.25 * counts.sum() / 3   # roughly uniform over the 3 widths
-  binned = strategies.make("spos", dist, table, search_cfg("spos", num_groups=4, cost_bins=4))
+  binned = strategies.make(dist, table, search_cfg("spos", num_groups=4, **{"spos.cost_bins": 4}))
   keys = jax.random.split(jax.random.PRNGKey(1), 100)
   costs_u = np.asarray(jax.jit(jax.vmap(lambda k: strategy.point_cost(dist.sample_uniform(k))))(keys))
   costs_b = np.array([float(binned.point_cost(binned._one_path(k))) for k in keys])
@@ -139,70 +129,12 @@ def test_spos_cost_bins_sample_inside_jit():
   then too (it once called float() on a tracer). ~30 s to compile 16 candidate draws."""
   space = toy_space()
   dist = ArchDistribution(space)
-  binned = strategies.make("spos", dist, CostTable.build(space), search_cfg("spos", num_groups=4, cost_bins=4))
+  binned = strategies.make(dist, CostTable.build(space), search_cfg("spos", num_groups=4, **{"spos.cost_bins": 4}))
   keys = jax.random.split(jax.random.PRNGKey(1), 100)
   costs = np.asarray(jax.jit(jax.vmap(lambda k: binned.point_cost(binned._one_path(k))))(keys))
   eager = np.array([float(binned.point_cost(binned._one_path(k))) for k in keys[:5]])
   np.testing.assert_allclose(costs[:5], eager, rtol=1e-6)
   assert costs.min() > 0 and costs.max() <= binned.table_range[1]
-
-
-def test_evolution_finds_planted_optimum_under_constraint():
-  space = toy_space()
-  table = CostTable.build(space)
-  best = planted_best(space)
-  best["s1_depth"] = best["s2_depth"] = 1
-  cost = table.of_point
-  limit = cost(best) * 1.05
-
-  def score(points):
-    return [-np.mean([p[l] != best[l] for l in best if space.active(p, l)]) for p in points]
-
-  cfg = ml_collections.ConfigDict(dict(population=30, iterations=60, top_k=8, mutants=15, crossovers=15,
-                                       mutation_prob=0.15))
-  result = evolution.evolve(space, score, cost, limit, cfg, seed=0)
-  assert result.best_score > -0.05, result.best_score
-  assert cost(result.best) <= limit
-  assert result.history[-1][0] >= result.history[0][0]
-
-
-def test_expected_cost_matches_monte_carlo_and_analytic():
-  from autox3d_jax.cost.analytic import arch_cost
-  space = toy_space()
-  dist = ArchDistribution(space)
-  table = CostTable.build(space)
-  rng = np.random.default_rng(0)
-  logits = {d.label: jnp.asarray(rng.normal(size=d.size), jnp.float32) for d in space.decisions}
-  exact = float(table.expected(dist.probs(logits)))
-  sample = jax.jit(jax.vmap(lambda k: dist.sample(k, logits)))
-  points = sample(jax.random.split(jax.random.PRNGKey(0), 4000))
-  costs = np.array([arch_cost(space.to_arch({l: int(points[l][n]) for l in points})).flops
-                    for n in range(4000)])
-  stderr = costs.std() / np.sqrt(len(costs))
-  assert abs(costs.mean() - exact) < 4 * stderr, (costs.mean(), exact, stderr)
-  # Per point, the table equals the analytic cost of the derived ArchSpec exactly.
-  for n in range(5):
-    point = {l: int(points[l][n]) for l in points}
-    assert table.of_point(point) == pytest.approx(arch_cost(space.to_arch(point)).flops, rel=1e-6)
-  grads = jax.grad(lambda lg: table.expected(dist.probs(lg)))(logits)
-  assert all(float(jnp.max(jnp.abs(g))) > 0 for k, g in grads.items() if not k.endswith("_depth"))
-
-
-def test_log_prob_and_entropy_are_hierarchical():
-  space = toy_space()
-  dist = ArchDistribution(space)
-  logits = {d.label: jnp.asarray(np.random.default_rng(1).normal(size=d.size), jnp.float32)
-            for d in space.decisions}
-  point = {d.label: jnp.int32(0) for d in space.decisions}   # depth index 0 = 1 block: b2 skipped
-  changed = {**point, "s1_b2_op": jnp.int32(2)}
-  assert float(dist.log_prob(logits, point)) == pytest.approx(float(dist.log_prob(logits, changed)))
-  changed["s1_b1_op"] = jnp.int32(2)
-  assert float(dist.log_prob(logits, point)) != pytest.approx(float(dist.log_prob(logits, changed)))
-  assert float(dist.entropy(logits)) > 0
-  # A distribution certain that stage 1 has one block ignores block 2's logits in its entropy.
-  sure = {**logits, "s1_depth": jnp.array([50.0, -50.0])}
-  noisier = {**sure, "s1_b2_op": jnp.zeros(3)}
-  assert float(dist.entropy(sure)) == pytest.approx(float(dist.entropy(noisier)), abs=1e-4)
 
 
 def test_shared_val_batch_baseline_cancels_the_clips_common_difficulty():
@@ -215,8 +147,8 @@ def test_shared_val_batch_baseline_cancels_the_clips_common_difficulty():
   logits = dist.init_logits()
 
   def gradients(shared):
-    strategy = strategies.make("probabilistic", dist, CostTable.build(space),
-                               search_cfg("probabilistic", shared_val_batch=shared, adaptive_samples=False))
+    strategy = strategies.make(dist, CostTable.build(space),
+                               search_cfg("probabilistic", **{"probabilistic.shared_val_batch": shared, "probabilistic.adaptive_samples": False}))
     state = {"baseline": jnp.float32(-0.5), "num_samples": jnp.int32(8)}
     key = jax.random.PRNGKey(0)                      # same 8 samples every time: only the offset varies
 
@@ -234,34 +166,11 @@ def test_shared_val_batch_baseline_cancels_the_clips_common_difficulty():
   assert np.abs(shared[0]).max() > 1e-3                   # and the architecture signal remains
 
 
-def test_mode_within_budget_fits_and_stays_likely():
-  space = toy_space()
-  dist = ArchDistribution(space)
-  table = CostTable.build(space)
-  rng = np.random.default_rng(3)
-  logits = {d.label: jnp.asarray(3.0 * rng.normal(size=d.size), jnp.float32) for d in space.decisions}
-  mode = dist.mode(logits)
-  cost_fn = lambda p: table.expected(dist.one_hot(p))
-  assert dist.mode_within(logits, cost_fn, table.of_point(mode) * (1 + 1e-6)) == mode   # fits: unchanged
-  limit = 0.7 * table.of_point(mode)
-  point = dist.mode_within(logits, cost_fn, limit)
-  assert table.of_point(point) <= limit
-  # No feasible point among many likely samples is more probable than the greedy answer.
-  samples = jax.jit(jax.vmap(lambda k: dist.sample(k, logits)))(jax.random.split(jax.random.PRNGKey(0), 3000))
-  costs = np.asarray(jax.jit(jax.vmap(lambda p: table.expected(dist.one_hot(p))))(samples))
-  log_probs = np.asarray(jax.jit(jax.vmap(lambda p: dist.log_prob(logits, p)))(samples))
-  feasible = costs <= limit * (1 - 1e-6)
-  assert feasible.sum() > 10
-  assert float(dist.log_prob(logits, point)) >= log_probs[feasible].max() - 1e-4
-  with pytest.raises(ValueError, match="no architecture in the space"):
-    dist.mode_within(logits, cost_fn, 0.5 * table.of_point({d.label: 0 for d in space.decisions}))
-
-
 @pytest.mark.parametrize("name", ["probabilistic", "spos"])
 def test_sandwich_trains_the_largest_architecture_in_group_zero(name):
   space = toy_space()
   dist = ArchDistribution(space)
-  strategy = strategies.make(name, dist, CostTable.build(space), search_cfg(name, num_groups=4, sandwich=True))
+  strategy = strategies.make(dist, CostTable.build(space), search_cfg(name, num_groups=4, sandwich=True))
   largest = space.largest_point()
   for i in range(3):
     archs, _ = strategy.weight_archs(jax.random.PRNGKey(i), dist.init_logits(), strategy.init_state(), 0)
@@ -276,7 +185,7 @@ def test_largest_warmup_trains_only_the_largest_then_samples(name):
   jit, with a traced step), sampled points from step N on."""
   space = toy_space()
   dist = ArchDistribution(space)
-  strategy = strategies.make(name, dist, CostTable.build(space),
+  strategy = strategies.make(dist, CostTable.build(space),
                              search_cfg(name, num_groups=4, largest_warmup_steps=5))
   largest = space.largest_point()
   draw = jax.jit(lambda key, step: strategy.weight_archs(key, dist.init_logits(), strategy.init_state(), step)[0])
@@ -290,39 +199,7 @@ def test_largest_warmup_trains_only_the_largest_then_samples(name):
 
 
 def _tiny_space():
-  return SearchSpace(SpaceConfig(
-      num_frames=4, crop_size=16, stem=StemSpec(width=8), stage_widths=((8, 12), (16, 24)),
-      min_depths=(1, 1), max_depths=(1, 2), expansions=(1.5, 3.0), se_ratios=(0.0, 0.25),
-      ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3))),
-      head=HeadSpec(conv5_width=16, head_width=16, num_classes=5)))
-
-
-@pytest.mark.parametrize("metric", ["flops", "random"])
-def test_cost_extremes_are_exact_against_enumeration(metric):
-  """The DP's cheapest / costliest architecture equals brute force over all 4,096 points, for
-  analytic FLOPs (where the all-index-0 point is *not* the cheapest: x2d costs less than x3d) and
-  for an arbitrary positive table (what a measured latency table can look like)."""
-  import itertools
-  space = _tiny_space()
-  dist = ArchDistribution(space)
-  table = CostTable.build(space)
-  if metric == "random":
-    rng = np.random.default_rng(0)
-    table.blocks = {k: rng.uniform(0.1, 1.0, v.shape) for k, v in table.blocks.items()}
-    table.head = rng.uniform(0.1, 1.0, table.head.shape)
-  sizes = [d.size for d in space.decisions]
-  grid = np.array(list(itertools.product(*[range(n) for n in sizes])), np.int32)
-  assert len(grid) == 4096
-  batch = {d.label: grid[:, k] for k, d in enumerate(space.decisions)}
-  costs = np.asarray(jax.jit(jax.vmap(lambda p: table.expected(dist.one_hot(p))))(batch), np.float64)
-  lo, lo_point = table.extreme(largest=False)
-  hi, hi_point = table.extreme(largest=True)
-  np.testing.assert_allclose([lo, hi], [costs.min(), costs.max()], rtol=1e-5)
-  np.testing.assert_allclose([table.of_point(lo_point), table.of_point(hi_point)], [lo, hi], rtol=1e-5)
-  if metric == "flops":
-    assert table.of_point({d.label: 0 for d in space.decisions}) > lo * (1 + 1e-3)
-    spos = strategies.make("spos", dist, table, search_cfg("spos", num_groups=2, cost_bins=4))
-    np.testing.assert_allclose(spos.table_range, (lo, hi), rtol=1e-6)
+  return toys.tiny_space()
 
 
 def test_cost_target_below_the_cheapest_architecture_is_rejected_early():
@@ -348,8 +225,8 @@ def test_decisions_all_samples_agree_on_get_exactly_zero_gradient():
   # Peaked logits: most decisions agree across 4 samples, a few do not.
   logits = {d.label: jnp.asarray(rng.normal(size=d.size) * (8.0 if k % 3 else 0.0), jnp.float32)
             for k, d in enumerate(space.decisions)}
-  strategy = strategies.make("probabilistic", dist, CostTable.build(space),
-                             search_cfg("probabilistic", num_groups=4, adaptive_samples=False))
+  strategy = strategies.make(dist, CostTable.build(space),
+                             search_cfg("probabilistic", num_groups=4, **{"probabilistic.adaptive_samples": False}))
   state = {"baseline": jnp.float32(-0.5), "num_samples": jnp.int32(4)}
   key = jax.random.PRNGKey(3)
   losses = lambda archs: mismatch_losses(space, planted_best(space))(archs) * 1.37 + 0.123
@@ -374,8 +251,8 @@ def test_fair_channel_selection_trains_every_filter_equally_often(fair):
   from autox3d_jax.search.supernet import roll_mask, stage_tables
   space = toy_space()
   dist = ArchDistribution(space)
-  strategy = strategies.make("probabilistic", dist, CostTable.build(space),
-                             search_cfg("probabilistic", fair_channels=fair, adaptive_samples=False))
+  strategy = strategies.make(dist, CostTable.build(space),
+                             search_cfg("probabilistic", fair_channels=fair, **{"probabilistic.adaptive_samples": False}))
   tables = stage_tables(space, 0)
   label = "s1_width"
   draw = jax.jit(jax.vmap(lambda key: strategy.weight_archs(key, dist.init_logits(), strategy.init_state(), 0)))

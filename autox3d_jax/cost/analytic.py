@@ -1,17 +1,18 @@
-"""Analytic parameters and FLOPs of any ArchSpec, per layer and total.
+"""Analytic parameters and FLOPs of any ArchSpec, per layer and total (conventions: `cost.primitives`).
 
-Convention (the X3D paper's, and fvcore's): one multiply-add = one FLOP; counted over convolutions and
-fully-connected layers (SE included); BN, activations, pooling and residual adds are not counted.
-Parameters include BN's affine gamma/beta (as `torch.nn.Module.parameters()` does) but not its
-running statistics.
+A block's cost is its skeleton (the two pointwise convs, BNs and shortcut: the same for every type)
+plus its type's middle, `MIDDLE_COSTS[type](spec, (T, H, W) at the block's input)`, on
+`spec.inner` channels. Every type of `models.registry` has an entry (tests/test_models.py).
 """
 from __future__ import annotations
 
 import dataclasses
 
+import jax
+
+from autox3d_jax import labels
+from autox3d_jax.cost.primitives import Cost, bn_cost, depthwise_cost, pointwise_cost, se_cost
 from autox3d_jax.models import registry
-from autox3d_jax.models.builder import block_name
-from autox3d_jax.models.registry import Cost, bn_cost, depthwise_cost
 from autox3d_jax.models.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
 
@@ -19,8 +20,42 @@ def _ceil_div(a: int, b: int) -> int:
   return -(-a // b)
 
 
-def pointwise_cost(c_in: int, c_out: int, positions: int) -> Cost:
-  return Cost(c_in * c_out, c_in * c_out * positions)
+def _out_positions(spec: BlockSpec, thw) -> int:
+  t, h, w = thw
+  s = spec.stride
+  return t * _ceil_div(h, s) * _ceil_div(w, s)
+
+
+def _x3d_middle(spec, thw):
+  p = _out_positions(spec, thw)
+  return (depthwise_cost(spec.kernel, spec.inner, p) + bn_cost(spec.inner)
+          + se_cost(spec.inner, spec.se_ratio))
+
+
+def _r2plus1d_middle(spec, thw):
+  p = _out_positions(spec, thw)
+  kt, kh, kw = spec.kernel
+  return (depthwise_cost((1, kh, kw), spec.inner, p) + bn_cost(spec.inner)
+          + depthwise_cost((kt, 1, 1), spec.inner, p) + bn_cost(spec.inner)
+          + se_cost(spec.inner, spec.se_ratio))
+
+
+def _stm_middle(spec, thw):
+  p_in, p_out = thw[0] * thw[1] * thw[2], _out_positions(spec, thw)
+  kt, kh, kw = spec.kernel
+  return (depthwise_cost((kt, 1, 1), spec.inner, p_in) + depthwise_cost((1, kh, kw), spec.inner, p_out)
+          + depthwise_cost((1, kh, kw), spec.inner, p_out) + bn_cost(spec.inner)
+          + se_cost(spec.inner, spec.se_ratio))
+
+
+def _tea_middle(spec, thw):
+  excite = Cost(spec.inner * spec.inner, spec.inner * spec.inner * thw[0])
+  return excite + _x3d_middle(spec, thw)
+
+
+# block type -> cost of its middle: (spec, (T, H, W) at the block's input) -> Cost
+MIDDLE_COSTS = {"x3d": _x3d_middle, "r2plus1d": _r2plus1d_middle, "csn": _x3d_middle, "x2d": _x3d_middle,
+                "stm": _stm_middle, "tea": _tea_middle}
 
 
 def stem_cost(stem: StemSpec, in_channels: int, thw) -> tuple[Cost, tuple[int, int, int]]:
@@ -38,7 +73,8 @@ def block_cost(block: BlockSpec, in_width: int, thw) -> tuple[Cost, tuple[int, i
   out = (t, _ceil_div(h, block.stride), _ceil_div(w, block.stride))
   p_in, p_out = t * h * w, out[0] * out[1] * out[2]
   cost = pointwise_cost(in_width, block.inner, p_in) + bn_cost(block.inner)
-  cost = cost + registry.get(block.type).middle_cost(block, thw)
+  registry.get(block.type)   # a known type, or SpecError naming the registered ones
+  cost = cost + MIDDLE_COSTS[block.type](block, thw)
   cost = cost + pointwise_cost(block.inner, block.width, p_out) + bn_cost(block.width)
   if block.stride != 1 or in_width != block.width:
     cost = cost + pointwise_cost(in_width, block.width, p_out)
@@ -89,7 +125,7 @@ def arch_cost(spec: ArchSpec, num_frames: int | None = None, crop_size: int | No
   width = spec.stem.width
   for i, stage in enumerate(spec.stages):
     for j, block in enumerate(stage.blocks):
-      layers[block_name(i, j)], cur = block_cost(block, width, cur)
+      layers[labels.block(i, j)], cur = block_cost(block, width, cur)
       width = block.width
   layers["head"] = head_cost(spec.head, width, cur)
   return CostReport(layers, thw)
@@ -97,5 +133,4 @@ def arch_cost(spec: ArchSpec, num_frames: int | None = None, crop_size: int | No
 
 def count_params(params) -> int:
   """Number of scalars in a params pytree (to check the analytic count against real modules)."""
-  import jax
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -8,7 +8,8 @@ when the width changes (pytorchvideo's `create_x3d_res_block`; SlowFast's X3D al
 A middle is a plain function `middle(layers, y, spec)` that builds its layers through `layers`
 (depthwise conv, BN, SE, dense). The standalone network passes `StandaloneLayers`; the supernet passes
 layers that mix candidate kernels and mask channels. One definition of each block type serves both,
-which is what makes "one-hot supernet == derived network" hold by construction.
+which is what makes "one-hot supernet == derived network" hold by construction. `MIDDLES` maps
+each type of `models.registry` to its middle.
 """
 from __future__ import annotations
 
@@ -104,6 +105,11 @@ def tea_middle(layers, y, spec: BlockSpec):
   return x3d_middle(layers, y * (1.0 + gate), spec)
 
 
+# block type (a name of `models.registry`) -> its middle
+MIDDLES = {"x3d": x3d_middle, "r2plus1d": r2plus1d_middle, "csn": csn_middle, "x2d": x3d_middle,
+           "stm": stm_middle, "tea": tea_middle}
+
+
 # ---------------------------------------------------------------------------------------- skeleton
 class ResidualBlock(nn.Module):
   """A concrete block: skeleton + the registered middle of `spec.type`."""
@@ -112,7 +118,6 @@ class ResidualBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    from autox3d_jax.models import registry  # registry imports this module.
     spec = self.spec
     in_width = x.shape[-1]
     shortcut = x
@@ -122,7 +127,7 @@ class ResidualBlock(nn.Module):
         shortcut = batch_norm(train, "shortcut_bn", self.dtype)(shortcut)
     y = Pointwise(spec.inner, dtype=self.dtype, name="conv_a")(x)
     y = nn.relu(batch_norm(train, "bn_a", self.dtype)(y))
-    y = registry.get(spec.type).middle(StandaloneLayers(spec, train, self.dtype), y, spec)
+    y = MIDDLES[spec.type](StandaloneLayers(spec, train, self.dtype), y, spec)
     y = Pointwise(spec.width, dtype=self.dtype, name="conv_c")(y)
     y = batch_norm(train, "bn_c", self.dtype)(y)
     return nn.relu(y + shortcut)

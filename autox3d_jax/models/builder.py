@@ -10,15 +10,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.compile_once import run_once
+from autox3d_jax import labels
+from autox3d_jax.cpu.compile_once import run_once
 from autox3d_jax.models import registry
+from autox3d_jax.models.blocks import ResidualBlock
 from autox3d_jax.models.layers import DepthwiseConv3D, SpatialConv, batch_norm, on_channels
 from autox3d_jax.models.spec import ArchSpec, HeadSpec, SpecError, StemSpec
-
-
-def block_name(stage: int, block: int) -> str:
-  """Stable label of a block position: stages count from 1 like X3D's res2..res5 -> s1..s4."""
-  return f"s{stage + 1}_b{block + 1}"
 
 
 class Stem(nn.Module):
@@ -65,14 +62,13 @@ class VideoNet(nn.Module):
     x = Stem(self.spec.stem, self.dtype, name="stem")(x, train)
     for i, stage in enumerate(self.spec.stages):
       for j, block in enumerate(stage.blocks):
-        module = registry.get(block.type).module
-        x = module(block, self.dtype, name=block_name(i, j))(x, train)
+        x = ResidualBlock(block, self.dtype, name=labels.block(i, j))(x, train)
     return Head(self.spec.head, self.dtype, name="head")(x, train)
 
 
 def build(spec: ArchSpec, dtype: jnp.dtype | None = None) -> VideoNet:
   """Validate `spec` and return its module (call `.init` / `.apply` as usual)."""
-  return VideoNet(spec.validate(), dtype)
+  return VideoNet(registry.check_arch(spec), dtype)
 
 
 def init_variables(spec: ArchSpec, rng: jax.Array, batch_size: int = 1, num_frames: int | None = None,

@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from autox3d_jax.models.builder import block_name
+from autox3d_jax import labels
 from autox3d_jax.models.spec import ArchSpec
 
 
@@ -97,9 +97,9 @@ def pytorchvideo_key_map(spec: ArchSpec) -> list[_Entry]:
   for i, stage in enumerate(spec.stages):
     for j, block in enumerate(stage.blocks):
       if block.type != "x3d":
-        raise CheckpointError(f"{block_name(i, j)}: block type '{block.type}' has no pytorchvideo "
+        raise CheckpointError(f"{labels.block(i, j)}: block type '{block.type}' has no pytorchvideo "
                               "counterpart (only 'x3d' blocks can be imported)")
-      ours = (block_name(i, j),)
+      ours = (labels.block(i, j),)
       pre = f"blocks.{i + 1}.res_blocks.{j}"
       if block.stride != 1 or in_width != block.width:
         entries.append((f"{pre}.branch1_conv.weight", "params", ours + ("shortcut", "conv", "kernel"),

@@ -82,7 +82,8 @@ class BlockSpec:
     return self.inner / self.width
 
   def validate(self, where: str = "block") -> None:
-    from autox3d_jax.models import registry  # local: registry imports the block modules.
+    """Structural checks; whether `type` is registered (and its constraints) is
+    `models.registry.check_block`'s job."""
     if len(self.kernel) != 3:
       raise SpecError(f"{where}.kernel must be (t, h, w), got {self.kernel!r}")
     for k, axis in zip(self.kernel, "thw"):
@@ -95,7 +96,6 @@ class BlockSpec:
       raise SpecError(f"{where}.se_ratio must be in [0, 1), got {self.se_ratio}")
     if self.stride not in (1, 2):
       raise SpecError(f"{where}.stride must be 1 or 2, got {self.stride}")
-    registry.get(self.type).validate(self, where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +159,8 @@ class ArchSpec:
 
   # -------------------------------------------------------------------------------------- validation
   def validate(self) -> "ArchSpec":
-    """Raises SpecError naming the first bad field; returns self so it can be chained."""
+    """Structural checks: raises SpecError naming the first bad field; returns self so it can be
+    chained. `models.registry.check_arch` adds the block types' checks (the builder calls it)."""
     _check_positive_int(self.num_frames, "num_frames")
     _check_positive_int(self.crop_size, "crop_size")
     _check_positive_int(self.in_channels, "in_channels")

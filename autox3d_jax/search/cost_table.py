@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from autox3d_jax.cost import analytic
-from autox3d_jax.models.builder import block_name
+from autox3d_jax import labels
 from autox3d_jax.models.spec import BlockSpec
 from autox3d_jax.search.space import SearchSpace, inner_width
 
@@ -67,10 +67,17 @@ class CostTable:
         if key not in cache:
           cache[key] = cls._block_table(c, widths, prev_widths if j == 0 else None, thw, 2 if j == 0 else 1,
                                         block_fn)
-        blocks[block_name(i, j)] = cache[key]
+        blocks[labels.block(i, j)] = cache[key]
       prev_widths = widths
     head = np.array([head_fn(w, (t, h, h)) for w in c.stage_widths[-1]], np.float64)
     return cls(space, float(stem_fn()), blocks, head, metric)
+
+  @classmethod
+  def from_latency(cls, space: SearchSpace, table, subtract_overhead: bool = True) -> "CostTable":
+    """The table in milliseconds from a measured `cost.latency.LatencyTable` (duck-typed: its
+    `cost_fns` hooks, so this module loads no model code): `.expected(probs)` is the exact,
+    differentiable E[latency]. Raises KeyError (saying 'rebuild') for a table of another space."""
+    return cls.build(space, "latency", fns=table.cost_fns(subtract_overhead))
 
   @staticmethod
   def _block_table(c, widths, prev_widths, thw, stride, block_fn) -> np.ndarray:
@@ -91,27 +98,27 @@ class CostTable:
     c = self.space.config
     if j < c.min_depths[i]:
       return 1.0
-    depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
-    return jnp.sum(probs[f"s{i + 1}_depth"] * (depths > j))
+    depths = np.array(self.space.by_label[labels.depth(i)].choices)
+    return jnp.sum(probs[labels.depth(i)] * (depths > j))
 
   def expected(self, probs: Mapping[str, jax.Array]) -> jax.Array:
     """Exact E[cost] under independent categorical decisions with these probabilities."""
     c = self.space.config
     total = jnp.asarray(self.stem, jnp.float32)
     for i in range(self.space.num_stages):
-      p_w = probs[f"s{i + 1}_width"]
-      p_prev = probs[f"s{i}_width"] if i > 0 else jnp.ones((1,), jnp.float32)
+      p_w = probs[labels.width(i)]
+      p_prev = probs[labels.width(i - 1)] if i > 0 else jnp.ones((1,), jnp.float32)
       for j in range(c.max_depths[i]):
-        prefix = block_name(i, j)
+        prefix = labels.block(i, j)
         table = jnp.asarray(self.blocks[prefix], jnp.float32)
         if j == 0:
-          cost = jnp.einsum("a,b,e,o,s,abeos->", p_prev, p_w, probs[f"{prefix}_expansion"],
-                            probs[f"{prefix}_op"], probs[f"{prefix}_se"], table)
+          cost = jnp.einsum("a,b,e,o,s,abeos->", p_prev, p_w, probs[labels.block_decision(i, j, "expansion")],
+                            probs[labels.block_decision(i, j, "op")], probs[labels.block_decision(i, j, "se")], table)
         else:
-          cost = jnp.einsum("b,e,o,s,beos->", p_w, probs[f"{prefix}_expansion"], probs[f"{prefix}_op"],
-                            probs[f"{prefix}_se"], table[0])
+          cost = jnp.einsum("b,e,o,s,beos->", p_w, probs[labels.block_decision(i, j, "expansion")], probs[labels.block_decision(i, j, "op")],
+                            probs[labels.block_decision(i, j, "se")], table[0])
         total = total + self.keep_prob(probs, i, j) * cost
-    return total + jnp.dot(probs[f"s{self.space.num_stages}_width"], jnp.asarray(self.head, jnp.float32))
+    return total + jnp.dot(probs[labels.width(self.space.num_stages - 1)], jnp.asarray(self.head, jnp.float32))
 
   def of_point(self, point: Mapping[str, int]) -> float:
     """Cost of one architecture (a point), from the table."""
@@ -131,11 +138,11 @@ class CostTable:
     pick = np.max if largest else np.min
     score = {}         # stage i -> (W_prev, W) cost and the choices behind it
     for i in range(self.space.num_stages):
-      depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
+      depths = np.array(self.space.by_label[labels.depth(i)].choices)
       per_block, choices = [], []
-      n_prev = self.blocks[block_name(i, 0)].shape[0]            # previous-width choices (A)
+      n_prev = self.blocks[labels.block(i, 0)].shape[0]            # previous-width choices (A)
       for j in range(c.max_depths[i]):
-        table = self.blocks[block_name(i, j)]                   # (A, W, E, O, S); later blocks A = 1
+        table = self.blocks[labels.block(i, j)]                   # (A, W, E, O, S); later blocks A = 1
         if j > 0:
           table = np.broadcast_to(table[:1], (n_prev,) + table.shape[1:])
         flat = table.reshape(table.shape[:2] + (-1,))
@@ -160,11 +167,11 @@ class CostTable:
       a = int(back[i][b])
       _, depth_index, choices, (n_e, n_o, n_s) = score[i]
       d = int(depth_index[a, b])
-      point[f"s{i + 1}_width"], point[f"s{i + 1}_depth"] = b, d
-      depth = self.space.by_label[f"s{i + 1}_depth"].choices[d]
+      point[labels.width(i)], point[labels.depth(i)] = b, d
+      depth = self.space.by_label[labels.depth(i)].choices[d]
       for j in range(depth):
         e, o, s_ = np.unravel_index(int(choices[j][a, b]), (n_e, n_o, n_s))
-        prefix = block_name(i, j)
-        point[f"{prefix}_expansion"], point[f"{prefix}_op"], point[f"{prefix}_se"] = int(e), int(o), int(s_)
+        for kind, index in (("expansion", e), ("op", o), ("se", s_)):
+          point[labels.block_decision(i, j, kind)] = int(index)
       b = a
     return cost, point

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from autox3d_jax import labels
 from autox3d_jax.search.space import SearchSpace
 
 Logits = dict[str, jax.Array]
@@ -57,11 +58,11 @@ class ArchDistribution:
     (a penalty only pulls the *expected* cost to the target), and users ship under the budget.
     `cost_fn(point) -> scalar` must be jax-traceable (e.g. `lambda p: table.expected(one_hot(p))`);
     each round scores every one-change neighbour in one jitted, vmapped call."""
-    labels = [d.label for d in self.space.decisions]
+    names = [d.label for d in self.space.decisions]
     score = jax.jit(jax.vmap(lambda p: (cost_fn(p), self.log_prob(logits, p))))
 
     def evaluate(points):
-      batch = {l: np.asarray([p[l] for p in points], np.int32) for l in labels}
+      batch = {l: np.asarray([p[l] for p in points], np.int32) for l in names}
       costs, logps = score(batch)
       return np.asarray(costs, np.float64), np.asarray(logps, np.float64)
 
@@ -94,7 +95,7 @@ class ArchDistribution:
       if d.block is None or d.block < c.min_depths[d.stage]:
         weights[d.label] = jnp.float32(1.0)
         continue
-      depth_label = f"s{d.stage + 1}_depth"
+      depth_label = labels.depth(d.stage)
       depths = jnp.asarray(np.array(self.space.by_label[depth_label].choices))
       if soft:
         weights[d.label] = jnp.sum(point_or_probs[depth_label] * (depths > d.block))

@@ -17,7 +17,8 @@ import math
 from typing import Mapping, Sequence
 
 from autox3d_jax.models import registry, zoo
-from autox3d_jax.models.builder import block_name
+from autox3d_jax import labels
+from autox3d_jax.config import base_config
 from autox3d_jax.models.spec import (ArchSpec, BlockSpec, HeadSpec, SpecError, StageSpec, StemSpec)
 
 
@@ -48,28 +49,22 @@ class Decision:
     return len(self.choices)
 
 
-# The AutoX3D block-type/kernel candidates: 3D depthwise kt in {3,5} x k in {3,5}, 2D-only k in {3,5}
-# (kt = 1), factorized (2+1)D. X3D's own block is ('x3d', (3, 3, 3)).
-AUTOX3D_OPS = (
-    Op("x3d", (3, 3, 3)), Op("x3d", (5, 3, 3)), Op("x3d", (3, 5, 5)), Op("x3d", (5, 5, 5)),
-    Op("x2d", (1, 3, 3)), Op("x2d", (1, 5, 5)), Op("r2plus1d", (3, 3, 3)),
-)
-
-
 @dataclasses.dataclass(frozen=True)
 class SpaceConfig:
-  """Everything that defines a space; plain data (configs build it, JSON can hold it)."""
-  num_frames: int = 13
-  crop_size: int = 160
-  stem: StemSpec = StemSpec()
-  stage_widths: tuple[tuple[int, ...], ...] = ((12, 18, 24, 30, 36), (24, 36, 48, 60, 72),
-                                               (48, 72, 96, 120, 144), (96, 144, 192, 240, 288))
-  min_depths: tuple[int, ...] = (1, 2, 5, 3)
-  max_depths: tuple[int, ...] = (5, 10, 25, 15)
-  expansions: tuple[float, ...] = (1.5, 2.25, 3.0, 4.5, 6.0)
-  se_ratios: tuple[float, ...] = (0.0, 1 / 16, 1 / 4)
-  ops: tuple[Op, ...] = AUTOX3D_OPS
-  head: HeadSpec = HeadSpec()
+  """Everything that defines a space; plain data (configs build it, JSON can hold it).
+
+  No field has a default here: the defaults live in `config.base_config().space`, and
+  `space_config(**overrides)` builds a SpaceConfig from them."""
+  num_frames: int
+  crop_size: int
+  stem: StemSpec
+  stage_widths: tuple[tuple[int, ...], ...]
+  min_depths: tuple[int, ...]
+  max_depths: tuple[int, ...]
+  expansions: tuple[float, ...]
+  se_ratios: tuple[float, ...]
+  ops: tuple[Op, ...]
+  head: HeadSpec
   in_channels: int = 3
 
   def __post_init__(self):
@@ -99,7 +94,7 @@ class SpaceConfig:
       raise SpecError(f"expansions must be positive, got {self.expansions}")
     for op in self.ops:
       # Validates type and kernel through the same path an ArchSpec uses.
-      BlockSpec(op.type, op.kernel, width=8, inner=8).validate(f"ops[{op.label}]")
+      registry.check_block(BlockSpec(op.type, op.kernel, width=8, inner=8), f"ops[{op.label}]")
     self.stem.validate()
     self.head.validate()
     return self
@@ -117,14 +112,13 @@ class SearchSpace:
     self.config = config.validate()
     decisions = []
     for i, widths in enumerate(config.stage_widths):
-      decisions.append(Decision(f"s{i + 1}_width", "width", widths, i))
-      decisions.append(Decision(f"s{i + 1}_depth", "depth",
+      decisions.append(Decision(labels.width(i), "width", widths, i))
+      decisions.append(Decision(labels.depth(i), "depth",
                                 tuple(range(config.min_depths[i], config.max_depths[i] + 1)), i))
       for j in range(config.max_depths[i]):
-        prefix = block_name(i, j)
-        decisions.append(Decision(f"{prefix}_op", "op", config.ops, i, j))
-        decisions.append(Decision(f"{prefix}_expansion", "expansion", config.expansions, i, j))
-        decisions.append(Decision(f"{prefix}_se", "se", config.se_ratios, i, j))
+        decisions.append(Decision(labels.block_decision(i, j, "op"), "op", config.ops, i, j))
+        decisions.append(Decision(labels.block_decision(i, j, "expansion"), "expansion", config.expansions, i, j))
+        decisions.append(Decision(labels.block_decision(i, j, "se"), "se", config.se_ratios, i, j))
     self.decisions: tuple[Decision, ...] = tuple(decisions)
     self.by_label: dict[str, Decision] = {d.label: d for d in decisions}
 
@@ -137,8 +131,7 @@ class SearchSpace:
     return len(self.config.stage_widths)
 
   def block_decisions(self, stage: int, block: int) -> dict[str, Decision]:
-    prefix = block_name(stage, block)
-    return {kind: self.by_label[f"{prefix}_{kind}"] for kind in ("op", "expansion", "se")}
+    return {kind: self.by_label[labels.block_decision(stage, block, kind)] for kind in ("op", "expansion", "se")}
 
   # ------------------------------------------------------------------------------------ size
   def size(self) -> int:
@@ -171,7 +164,7 @@ class SearchSpace:
     d = self.by_label[label]
     if d.block is None:
       return True
-    depth = self.by_label[f"s{d.stage + 1}_depth"].choices[int(point[f"s{d.stage + 1}_depth"])]
+    depth = self.by_label[labels.depth(d.stage)].choices[int(point[labels.depth(d.stage)])]
     return d.block < depth
 
   def to_arch(self, point: Mapping[str, int], name: str = "searched") -> ArchSpec:
@@ -179,16 +172,15 @@ class SearchSpace:
     c = self.config
     stages = []
     for i in range(self.num_stages):
-      width = c.stage_widths[i][int(point[f"s{i + 1}_width"])]
-      depth = self.by_label[f"s{i + 1}_depth"].choices[int(point[f"s{i + 1}_depth"])]
+      width = c.stage_widths[i][int(point[labels.width(i)])]
+      depth = self.by_label[labels.depth(i)].choices[int(point[labels.depth(i)])]
       blocks = []
       for j in range(depth):
-        prefix = block_name(i, j)
-        op = c.ops[int(point[f"{prefix}_op"])]
-        expansion = c.expansions[int(point[f"{prefix}_expansion"])]
+        op = c.ops[int(point[labels.block_decision(i, j, "op")])]
+        expansion = c.expansions[int(point[labels.block_decision(i, j, "expansion")])]
         blocks.append(BlockSpec(type=op.type, kernel=op.kernel, width=width,
                                 inner=inner_width(width, expansion),
-                                se_ratio=c.se_ratios[int(point[f"{prefix}_se"])], stride=2 if j == 0 else 1))
+                                se_ratio=c.se_ratios[int(point[labels.block_decision(i, j, "se")])], stride=2 if j == 0 else 1))
       stages.append(StageSpec(tuple(blocks)))
     return ArchSpec(name=name, num_frames=c.num_frames, crop_size=c.crop_size, stem=c.stem,
                     stages=tuple(stages), head=c.head, in_channels=c.in_channels).validate()
@@ -213,23 +205,23 @@ class SearchSpace:
 
     point = {}
     for i, stage in enumerate(spec.stages):
-      point[f"s{i + 1}_width"] = index(f"s{i + 1}_width", stage.width)
-      point[f"s{i + 1}_depth"] = index(f"s{i + 1}_depth", len(stage.blocks))
+      point[labels.width(i)] = index(labels.width(i), stage.width)
+      point[labels.depth(i)] = index(labels.depth(i), len(stage.blocks))
       for j in range(c.max_depths[i]):
-        prefix = block_name(i, j)
+        prefix = labels.block(i, j)
         if j >= len(stage.blocks):
-          point.update({f"{prefix}_op": 0, f"{prefix}_expansion": 0, f"{prefix}_se": 0})
+          point.update({labels.block_decision(i, j, "op"): 0, labels.block_decision(i, j, "expansion"): 0, labels.block_decision(i, j, "se"): 0})
           continue
         b = stage.blocks[j]
         if b.width != stage.width or b.stride != (2 if j == 0 else 1):
           raise SpecError(f"{spec.name}: block {prefix} width/stride is outside the skeleton")
-        point[f"{prefix}_op"] = index(f"{prefix}_op", Op(b.type, b.kernel))
+        point[labels.block_decision(i, j, "op")] = index(labels.block_decision(i, j, "op"), Op(b.type, b.kernel))
         expansion = [e for e in c.expansions if inner_width(b.width, e) == b.inner]
         if not expansion:
           raise SpecError(f"{spec.name}: {prefix} inner width {b.inner} is no expansion of {b.width} "
                           f"among {c.expansions}")
-        point[f"{prefix}_expansion"] = c.expansions.index(expansion[0])
-        point[f"{prefix}_se"] = index(f"{prefix}_se", b.se_ratio)
+        point[labels.block_decision(i, j, "expansion")] = c.expansions.index(expansion[0])
+        point[labels.block_decision(i, j, "se")] = index(labels.block_decision(i, j, "se"), b.se_ratio)
     return point
 
   def canonical(self, point: Mapping[str, int]) -> dict[str, int]:
@@ -248,10 +240,39 @@ class SearchSpace:
     return point
 
 
+def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,
+                              num_classes: int | None = None) -> SpaceConfig:
+  """A SpaceConfig from a `config.space` section. num_frames / crop_size / num_classes replace the
+  section's when given (the section's -1 means 'from the data' and must then be given)."""
+  s = section
+
+  def pick(given, own, key):
+    value = given if given is not None else own
+    if value is None or value <= 0:
+      raise SpecError(f"config.space.{key} = {own} needs a value from the data (pass {key}=...)")
+    return int(value)
+
+  return SpaceConfig(
+      num_frames=pick(num_frames, s.num_frames, "num_frames"), crop_size=pick(crop_size, s.crop_size, "crop_size"),
+      stem=StemSpec(width=s.stem_width),
+      stage_widths=tuple(tuple(w) for w in s.stage_widths),
+      min_depths=tuple(s.min_depths), max_depths=tuple(s.max_depths),
+      expansions=tuple(s.expansions), se_ratios=tuple(s.se_ratios), ops=ops_from_strings(s.ops),
+      head=HeadSpec(conv5_width=s.conv5_width, head_width=s.head_width, dropout=s.dropout,
+                    num_classes=pick(num_classes, s.num_classes, "num_classes")))
+
+
+def space_config(**overrides) -> SpaceConfig:
+  """The default space (`config.base_config().space`: AutoX3D's space around X3D-S at 13x160^2,
+  400 classes) with dataclass fields replaced by `overrides`."""
+  from_defaults = space_config_from_section(base_config().space, num_frames=13, crop_size=160, num_classes=400)
+  return dataclasses.replace(from_defaults, **overrides)
+
+
 def x3d_space_config(variant: str = "S", **overrides) -> SpaceConfig:
   """The default AutoX3D space at an X3D variant's input size (X3D-`variant` is a point of it)."""
   row = zoo.X3D_VARIANTS[variant.upper()]
-  return SpaceConfig(**{"num_frames": row["frames"], "crop_size": row["crop"], **overrides})
+  return space_config(**{"num_frames": row["frames"], "crop_size": row["crop"], **overrides})
 
 
 def space_config_from_dict(d: Mapping) -> SpaceConfig:

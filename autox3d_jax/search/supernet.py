@@ -26,11 +26,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autox3d_jax.compile_once import run_once
-from autox3d_jax.models import registry
-from autox3d_jax.models.builder import Head, Stem, block_name
+from autox3d_jax.cpu.compile_once import run_once
+from autox3d_jax.models.blocks import MIDDLES
+from autox3d_jax import labels
+from autox3d_jax.models.builder import Head, Stem
 from autox3d_jax.models.layers import BN_EPSILON, BN_MOMENTUM, Pointwise
-from autox3d_jax.models.spec import se_width
+from autox3d_jax.models.spec import BlockSpec, se_width
 from autox3d_jax.ops.depthwise import depthwise_conv3d
 from autox3d_jax.search.space import Op, SearchSpace, inner_width
 
@@ -71,7 +72,7 @@ def families(ops) -> dict[str, list[int]]:
   out: dict[str, list[int]] = {}
   by_middle: dict = {}
   for k, op in enumerate(ops):
-    middle = registry.get(op.type).middle
+    middle = MIDDLES[op.type]
     name = by_middle.setdefault(middle, op.type)
     out.setdefault(name, []).append(k)
   return out
@@ -201,9 +202,8 @@ class FamilyMiddle(nn.Module):
                          self.train)
     first = self.ops[0]
     # The middles read only type-independent fields of the spec (stride); kernels come from layers.
-    from autox3d_jax.models.spec import BlockSpec
     template = BlockSpec(first.type, first.kernel, width=1, inner=1, stride=self.stride)
-    return registry.get(first.type).middle(layers, y, template)
+    return MIDDLES[first.type](layers, y, template)
 
 
 class SuperBlock(nn.Module):
@@ -218,15 +218,14 @@ class SuperBlock(nn.Module):
   def __call__(self, x, arch: Arch, prev_width_probs, shifts: Mapping | None = None):
     c, i, j = self.space.config, self.stage, self.block
     t = stage_tables(self.space, i)
-    prefix = block_name(i, j)
     shifts = shifts or {}
-    p_w, p_e = arch[f"s{i + 1}_width"], arch[f"{prefix}_expansion"]
-    p_op, p_se = arch[f"{prefix}_op"], arch[f"{prefix}_se"]
+    p_w, p_e = arch[labels.width(i)], arch[labels.block_decision(i, j, "expansion")]
+    p_op, p_se = arch[labels.block_decision(i, j, "op")], arch[labels.block_decision(i, j, "se")]
     stride = 2 if j == 0 else 1
 
-    width_mask = roll_mask(p_w @ t.width_masks, shifts.get(f"s{i + 1}_width"))
+    width_mask = roll_mask(p_w @ t.width_masks, shifts.get(labels.width(i)))
     inner_mask = roll_mask(jnp.einsum("w,e,wec->c", p_w, p_e, t.inner_masks),
-                           shifts.get(f"{prefix}_expansion"))
+                           shifts.get(labels.block_decision(i, j, "expansion")))
     se_masks = jnp.einsum("w,e,werc->rc", p_w, p_e, t.se_masks)
 
     shortcut = x
@@ -261,8 +260,8 @@ class SuperBlock(nn.Module):
     y = MaskedBatchNorm(width_mask, 1.0, self.train, name="bn_c")(y)
     y = nn.relu(y + shortcut)
     if j >= c.min_depths[i]:
-      depths = np.array(self.space.by_label[f"s{i + 1}_depth"].choices)
-      keep = jnp.sum(arch[f"s{i + 1}_depth"] * (depths > j))
+      depths = np.array(self.space.by_label[labels.depth(i)].choices)
+      keep = jnp.sum(arch[labels.depth(i)] * (depths > j))
       y = keep * y + (1 - keep) * x
     return y
 
@@ -288,8 +287,8 @@ class Supernet(nn.Module):
     prev = jnp.ones((1,), jnp.float32)
     for i in range(self.space.num_stages):
       for j in range(c.max_depths[i]):
-        x = SuperBlock(self.space, i, j, train, self.exclusive, name=block_name(i, j))(x, arch, prev, shifts)
-      prev = arch[f"s{i + 1}_width"]
+        x = SuperBlock(self.space, i, j, train, self.exclusive, name=labels.block(i, j))(x, arch, prev, shifts)
+      prev = arch[labels.width(i)]
     return Head(c.head, name="head")(x, train)
 
 

@@ -28,13 +28,17 @@ class Checkpointer:
                                                           meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict] | None:
-    """(state, meta) of `step` (default: the latest), or None when there is no checkpoint."""
+  def restore(self, abstract_state: Any = None, step: int | None = None) -> tuple[Any, dict] | None:
+    """(state, meta) of `step` (default: the latest), or None when there is no checkpoint.
+
+    With `abstract_state` (e.g. `abstract_like(state, shardings)`) the state comes back as that
+    pytree type, in those shardings; without, as saved: nested dicts of host arrays (enough to
+    read weights out of a checkpoint whose exact state type the caller does not build)."""
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    state_args = ocp.args.StandardRestore(abstract_state) if abstract_state is not None else ocp.args.StandardRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
 
   def close(self) -> None:

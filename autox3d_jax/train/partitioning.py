@@ -48,6 +48,19 @@ def param_shardings(params, mesh: Mesh, min_size: int = 2 ** 18):
   return jax.tree_util.tree_map(rule, params)
 
 
+def optimizer_shardings(opt_state, params, params_shardings, mesh: Mesh):
+  """Shardings of an optax state: every subtree shaped like `params` (momenta, Adam moments)
+  follows `params_shardings`; everything else (step counts, empty states) is replicated."""
+  structure = jax.tree_util.tree_structure(params)
+  rep = replicated(mesh)
+
+  def like_params(node) -> bool:
+    return jax.tree_util.tree_structure(node) == structure
+
+  return jax.tree_util.tree_map(lambda node: params_shardings if like_params(node) else rep, opt_state,
+                                is_leaf=like_params)
+
+
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Per-host numpy batch -> global jax.Arrays sharded on 'data' (multi-host safe)."""
   sharding = batch_sharding(mesh)

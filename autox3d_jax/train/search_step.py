@@ -19,6 +19,7 @@ from autox3d_jax.search import supernet as sn
 from autox3d_jax.search.distribution import ArchDistribution
 from autox3d_jax.search.strategies import Strategy
 from autox3d_jax.train import partitioning
+from autox3d_jax.train.losses import cross_entropy, top1
 
 
 @flax.struct.dataclass
@@ -31,27 +32,6 @@ class SearchState:
   arch_opt: Any
   strategy: Any
   rng: jax.Array
-
-
-def weight_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
-  """SGD + momentum with linear warm-up then cosine decay, decoupled weight decay (X3D's recipe)."""
-  warmup = max(min(cfg.warmup_steps, total_steps - 1), 1)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, warmup, max(total_steps, warmup + 1))
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip) if cfg.grad_clip else optax.identity(),
-                     optax.add_decayed_weights(cfg.weight_decay),
-                     optax.sgd(schedule, momentum=cfg.momentum, nesterov=True))
-
-
-def arch_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Adam on the logits (AutoX3D lr 0.025; TuNAS uses beta1 = 0)."""
-  return optax.adam(cfg.lr, b1=cfg.beta1, b2=cfg.beta2)
-
-
-def cross_entropy(logits, labels, smoothing: float = 0.0):
-  onehot = jax.nn.one_hot(labels, logits.shape[-1])
-  if smoothing:
-    onehot = onehot * (1 - smoothing) + smoothing / logits.shape[-1]
-  return -jnp.sum(onehot * jax.nn.log_softmax(logits.astype(jnp.float32)), axis=-1)
 
 
 def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
@@ -71,8 +51,6 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
   k_groups = strategy.num_groups
   warmup = int(cfg.search.arch_warmup_steps)
   smoothing = float(cfg.train.label_smoothing)
-  compute_dtype = jnp.bfloat16 if cfg.train.get("dtype", "float32") == "bfloat16" else None
-  del compute_dtype  # the supernet runs in fp32; bf16 applies to standalone training (train loop).
 
   # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
   # soft weights or gradients w.r.t. the arch weights need every family.
@@ -103,7 +81,7 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
     updates, weight_opt = w_tx.update(grads, state.weight_opt, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": loss,
-               "train_top1": jnp.mean(jnp.argmax(logits, -1) == train_batch["label"]),
+               "train_top1": top1(logits, train_batch["label"]),
                "grad_norm": optax.global_norm(grads)}
 
     logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy
@@ -138,23 +116,15 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
 
 
 def state_shardings(state: SearchState, mesh) -> SearchState:
-  """Params (and their optimizer moments) by the logical rule; logits, arch optimizer, strategy and
-  scalars replicated."""
+  """Params by the logical rule (`partitioning.param_shardings`) and their optimizer moments the
+  same way; batch stats, logits, arch optimizer, strategy state and scalars replicated."""
   rep = partitioning.replicated(mesh)
   params_sh = partitioning.param_shardings(state.params, mesh)
-
-  def opt_sharding(opt_state):
-    # Optimizer moments mirror the params tree; anything else (counts) is replicated.
-    def match(x):
-      return rep
-    return jax.tree_util.tree_map(match, opt_state)
-
-  return SearchState(step=rep, params=params_sh,
-                     batch_stats=jax.tree_util.tree_map(lambda _: rep, state.batch_stats),
-                     weight_opt=opt_sharding(state.weight_opt),
-                     logits=jax.tree_util.tree_map(lambda _: rep, state.logits),
-                     arch_opt=jax.tree_util.tree_map(lambda _: rep, state.arch_opt),
-                     strategy=jax.tree_util.tree_map(lambda _: rep, state.strategy), rng=rep)
+  replicate = lambda tree: jax.tree_util.tree_map(lambda _: rep, tree)
+  return SearchState(step=rep, params=params_sh, batch_stats=replicate(state.batch_stats),
+                     weight_opt=partitioning.optimizer_shardings(state.weight_opt, state.params, params_sh, mesh),
+                     logits=replicate(state.logits), arch_opt=replicate(state.arch_opt),
+                     strategy=replicate(state.strategy), rng=rep)
 
 
 def jit_search_step(step_fn, state: SearchState, mesh):

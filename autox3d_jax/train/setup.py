@@ -10,11 +10,13 @@ import os
 import jax
 import ml_collections
 
+from autox3d_jax import labels
+from autox3d_jax.config import ConfigError
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.data import registry as data_registry
-from autox3d_jax.models.spec import HeadSpec, StemSpec
+from autox3d_jax.models import zoo
 from autox3d_jax.search.cost_table import CostTable
-from autox3d_jax.search.space import SearchSpace, SpaceConfig, ops_from_strings
+from autox3d_jax.search.space import SearchSpace, space_config_from_section
 
 
 def num_classes(cfg: ml_collections.ConfigDict) -> int:
@@ -24,16 +26,12 @@ def num_classes(cfg: ml_collections.ConfigDict) -> int:
 
 
 def build_space(cfg: ml_collections.ConfigDict, classes: int | None = None) -> SearchSpace:
+  """The search space config.space describes, at config.data's clip unless config.space sets its
+  own, with `classes` (default: config.space.num_classes, else the dataset's) outputs."""
   s = cfg.space
-  return SearchSpace(SpaceConfig(
-      num_frames=s.num_frames if s.num_frames > 0 else cfg.data.num_frames,
-      crop_size=s.crop_size if s.crop_size > 0 else cfg.data.crop_size,
-      stem=StemSpec(width=s.stem_width),
-      stage_widths=tuple(tuple(w) for w in s.stage_widths),
-      min_depths=tuple(s.min_depths), max_depths=tuple(s.max_depths),
-      expansions=tuple(s.expansions), se_ratios=tuple(s.se_ratios), ops=ops_from_strings(s.ops),
-      head=HeadSpec(conv5_width=s.conv5_width, head_width=s.head_width, dropout=s.dropout,
-                    num_classes=classes or num_classes(cfg))))
+  return SearchSpace(space_config_from_section(
+      s, num_frames=s.num_frames if s.num_frames > 0 else cfg.data.num_frames,
+      crop_size=s.crop_size if s.crop_size > 0 else cfg.data.crop_size, num_classes=classes or num_classes(cfg)))
 
 
 def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
@@ -57,12 +55,12 @@ def build_cost_table(space: SearchSpace, cfg: ml_collections.ConfigDict, workdir
 
 
 
-def x3d_like_point(space: SearchSpace) -> dict[str, int]:
+def x3d_like_point(space: SearchSpace, depths: tuple[int, ...] | None = None) -> dict[str, int]:
   """X3D's design rules inside `space`: x3d 3x3x3 blocks, expansion 2.25, SE 1/16 on every other
-  block, the middle width choice, and X3D-S's depths (3, 5, 11, 7) clipped to the space. In the
-  default space this is exactly X3D-S."""
+  block, the middle width choice, and `depths` (default X3D-S's (3, 5, 11, 7)) clipped to the
+  space. In the default space at an X3D variant's input, `depths=` that variant's gives exactly it."""
   c = space.config
-  x3d_depths = (3, 5, 11, 7)
+  x3d_depths = tuple(depths or zoo.X3D_VARIANTS["S"]["depths"])
 
   def nearest(values, target):
     return min(range(len(values)), key=lambda k: abs(values[k] - target))
@@ -71,30 +69,42 @@ def x3d_like_point(space: SearchSpace) -> dict[str, int]:
   op = ops.index("x3d_333") if "x3d_333" in ops else 0
   point = {}
   for i in range(space.num_stages):
-    point[f"s{i + 1}_width"] = len(c.stage_widths[i]) // 2
-    depths = space.by_label[f"s{i + 1}_depth"].choices
-    want = x3d_depths[i] if i < len(x3d_depths) else depths[-1]
-    point[f"s{i + 1}_depth"] = nearest(depths, want)
+    point[labels.width(i)] = len(c.stage_widths[i]) // 2
+    depth_choices = space.by_label[labels.depth(i)].choices
+    want = x3d_depths[i] if i < len(x3d_depths) else depth_choices[-1]
+    point[labels.depth(i)] = nearest(depth_choices, want)
     for j in range(c.max_depths[i]):
-      point[f"s{i + 1}_b{j + 1}_op"] = op
-      point[f"s{i + 1}_b{j + 1}_expansion"] = nearest(c.expansions, 2.25)
-      point[f"s{i + 1}_b{j + 1}_se"] = nearest(c.se_ratios, 1 / 16 if j % 2 == 0 else 0.0)
+      point[labels.block_decision(i, j, "op")] = op
+      point[labels.block_decision(i, j, "expansion")] = nearest(c.expansions, 2.25)
+      point[labels.block_decision(i, j, "se")] = nearest(c.se_ratios, 1 / 16 if j % 2 == 0 else 0.0)
   return point
+
+
+def target_point(space: SearchSpace, target_arch: str) -> dict[str, int]:
+  """The point config.search.target_arch names: 'X3D' = the X3D-like point (X3D-S's depths), or
+  'X3D-XS' / 'X3D-S' / 'X3D-M' / 'X3D-L' = that variant's depths (its FLOPs when the space sits at
+  its input)."""
+  if target_arch.upper() == "X3D":
+    return x3d_like_point(space)
+  variant = target_arch.upper().replace("X3D", "").strip("-_ ")
+  if variant not in zoo.X3D_VARIANTS:
+    raise ConfigError(f"config.search.target_arch = {target_arch!r} is not 'X3D' or one of "
+                      f"{['X3D-' + v for v in zoo.X3D_VARIANTS]}")
+  return x3d_like_point(space, zoo.X3D_VARIANTS[variant]["depths"])
 
 
 def resolve_cost_target(space: SearchSpace, table: CostTable, cfg: ml_collections.ConfigDict) -> float:
   """The absolute target in table units: config.search.cost_target, or the cost of target_arch
-  ('X3D' = the X3D-like point of this space). A target below the space's cheapest architecture is
+  (`target_point`). A target below the space's cheapest architecture is
   rejected here, before anything compiles: no search could meet it."""
   if cfg.search.cost_target > 0:
     target = float(cfg.search.cost_target)
   elif cfg.search.target_arch:
-    target = table.of_point(x3d_like_point(space))
+    target = table.of_point(target_point(space, cfg.search.target_arch))
   else:
     return 0.0
   cheapest, _ = table.extreme(largest=False)
   if target < cheapest:
-    from autox3d_jax.config import ConfigError
     raise ConfigError(f"config.search.cost_target = {target:.6g} ({table.metric}) is below the cheapest "
                       f"architecture of the search space ({cheapest:.6g}); raise the target or widen the "
                       f"space (smaller config.space.stage_widths / min_depths)")
@@ -126,14 +136,14 @@ def eval_pipeline(cfg, split: str | None = None):
 
 
 def ensure_dataset(cfg) -> None:
-  """Build the embedded dataset when it is missing (config.data.build_if_missing); real datasets
-  raise the registry's error, which names the conversion command."""
+  """Build the embedded dataset when it is missing (config.data.build_if_missing and a dataset
+  plug-in can generate it); real datasets raise the registry's DatasetError, which names the
+  conversion command."""
+  data_dir = cfg.data.data_dir or None
   try:
-    data_registry.get_source(cfg.data.name, cfg.data.train_split, cfg.data.data_dir or None)
-  except data_registry.DataError if hasattr(data_registry, "DataError") else Exception:
-    name = cfg.data.name
-    if not (cfg.data.build_if_missing and name.startswith("moving_digits")):
+    data_registry.get_source(cfg.data.name, cfg.data.train_split, data_dir)
+  except data_registry.DatasetError:
+    build = data_registry.builder_for(cfg.data.name) if cfg.data.build_if_missing else None
+    if build is None:
       raise
-    from autox3d_jax.data import moving_digits
-    config_name = name.split("/", 1)[1] if "/" in name else "motion"
-    moving_digits.build_moving_digits(config_name, cfg.data.data_dir or None)
+    build(data_dir)

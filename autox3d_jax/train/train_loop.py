@@ -1,14 +1,13 @@
 """Train and evaluate one standalone network (an ArchSpec), from scratch or from inherited weights.
 
-Same machinery as the search: jit with shardings over the mesh, orbax checkpoints with exact resume,
-SIGTERM save-and-exit, NaN stop, clu metrics. Evaluation follows X3D's multi-view protocol: logits
-(softmax) averaged over the views of each video.
+`run_train(cfg, workdir, spec, name)` builds (network, optimizer, jitted sharded step) -> runs the
+loop kit (`train.loop`: progress, NaN stop, checkpoints with exact resume, preemption) -> evaluates.
+Evaluation follows X3D's multi-view protocol: softmax averaged over the views of each video.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any
 
@@ -16,17 +15,15 @@ import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
-from autox3d_jax import hostmem
 from autox3d_jax.cost.analytic import arch_cost
 from autox3d_jax.models import builder
 from autox3d_jax.models.spec import ArchSpec
-from autox3d_jax.train import partitioning, setup
+from autox3d_jax.train import loop, partitioning, setup
 from autox3d_jax.train.checkpoint import Checkpointer, abstract_like
-from autox3d_jax.train.search_loop import NonFiniteLossError, Preempted, _SigtermFlag, _writer
-from autox3d_jax.train.search_step import cross_entropy
+from autox3d_jax.train.losses import cross_entropy, top1
+from autox3d_jax.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +39,8 @@ class TrainState:
 
 @dataclasses.dataclass
 class TrainResult:
+  """A trained network's evaluation: top-1 / top-5 (fractions) over eval_examples videos, its
+  analytic GFLOPs and parameter count, and the wall seconds of training plus evaluation."""
   name: str
   spec: ArchSpec
   top1: float
@@ -52,11 +51,27 @@ class TrainResult:
   eval_examples: int
 
 
-def _optimizer(cfg, steps):
-  warmup = max(min(cfg.train.warmup_steps, steps - 1), 1)
-  schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.train.lr, warmup, max(steps, warmup + 1))
-  return optax.chain(optax.add_decayed_weights(cfg.train.weight_decay),
-                     optax.sgd(schedule, momentum=0.9, nesterov=True))
+def compute_dtype(cfg) -> jnp.dtype | None:
+  """config.train.dtype as the builder's compute dtype (None = float32, parameters stay float32)."""
+  return jnp.bfloat16 if cfg.train.dtype == "bfloat16" else None
+
+
+def init_state(cfg: ml_collections.ConfigDict, spec: ArchSpec, tx: optax.GradientTransformation,
+               variables: dict | None = None) -> TrainState:
+  """Step 0 of training `spec`: `variables` (e.g. inherited from a supernet) or a fresh init from
+  config.seed, the optimizer state, and the dropout RNG."""
+  rng = jax.random.PRNGKey(cfg.seed)
+  variables = variables or builder.init_variables(spec, jax.random.fold_in(rng, 1))
+  return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
+                    tx.init(variables["params"]), rng)
+
+
+def state_shardings(state: TrainState, mesh) -> TrainState:
+  """Params by the logical rule and their optimizer moments the same way; the rest replicated."""
+  rep = partitioning.replicated(mesh)
+  params_sh = partitioning.param_shardings(state.params, mesh)
+  return TrainState(rep, params_sh, jax.tree_util.tree_map(lambda _: rep, state.batch_stats),
+                    partitioning.optimizer_shardings(state.opt_state, state.params, params_sh, mesh), rep)
 
 
 def make_train_step(model, tx, smoothing):
@@ -71,7 +86,7 @@ def make_train_step(model, tx, smoothing):
     (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
+    metrics = {"loss": loss, "top1": top1(logits, batch["label"])}
     return state.replace(step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state), metrics
   return step
 
@@ -89,8 +104,9 @@ def make_eval_step(model):
 
 
 def evaluate(cfg, spec: ArchSpec, variables, mesh=None) -> tuple[float, float, int]:
+  """(top-1, top-5, number of videos) of `variables` on config.data.eval_split, multi-view."""
   mesh = mesh or partitioning.make_mesh(model=cfg.mesh.model)
-  model = builder.build(spec, _dtype(cfg))
+  model = builder.build(spec, compute_dtype(cfg))
   step = jax.jit(make_eval_step(model))
   hit1 = hit5 = count = 0
   for batch in setup.eval_pipeline(cfg):
@@ -100,66 +116,63 @@ def evaluate(cfg, spec: ArchSpec, variables, mesh=None) -> tuple[float, float, i
   return hit1 / max(count, 1), hit5 / max(count, 1), count
 
 
-def _dtype(cfg):
-  return jnp.bfloat16 if cfg.train.dtype == "bfloat16" else None
+def restore_trained(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str) -> dict:
+  """{'params', 'batch_stats'} of the latest training checkpoint of network `name` in workdir."""
+  ckpt = Checkpointer(loop.run_dirs(workdir, "train", name).checkpoints)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(f"no training checkpoint for {name} in {ckpt.directory}; run mode=train first")
+    like = init_state(cfg, spec, make_optimizer(cfg.train.optimizer, cfg.train.steps))
+    state, _ = ckpt.restore(abstract_like(like))
+    return {"params": state.params, "batch_stats": state.batch_stats}
+  finally:
+    ckpt.close()
 
 
 def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str,
               init_variables: dict | None = None) -> TrainResult:
-  """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split."""
+  """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split.
+  Resumes from the network's checkpoint in workdir if there is one."""
   start_time = time.time()
-  hostmem.keep_freed_memory_on_cpu()   # XLA's CPU step re-faulted its buffers every step
   setup.ensure_dataset(cfg)
   spec = spec.validate()
-  model = builder.build(spec, _dtype(cfg))
+  model = builder.build(spec, compute_dtype(cfg))
   steps = cfg.train.steps
-  tx = _optimizer(cfg, steps)
+  tx = make_optimizer(cfg.train.optimizer, steps)
   mesh = partitioning.make_mesh(model=cfg.mesh.model)
-  rng = jax.random.PRNGKey(cfg.seed)
-  variables = init_variables or builder.init_variables(spec, jax.random.fold_in(rng, 1))
-  state = TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
-                     tx.init(variables["params"]), rng)
-  rep = partitioning.replicated(mesh)
-  shardings = TrainState(rep, partitioning.param_shardings(state.params, mesh),
-                         jax.tree_util.tree_map(lambda _: rep, state.batch_stats),
-                         jax.tree_util.tree_map(lambda _: rep, state.opt_state), rep)
+  state = init_state(cfg, spec, tx, init_variables)
+  shardings = state_shardings(state, mesh)
   jitted = jax.jit(make_train_step(model, tx, cfg.train.label_smoothing),
-                   in_shardings=(shardings, partitioning.batch_sharding(mesh)), out_shardings=(shardings, rep),
-                   donate_argnums=(0,))
-  safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-  ckpt = Checkpointer(os.path.join(workdir, "checkpoints", f"train_{safe_name}"), keep=cfg.checkpoint.keep)
+                   in_shardings=(shardings, partitioning.batch_sharding(mesh)),
+                   out_shardings=(shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
+  dirs = loop.run_dirs(workdir, "train", name)
+  ckpt = Checkpointer(dirs.checkpoints, keep=cfg.checkpoint.keep)
   restored = ckpt.restore(abstract_like(state, shardings))
-  if restored is not None:
-    state = restored[0]
-  else:
-    state = jax.device_put(state, shardings)
-  start = int(state.step)
-  data = iter(setup.train_pipeline(cfg, cfg.data.train_split, seed_offset=10, start_step=start))
-  writer = _writer(os.path.join(workdir, f"train_{safe_name}"))
-  last_saved = start
-  with _SigtermFlag() as sigterm:
-    for step in range(start, steps):
-      batch = partitioning.global_batch({"video": (b := next(data))["video"], "label": b["label"]}, mesh)
-      state, metrics = jitted(state, batch)
-      done = step + 1
-      is_last = done == steps
-      if done % cfg.log_every_steps == 0 or is_last or sigterm.raised:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(values["loss"]):
-          raise NonFiniteLossError(f"training loss of {name} became {values['loss']} at step {done}; the "
-                                   f"last good checkpoint (step {last_saved}) in {ckpt.directory} is intact")
-        writer.write_scalars(done, {f"train_{k}": v for k, v in values.items()})
-        log.info("%s step %d/%d: loss %.4f top1 %.3f", name, done, steps, values["loss"], values["top1"])
-      if done % cfg.checkpoint.every_steps == 0 or is_last or sigterm.raised:
-        ckpt.save(done, state, {"name": name})
-        last_saved = done
-      if sigterm.raised and not is_last:
-        ckpt.close()
-        raise Preempted(f"SIGTERM: saved step {done} to {ckpt.directory}; restart to resume")
+  state = restored[0] if restored is not None else jax.device_put(state, shardings)
+  data = iter(setup.train_pipeline(cfg, cfg.data.train_split, seed_offset=10, start_step=int(state.step)))
+  batches = ((partitioning.global_batch({"video": b["video"], "label": b["label"]}, mesh),) for b in data)
+  writer = loop.metrics_writer(dirs.tensorboard)
+  spec_loop = loop.LoopSpec.from_config(
+      cfg, name=name, total_steps=steps, loss_key="loss", optimizer_key="train.optimizer",
+      describe=lambda v: f"loss {v['loss']:.4f} top1 {v['top1']:.3f}", meta=lambda: {"name": name})
+  state = loop.run_steps(spec_loop, state, jitted, batches, ckpt, _Prefixed(writer, "train_"))
   ckpt.close()
   final = {"params": state.params, "batch_stats": state.batch_stats}
-  top1, top5, count = evaluate(cfg, spec, final, mesh)
-  writer.write_scalars(steps, {"eval_top1": top1, "eval_top5": top5})
+  top1_acc, top5_acc, count = evaluate(cfg, spec, final, mesh)
+  writer.write_scalars(steps, {"eval_top1": top1_acc, "eval_top5": top5_acc})
   writer.flush()
   cost = arch_cost(spec)
-  return TrainResult(name, spec, top1, top5, cost.gflops, cost.params, time.time() - start_time, count)
+  return TrainResult(name, spec, top1_acc, top5_acc, cost.gflops, cost.params, time.time() - start_time, count)
+
+
+class _Prefixed:
+  """A metric writer whose scalars get a name prefix ('train_loss'); everything else passes through."""
+
+  def __init__(self, writer, prefix: str):
+    self._writer, self._prefix = writer, prefix
+
+  def write_scalars(self, step, scalars):
+    self._writer.write_scalars(step, {f"{self._prefix}{k}": v for k, v in scalars.items()})
+
+  def __getattr__(self, name):
+    return getattr(self._writer, name)

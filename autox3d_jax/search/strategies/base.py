@@ -15,48 +15,46 @@ import ml_collections
 
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
-
-PENALTIES = ("none", "hinge", "absolute", "fbnet")
-
+from autox3d_jax.search.supernet import stage_tables
 
 def stack(trees):
   return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)
 
 
-def cost_penalty(cost, cfg: ml_collections.ConfigDict):
+def cost_penalty(cost, kind: str, weight: float, target: float):
   """Additive penalty of a cost (FLOPs / params / latency, in the table's units).
 
   hinge    FP-NAS: weight * max(0, cost / target - 1)
   absolute TuNAS:  weight * |cost / target - 1|   (the reward is Q + beta |T/T0 - 1| with beta = -weight)
   fbnet    multiplicative, handled by `fbnet_factor`; none: 0.
   """
-  kind = cfg.penalty
   if kind == "hinge":
-    return cfg.penalty_weight * jnp.maximum(0.0, cost / cfg.cost_target - 1.0)
+    return weight * jnp.maximum(0.0, cost / target - 1.0)
   if kind == "absolute":
-    return cfg.penalty_weight * jnp.abs(cost / cfg.cost_target - 1.0)
+    return weight * jnp.abs(cost / target - 1.0)
   return jnp.zeros_like(cost)
 
 
 COST_UNITS = {"flops": 1e6, "params": 1e6, "latency": 1.0}   # MFLOPs, M params, ms
 
 
-def fbnet_factor(cost, cfg, metric: str = "flops"):
-  """FBNet's loss CE * alpha * log(cost)^beta, cost in cfg.cost_unit (0: the metric's own unit)."""
-  if cfg.penalty != "fbnet":
-    return 1.0
-  unit = cfg.cost_unit if cfg.get("cost_unit", 0) > 0 else COST_UNITS[metric]
+def fbnet_factor(cost, fbnet: ml_collections.ConfigDict, metric: str = "flops"):
+  """FBNet's loss factor alpha * log(cost)^beta (config.search.fbnet), cost in fbnet.cost_unit
+  (0: the metric's own unit). Multiply the cross-entropy by it."""
+  unit = fbnet.cost_unit if fbnet.cost_unit > 0 else COST_UNITS[metric]
   scaled = jnp.maximum(cost / unit, 1.0 + 1e-3)
-  return cfg.fbnet_alpha * jnp.log(scaled) ** cfg.fbnet_beta
+  return fbnet.alpha * jnp.log(scaled) ** fbnet.beta
 
 
-def temperature(step, cfg):
-  """Gumbel temperature: FBNet's exponential decay or GDAS's linear tau_max -> tau_min."""
+def temperature(step, schedule: ml_collections.ConfigDict, total_steps: int):
+  """Gumbel temperature (a strategy's section of config.search): FBNet's exponential decay
+  tau_max * exp(-tau_decay * step) floored at tau_min, or GDAS's linear tau_max -> tau_min over
+  `total_steps`."""
   step = jnp.asarray(step, jnp.float32)
-  if cfg.tau_schedule == "linear":
-    frac = jnp.clip(step / jnp.maximum(cfg.total_steps, 1), 0.0, 1.0)
-    return cfg.tau_max + (cfg.tau_min - cfg.tau_max) * frac
-  return jnp.maximum(cfg.tau_max * jnp.exp(-cfg.tau_decay * step), cfg.tau_min)
+  if schedule.tau_schedule == "linear":
+    frac = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
+    return schedule.tau_max + (schedule.tau_min - schedule.tau_max) * frac
+  return jnp.maximum(schedule.tau_max * jnp.exp(-schedule.tau_decay * step), schedule.tau_min)
 
 
 def gumbel_soft(key, logits, tau):
@@ -77,9 +75,32 @@ class Strategy:
   loss_grad_wrt_archs = False     # the arch objective differentiates the val losses w.r.t. arch weights
   compares_samples = False        # the arch objective ranks the K samples' losses against each other
 
-  def __init__(self, dist: ArchDistribution, table: CostTable, cfg: ml_collections.ConfigDict):
+  def __init__(self, dist: ArchDistribution, table: CostTable, cfg: ml_collections.ConfigDict, *,
+               cost_target: float = 0.0, val_examples_per_group: int = 1):
+    """dist, table: the space's distribution and cost table. cfg: `config.search` as the user set it
+    (this strategy's own settings are `cfg[name]`). cost_target: the resolved absolute target in
+    table units (`train.setup.resolve_cost_target`), 0 = none. val_examples_per_group: validation
+    clips each sample is scored on (PARSEC's likelihood temperature)."""
     self.dist, self.table, self.cfg = dist, table, cfg
     self.num_groups = int(cfg.num_groups)
+    self.total_steps = int(cfg.steps)
+    self.cost_target = float(cost_target)
+    self.val_examples_per_group = int(val_examples_per_group)
+    if cfg.penalty in ("hinge", "absolute") and self.cost_target <= 0:
+      raise ValueError(f"search.penalty={cfg.penalty!r} needs a positive cost target, got {cost_target}")
+
+  @property
+  def settings(self) -> ml_collections.ConfigDict | None:
+    """This strategy's own section of config.search (None when it has none)."""
+    return self.cfg[self.name] if self.name in self.cfg else None
+
+  def penalty(self, cost):
+    """config.search.penalty of `cost` at the resolved target."""
+    return cost_penalty(cost, self.cfg.penalty, self.cfg.penalty_weight, self.cost_target)
+
+  def loss_factor(self, cost):
+    """FBNet's multiplicative factor when config.search.penalty is 'fbnet', else 1."""
+    return fbnet_factor(cost, self.cfg.fbnet, self.table.metric) if self.cfg.penalty == "fbnet" else 1.0
 
   def init_state(self) -> dict:
     return {"baseline": jnp.zeros((), jnp.float32), "num_samples": jnp.asarray(self.num_groups, jnp.int32)}
@@ -94,7 +115,6 @@ class Strategy:
       return None
     space = self.dist.space
     labels = [d.label for d in space.decisions if d.kind in ("width", "expansion")]
-    from autox3d_jax.search.supernet import stage_tables
     sizes = {}
     for d in space.decisions:
       if d.kind in ("width", "expansion"):
@@ -108,7 +128,7 @@ class Strategy:
   def shares_val_batch(self) -> bool:
     """All K samples are scored on the same validation clips (search.shared_val_batch), for
     strategies that compare their samples' losses."""
-    return self.compares_samples and bool(self.cfg.get("shared_val_batch", False))
+    return self.compares_samples and bool(self.settings.shared_val_batch)
 
   def weight_points(self, points, step):
     """Which architectures the weight step trains, on top of the sampled `points`.
@@ -122,11 +142,11 @@ class Strategy:
     Only the weight step: the architecture step samples its own points.
     """
     largest = self.dist.space.largest_point()
-    warmup = int(self.cfg.get("largest_warmup_steps", 0))
+    warmup = int(self.cfg.largest_warmup_steps)
     if warmup > 0:
       warming = jnp.asarray(step) < warmup
       points = {l: jnp.where(warming, jnp.full_like(v, largest[l]), v) for l, v in points.items()}
-    if not self.cfg.get("sandwich", False):
+    if not self.cfg.sandwich:
       return points
     return {l: v.at[0].set(largest[l]) for l, v in points.items()}
 
@@ -154,5 +174,5 @@ class GradientStrategy(Strategy):
     archs, tau = self._archs(key, logits, step)
     ce = jnp.mean(group_losses(archs))
     cost = jnp.mean(jax.vmap(self.table.expected)(archs))
-    loss = ce * fbnet_factor(cost, self.cfg, self.table.metric) + cost_penalty(cost, self.cfg)
+    loss = ce * self.loss_factor(cost) + self.penalty(cost)
     return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})

@@ -13,7 +13,7 @@ class DNAS(GradientStrategy):
   hard_samples = False   # soft mixtures: no single width to shift
 
   def _archs(self, key, logits, step):
-    tau = temperature(step, self.cfg)
+    tau = temperature(step, self.settings, self.total_steps)
     archs = []
     for k in jax.random.split(key, self.num_groups):
       keys = jax.random.split(k, len(self.dist.space.decisions))

@@ -15,7 +15,7 @@ class GDAS(GradientStrategy):
   hard_samples = True
 
   def _archs(self, key, logits, step):
-    tau = temperature(step, self.cfg)
+    tau = temperature(step, self.settings, self.total_steps)
     archs = []
     for k in jax.random.split(key, self.num_groups):
       keys = jax.random.split(k, len(self.dist.space.decisions))

@@ -15,7 +15,7 @@ class MSG(GradientStrategy):
   hard_samples = True
 
   def _archs(self, key, logits, step):
-    tau = temperature(step, self.cfg)
+    tau = temperature(step, self.settings, self.total_steps)
     keys = jax.random.split(key, len(self.dist.space.decisions))
     archs = {}
     for d, kk in zip(self.dist.space.decisions, keys):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.search.strategies.base import Strategy, cost_penalty, stack
+from autox3d_jax import labels
+from autox3d_jax.search.strategies.base import Strategy, stack
 
 
 class Probabilistic(Strategy):
@@ -24,11 +25,11 @@ class Probabilistic(Strategy):
   compares_samples = True
 
   def num_samples(self, logits):
-    if not self.cfg.adaptive_samples:
+    if not self.settings.adaptive_samples:
       return jnp.asarray(self.num_groups, jnp.int32)
     ratio = self.dist.entropy(logits) / max(self.dist.max_entropy(), 1e-6)
     k = jnp.ceil(self.num_groups * ratio).astype(jnp.int32)
-    return jnp.clip(k, self.cfg.min_samples, self.num_groups)
+    return jnp.clip(k, self.settings.min_samples, self.num_groups)
 
   def _sample_points(self, key, logits):
     keys = jax.random.split(key, self.num_groups)
@@ -55,10 +56,10 @@ class Probabilistic(Strategy):
     space = self.dist.space
     out = {}
     for d in space.decisions:
-      labels = [d.label]
+      tied = [d.label]
       if d.block is not None and d.block >= space.config.min_depths[d.stage]:
-        labels.append(f"s{d.stage + 1}_depth")
-      agree = jnp.all(jnp.stack([jnp.all(points[l] == points[l][0]) for l in labels]))
+        tied.append(labels.depth(d.stage))
+      agree = jnp.all(jnp.stack([jnp.all(points[l] == points[l][0]) for l in tied]))
       agree = agree & (k_eff > 1)
       out[d.label] = jnp.where(agree, jax.lax.stop_gradient(logits[d.label]), logits[d.label])
     return out
@@ -68,12 +69,12 @@ class Probabilistic(Strategy):
     archs = jax.vmap(self.dist.one_hot)(points)
     losses = jax.lax.stop_gradient(group_losses(archs))                       # (K,)
     costs = jax.vmap(self.point_cost)(points)
-    rewards = -losses - cost_penalty(costs, self.cfg)
-    mean_baseline = self.shares_val_batch and self.cfg.estimator != "parsec"
+    rewards = -losses - self.penalty(costs)
+    mean_baseline = self.shares_val_batch and self.settings.estimator != "parsec"
     lg = self._freeze_agreed(logits, points, k_eff) if mean_baseline else logits
     log_probs = jax.vmap(lambda p: self.dist.log_prob(lg, p))(points)
-    if self.cfg.estimator == "parsec":
-      weights = jax.nn.softmax(-losses * self.cfg.val_examples_per_group)
+    if self.settings.estimator == "parsec":
+      weights = jax.nn.softmax(-losses * self.val_examples_per_group)
       surrogate = -jnp.sum(weights * log_probs)
       baseline = state["baseline"]
     else:
@@ -83,9 +84,9 @@ class Probabilistic(Strategy):
       else:
         advantage = rewards - baseline
       surrogate = -jnp.mean(advantage * log_probs)
-      baseline = self.cfg.baseline_decay * baseline + (1 - self.cfg.baseline_decay) * jnp.mean(rewards)
+      baseline = self.settings.baseline_decay * baseline + (1 - self.settings.baseline_decay) * jnp.mean(rewards)
     entropy = self.dist.entropy(logits)
-    loss = surrogate - self.cfg.entropy_weight * entropy
+    loss = surrogate - self.settings.entropy_weight * entropy
     metrics = {"arch_val_loss": jnp.mean(losses), "reward": jnp.mean(rewards), "baseline": baseline,
                "sampled_cost": jnp.mean(costs), "num_samples": k_eff.astype(jnp.float32)}
     return loss, ({"baseline": baseline, "num_samples": k_eff}, metrics)

@@ -16,16 +16,16 @@ class SPOS(Strategy):
   updates_arch = False
 
   def _one_path(self, key):
-    if not self.cfg.cost_bins:
+    if not self.settings.cost_bins:
       return self.dist.sample_uniform(key)
     k1, k2 = jax.random.split(key)
-    candidates = stack([self.dist.sample_uniform(k) for k in jax.random.split(k1, self.cfg.bin_candidates)])
+    candidates = stack([self.dist.sample_uniform(k) for k in jax.random.split(k1, self.settings.bin_candidates)])
     costs = jax.vmap(self.point_cost)(candidates)
     lo, hi = self.table_range
-    bins = jnp.clip(((costs - lo) / (hi - lo) * self.cfg.cost_bins).astype(jnp.int32), 0, self.cfg.cost_bins - 1)
-    target = jax.random.randint(k2, (), 0, self.cfg.cost_bins)
+    bins = jnp.clip(((costs - lo) / (hi - lo) * self.settings.cost_bins).astype(jnp.int32), 0, self.settings.cost_bins - 1)
+    target = jax.random.randint(k2, (), 0, self.settings.cost_bins)
     # Nearest populated bin to the drawn one; first candidate there.
-    distance = jnp.abs(bins - target) * self.cfg.bin_candidates + jnp.arange(self.cfg.bin_candidates)
+    distance = jnp.abs(bins - target) * self.settings.bin_candidates + jnp.arange(self.settings.bin_candidates)
     pick = jnp.argmin(distance)
     return jax.tree_util.tree_map(lambda a: a[pick], candidates)
 

@@ -1,0 +1,44 @@
+"""Stable labels of network positions and search decisions, in one flax-free module.
+
+Every log line, checkpoint key, cost table, plot and report names a block or a decision with these
+strings, so they are built here and nowhere else. Stages and blocks count from 1 in labels (X3D's
+res2..res5 are s1..s4) and from 0 in code:
+
+  block(i, j)              's{i+1}_b{j+1}'            a block position (also the flax module name)
+  width(i) / depth(i)      's{i+1}_width' / '_depth'  a stage's decisions
+  block_decision(i, j, k)  's{i+1}_b{j+1}_{k}'        a block's decision of kind k (op, expansion, se)
+
+Imports nothing of the project, so report, cost and config code can format a label without
+loading flax or the model stack.
+"""
+from __future__ import annotations
+
+BLOCK_KINDS = ("op", "expansion", "se")
+STAGE_KINDS = ("width", "depth")
+
+
+def stage(i: int) -> str:
+  """'s{i+1}': the label prefix of stage i (0-based)."""
+  return f"s{i + 1}"
+
+
+def block(i: int, j: int) -> str:
+  """Label of block j (0-based) of stage i (0-based): 's{i+1}_b{j+1}'."""
+  return f"s{i + 1}_b{j + 1}"
+
+
+def width(i: int) -> str:
+  """The width decision of stage i (0-based)."""
+  return f"{stage(i)}_width"
+
+
+def depth(i: int) -> str:
+  """The depth decision of stage i (0-based)."""
+  return f"{stage(i)}_depth"
+
+
+def block_decision(i: int, j: int, kind: str) -> str:
+  """A block's decision label; `kind` is one of BLOCK_KINDS."""
+  if kind not in BLOCK_KINDS:
+    raise ValueError(f"block decision kind must be one of {BLOCK_KINDS}, got {kind!r}")
+  return f"{block(i, j)}_{kind}"

@@ -1,0 +1,196 @@
+"""The loop kit both loops (search and standalone training) run on.
+
+One `run_steps` owns what every long run needs around its jitted step:
+  * periodic actions: progress (steps/s and ETA in the log, `clu.periodic_actions.ReportProgress`
+    writing steps_per_sec to TensorBoard), metrics to the clu writer, checkpoints;
+  * a NaN / Inf stop that names the last good checkpoint and the key to change;
+  * preemption: SIGTERM sets a flag, the loop finishes the step, saves, and raises `Preempted`
+    (main exits 143 so a supervisor reruns the same command, which resumes);
+  * where a run's checkpoints and logs live (`run_dirs`), so no caller rebuilds a path.
+The loops themselves only build their state, step and data, and say what to record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import ml_collections
+import numpy as np
+
+from autox3d_jax.train.checkpoint import Checkpointer
+
+log = logging.getLogger(__name__)
+
+# Test hook: AUTOX3D_FAULT_KILL_AFTER_SAVE=N kills the process (SIGKILL, no cleanup) right after the
+# checkpoint of step N is written -- how the resume tests simulate a lost machine.
+FAULT_KILL_ENV_VAR = "AUTOX3D_FAULT_KILL_AFTER_SAVE"
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN or Inf; the message names the last good checkpoint and what to change."""
+
+
+class Preempted(RuntimeError):
+  """Raised after a SIGTERM-triggered save: the process should exit and be restarted."""
+
+
+class SigtermFlag:
+  """SIGTERM (a preempted TPU VM) -> finish the current step, save, exit cleanly."""
+
+  def __init__(self):
+    self.raised = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:   # not the main thread (e.g. inside a notebook worker): no handler
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.raised = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def safe_name(name: str) -> str:
+  """`name` with everything but letters, digits, '-' and '_' replaced by '_' (a directory name)."""
+  return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDirs:
+  """Where one run writes: its checkpoints and its TensorBoard logs."""
+  checkpoints: str
+  tensorboard: str
+
+
+def run_dirs(workdir: str, kind: str, name: str = "") -> RunDirs:
+  """'search': workdir/checkpoints/search and workdir/tensorboard. 'train' (a standalone network
+  called `name`): workdir/checkpoints/train_<name> and workdir/train_<name>/tensorboard."""
+  if kind == "search":
+    return RunDirs(os.path.join(workdir, "checkpoints", "search"), os.path.join(workdir, "tensorboard"))
+  if kind == "train":
+    if not name:
+      raise ValueError("run_dirs('train', name): a standalone run needs the network's name")
+    tag = f"train_{safe_name(name)}"
+    return RunDirs(os.path.join(workdir, "checkpoints", tag), os.path.join(workdir, tag, "tensorboard"))
+  raise ValueError(f"run_dirs: kind must be 'search' or 'train', got {kind!r}")
+
+
+def metrics_writer(logdir: str):
+  """clu's default writer (TensorBoard + log) on process 0; logging only on the other processes."""
+  from clu import metric_writers
+  return metric_writers.create_default_writer(logdir, just_logging=jax.process_index() > 0)
+
+
+def fault_injection(saved_step: int) -> None:
+  if os.environ.get(FAULT_KILL_ENV_VAR) == str(saved_step):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Progress:
+  """Steps/s over the last logging window and the ETA of the whole run."""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self.total = total_steps
+    self._step, self._time = start_step, time.perf_counter()
+    self.started = self._time
+
+  def update(self, step: int) -> tuple[float, float]:
+    """(steps per second since the previous call, seconds left at that rate)."""
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    return rate, (self.total - step) / max(rate, 1e-9)
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds >= 3600:
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+  if seconds >= 60:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds}s"
+
+
+@dataclasses.dataclass
+class LoopSpec:
+  """What `run_steps` needs to know of a loop.
+
+  name: used in log lines and errors ('search', or the network's name).
+  total_steps / log_every / checkpoint_every: from the config.
+  loss_key: the metric checked for NaN / Inf.
+  optimizer_key: the config section to name in the NaN error ('search.weight_opt').
+  describe: values -> the loop's own part of the log line (loss, top-1, ...).
+  on_log: (step, values, state) -> None, called at every logged step (e.g. the search's history).
+  meta: () -> the JSON metadata saved with each checkpoint.
+  """
+  name: str
+  total_steps: int
+  log_every: int
+  checkpoint_every: int
+  loss_key: str
+  optimizer_key: str
+  describe: Callable[[dict], str]
+  on_log: Callable[[int, dict, Any], None] = lambda step, values, state: None
+  meta: Callable[[], dict] = dict
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict, **kwargs) -> "LoopSpec":
+    return cls(log_every=cfg.log_every_steps, checkpoint_every=cfg.checkpoint.every_steps, **kwargs)
+
+
+def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[tuple], ckpt: Checkpointer,
+              writer) -> Any:
+  """Run `state, metrics = step_fn(state, *next(batches))` from state.step to loop.total_steps.
+
+  Logs (and records) at every log_every-th step, every checkpoint step, the last step and on
+  SIGTERM; saves at every checkpoint_every-th step, the last step and on SIGTERM (then raises
+  Preempted); stops with NonFiniteLossError, before saving, when the loss is not finite.
+  Returns the final state.
+  """
+  from clu import periodic_actions
+  start = int(state.step)
+  report = periodic_actions.ReportProgress(num_train_steps=loop.total_steps, writer=writer, every_secs=None,
+                                           every_steps=loop.log_every)
+  progress = Progress(start, loop.total_steps)
+  last_saved = start
+  with SigtermFlag() as sigterm:
+    for step in range(start, loop.total_steps):
+      state, metrics = step_fn(state, *next(batches))
+      done = step + 1
+      report(done)
+      is_last = done == loop.total_steps
+      save = done % loop.checkpoint_every == 0 or is_last or sigterm.raised
+      if done % loop.log_every == 0 or save:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(values[loop.loss_key]):
+          kept = (f"the last good checkpoint (step {last_saved}) in {ckpt.directory} is intact"
+                  if ckpt.latest_step() is not None else "no checkpoint had been written yet")
+          raise NonFiniteLossError(
+              f"{loop.name} loss became {values[loop.loss_key]} at step {done}; {kept}. Lower "
+              f"config.{loop.optimizer_key}.lr or set config.{loop.optimizer_key}.grad_clip.")
+        writer.write_scalars(done, values)
+        loop.on_log(done, values, state)
+        rate, eta = progress.update(done)
+        log.info("%s step %d/%d: %s (%.2f steps/s, ETA %s)", loop.name, done, loop.total_steps,
+                 loop.describe(values), rate, format_eta(eta))
+      if save:
+        ckpt.save(done, state, loop.meta())
+        last_saved = done
+        fault_injection(done)
+      if sigterm.raised and not is_last:
+        writer.flush()
+        ckpt.close()
+        raise Preempted(f"SIGTERM: saved step {done} to {ckpt.directory}; restart to resume")
+  writer.flush()
+  return state
