@@ -24,6 +24,8 @@ MODES = ("search", "train", "eval", "report", "demo", "latency", "summary")
 STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
+# Strategies whose architecture gradient flows through relaxed / straight-through weights.
+GRADIENT_STRATEGIES = ("dnas", "gdas", "msg")
 # Strategies whose weight step trains sampled single paths (search.sandwich, search.largest_warmup_steps).
 SINGLE_PATH_WEIGHT_STEP = ("probabilistic", "spos")
 
@@ -171,6 +173,10 @@ def _unused_sections(c):
       if c.search[key] != defaults[key]:
         raise ConfigError(f"config.search.{key} applies to strategies {list(SINGLE_PATH_WEIGHT_STEP)}, "
                           f"not to {c.search.strategy!r}")
+  if c.search.penalty == "fbnet" and c.search.strategy not in GRADIENT_STRATEGIES:
+    raise ConfigError(f"config.search.penalty = 'fbnet' (a loss factor on the architecture gradient) "
+                      f"applies to strategies {list(GRADIENT_STRATEGIES)}, not to {c.search.strategy!r}; "
+                      "use 'hinge' or 'absolute'")
   if c.search.penalty != "fbnet" and c.search.fbnet.to_dict() != defaults.fbnet.to_dict():
     raise ConfigError(f"config.search.fbnet.* is set but config.search.penalty is {c.search.penalty!r}: "
                       "it only applies to penalty='fbnet'")

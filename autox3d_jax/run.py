@@ -63,6 +63,11 @@ def retrain_seeds(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, 
   return results
 
 
+def retraining_seeds(cfg: ml_collections.ConfigDict) -> list[int]:
+  """The seeds the demo retrains each network with: config.seed .. config.seed + train.seeds - 1."""
+  return list(range(cfg.seed, cfg.seed + cfg.train.seeds))
+
+
 def seeds_entry(results: list, kind: str, seeds: list[int]) -> dict:
   """One report row for a network retrained with several seeds: mean top-1 / top-5, and each seed's."""
   if not results or len(results) != len(seeds):
@@ -158,7 +163,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   space = setup.build_space(cfg)
   result = run_search(cfg, workdir, space)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
-  seeds = list(range(cfg.seed, cfg.seed + cfg.train.seeds))
+  seeds = retraining_seeds(cfg)
   searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)", seeds)
   baseline = retrain_seeds(cfg, workdir, baseline_spec, "X3D-like baseline", seeds)
   models = [seeds_entry(searched, "searched", seeds), seeds_entry(baseline, "baseline", seeds)]

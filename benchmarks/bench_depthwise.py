@@ -1,7 +1,7 @@
 """Benchmark the depthwise 3D conv implementations (and torch's grouped Conv3d when installed).
 
   python benchmarks/bench_depthwise.py            # lax, shift, numba (both transports), torch
-  python benchmarks/bench_depthwise.py --quick    # skip the slow ones (lax ~10 s/call, shift bwd)
+  python benchmarks/bench_depthwise.py --quick    # skip the slow ones (lax: seconds per call; shift bwd)
 
 One JSON line per measurement on stdout, also appended to benchmarks/results/depthwise.jsonl.
 fwd_s / fwd_bwd_s are medians over --repeats timed calls after one warm-up (compile) call, with

@@ -13,8 +13,8 @@ Clip (--clip): 'x3d_s' (default) is 13 x 160^2, X3D-S's training clip and so the
 search trains on (configs/search_autox3d.py); the targets (<= 1.3x, <= 1.1x) are judged there.
 'demo' is configs/demo.py's 8 x 40^2. At the demo clip a K=4 group is 4 clips of 40^2, every XLA
 instruction works on a few kilobytes, and the step costs per instruction, not per FLOP: each group
-adds ~1,090 instructions (~8 us each on this CPU), so K=4 / K=1 is 1.2-1.3x there (RESULTS.md,
-sessions 6-7 and 11). --frames / --crop override the preset.
+adds a fixed set of instructions, so K=4 / K=1 is larger there than at search-sized clips
+(RESULTS.md, 'what the K-group overhead is made of'). --frames / --crop override the preset.
 
 Routing (--routing): 'exclusive' (default; lax.switch runs only the sampled family, K groups via
 an unrolled lax.scan) or 'mix' (the gated sum over every family, vmap over groups).

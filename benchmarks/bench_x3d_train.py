@@ -30,8 +30,9 @@ seconds per step) and, in paired mode, the median of the per-round ratios torch_
 
 Host memory (--host-memory): by default both workers first call autox3d_jax.cpu.hostmem.keep_freed_memory()
 (glibc's mmap for large blocks and heap trimming off), as our entry points do on CPU; without it each
-step re-faults its freed buffers (on this VM a third of JAX's CPU time was in the kernel, and up to 70%
-in paired mode). `--host-memory default` keeps glibc's defaults for both.
+step re-faults its freed buffers, a large share of the step's CPU time spent in the kernel, more in paired
+mode (RESULTS.md, 'Freed host memory kept in the process'). `--host-memory default` keeps glibc's defaults
+for both.
 
 Each result is one JSON line on stdout, also appended to benchmarks/results/x3d_train.jsonl.
 """

@@ -1,8 +1,9 @@
 """Retrain ArchSpecs with several seeds under a config's training recipe and print their top-1.
 
-Why: one retraining of a tiny network for a few hundred steps is a lottery (the same X3D-like
-network scored 29-65% over three seeds at 150 steps), so a searched-vs-baseline comparison needs
-several seeds before it means anything. Appends JSON lines to benchmarks/results/retrain_seeds.jsonl.
+Why: one retraining of a tiny network for a few hundred steps is a lottery (the same network's
+top-1 spreads widely over seeds; benchmarks/RESULTS.md, 'Demo retraining over seeds'), so a
+searched-vs-baseline comparison needs several seeds before it means anything. Appends JSON lines
+to benchmarks/results/retrain_seeds.jsonl.
 
   python benchmarks/retrain_seeds.py --seeds 0,1,2,3,4 \
       /tmp/autox3d_demo/report/AutoX3D_searched.json /tmp/autox3d_demo/report/X3D-like_baseline.json
@@ -10,7 +11,7 @@ several seeds before it means anything. Appends JSON lines to benchmarks/results
   python benchmarks/retrain_seeds.py --config-arg motion --set train.steps=300 \
       benchmarks/results/archs/x3d_like_baseline.json
 
-The default recipe is configs/demo.py's (the speed task since session 10; before it, motion_small).
+The default recipe is configs/demo.py's default variant (the speed task).
 """
 import argparse
 import json

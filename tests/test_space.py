@@ -300,7 +300,10 @@ def test_ops_from_strings_parses_and_rejects():
     (dict(num_frames=0), "num_frames"),
     (dict(crop_size=0), "crop_size"),
     (dict(in_channels=0), "in_channels"),
-])
+], ids=["depths_per_stage", "no_stage", "min_above_max", "min_depth_0", "duplicate_width", "zero_width",
+        "no_width", "no_expansion", "duplicate_expansion", "negative_expansion", "duplicate_se", "se_above_1",
+        "negative_se", "duplicate_op", "no_op", "unknown_op", "even_kernel", "x2d_temporal_kernel", "bad_stem",
+        "bad_head", "num_frames_0", "crop_size_0", "in_channels_0"])
 def test_bad_space_configs_are_rejected_naming_the_field(overrides, message):
   """At construction, not hours later when a derived point first uses the bad value."""
   with pytest.raises(SpecError, match=message):

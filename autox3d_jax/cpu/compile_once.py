@@ -1,9 +1,9 @@
 """Compiling functions that run once (initialisers) cheaply.
 
 Why: on the CPU, XLA spends most of an initialiser's compile time in LLVM optimising the
-threefry RNG code of every parameter (the demo supernet's init compiled in 28 s at the default
-level and 13 s at level 0; a standalone X3D-like network's in ~10 s), for a program that then runs
-once in milliseconds. The random bits do not depend on the optimisation level (threefry is
+threefry RNG code of every parameter (at level 0 the init compiles in half the time or less;
+benchmarks/RESULTS.md, 'Start-up of the search'), for a program that then runs once in
+milliseconds. The random bits do not depend on the optimisation level (threefry is
 integer arithmetic); the initialisers' float transforms may round differently in the last bit
 (`tests/test_compile_once.py`). Other backends keep their defaults.
 """

@@ -1,24 +1,25 @@
 """The CPU kernels of the depthwise 3D conv (`autox3d_jax.ops.depthwise` dispatches to them).
 
-Why they exist: XLA's grouped convolution (`feature_group_count=C`), the right op on TPU/GPU, runs
-at ~0.1 GFLOP/s on the CPU -- two orders of magnitude slower than these kernels (a 3x3x3 conv on
-8x13x40x40x108 takes ~10 s there, its weight gradient as XLA reductions ~2.4 s; numba does each of
-forward, input gradient and weight gradient in ~40-50 ms). So on CPU the op is a `jax.custom_vjp`
-(`depthwise_conv3d_cpu`) whose three parts each run, as the caller's `plan` says, either
+Why they exist: XLA's grouped convolution (`feature_group_count=C`), the right op on TPU/GPU, is
+two orders of magnitude slower on the CPU than these kernels, and its weight gradient written as
+XLA reductions is still tens of times slower (benchmarks/RESULTS.md, 'Depthwise 3D conv'). So on
+CPU the op is a `jax.custom_vjp` (`depthwise_conv3d_cpu`) whose three parts each run, as the
+caller's `plan` says, either
 
 * 'xla', by shift-and-add: the sum over the kt*kh*kw taps of a (strided) shifted slice of the
   padded input times kernel[tap]. The input gradient is the same with the flipped kernel over the
-  cotangent, dilated first for stride 2. Fine for the forward (~0.2 s), slow for the weight
-  gradient (27 full reductions, ~2.4 s). This is impl='shift', the fallback without numba; or
+  cotangent, dilated first for stride 2. Fine for the forward, slow for the weight gradient
+  (kt*kh*kw full reductions). This is impl='shift', the fallback without numba; or
 * 'numba': parallel loops over (n, t) rows with channels innermost, called from the traced program
   through a host callback. numba is imported lazily, on first use (`numba_available`), so importing
   this module -- e.g. on a TPU host, where none of it runs -- never needs it.
 
 Host callbacks (`host_transport`): jax.experimental.buffer_callback hands numba XLA's own buffers
-(~30 us per call), so forward, input gradient and weight gradient all run in numba. Where it is
-missing (older/newer jax without it) or with several devices we use jax.pure_callback, which
-copies inputs and outputs (~75 ms per 72 MB array here): then only the weight gradient goes to
-numba (`ops.depthwise.execution_plan`). AUTOX3D_DEPTHWISE_CALLBACK=buffer|pure overrides the choice.
+(no copy, tens of microseconds per call), so forward, input gradient and weight gradient all run in
+numba. Where it is missing (older/newer jax without it) or with several devices we use
+jax.pure_callback, which copies inputs and outputs (tens of milliseconds for an activation-sized
+array; RESULTS.md as above): then only the weight gradient goes to numba
+(`ops.depthwise.execution_plan`). AUTOX3D_DEPTHWISE_CALLBACK=buffer|pure overrides the choice.
 
 Sharding caveat: with several devices, pure_callback runs once, on one device, and XLA gathers the
 (sharded) inputs to it -- correct, but the numba part does not scale with the device count (and
@@ -115,8 +116,8 @@ def _shift_weight_grad(x, g, kernel_shape, stride):
 # Common layout: the outer parallel loop runs over (n, t) rows, the innermost over channels
 # (contiguous in NTHWC, so it vectorises), and out-of-range taps are skipped instead of reading a
 # padded copy. Each kernel fills every element of the `out` it is given -- with buffer_callback
-# that is XLA's own result buffer, so no second buffer and copy (on this VM touching a fresh 72 MB
-# buffer costs ~40 ms of page faults, as much as the conv itself).
+# that is XLA's own result buffer, so no second buffer and copy (page-faulting a fresh buffer of
+# activation size costs about as much as the conv itself).
 # ---------------------------------------------------------------------------------------------
 
 _prange = range
@@ -316,11 +317,12 @@ def _buffer_callback_works() -> bool:
 def host_transport() -> str:
   """How host kernels are called: 'buffer' or 'pure'.
 
-  'buffer' (jax.experimental.buffer_callback) hands numba the XLA buffers themselves (~30 us per
-  call). 'pure' (jax.pure_callback) copies every input and output (~75 ms per 72 MB input here),
-  but with several devices it is the right choice: it runs once on one device (XLA gathers the
-  sharded inputs), whereas buffer_callback would run redundantly on every device. So: 'buffer' on
-  a single CPU device, 'pure' otherwise. AUTOX3D_DEPTHWISE_CALLBACK=pure|buffer overrides.
+  'buffer' (jax.experimental.buffer_callback) hands numba the XLA buffers themselves (no copy).
+  'pure' (jax.pure_callback) copies every input and output (tens of milliseconds for an
+  activation-sized input; benchmarks/RESULTS.md, 'Depthwise 3D conv'), but with several devices
+  it is the right choice: it runs once on one device (XLA gathers the sharded inputs), whereas
+  buffer_callback would run redundantly on every device. So: 'buffer' on a single CPU device,
+  'pure' otherwise. AUTOX3D_DEPTHWISE_CALLBACK=pure|buffer overrides.
   """
   forced = os.environ.get(CALLBACK_ENV_VAR, "").strip().lower()
   if forced in ("pure", "buffer"):

@@ -2,10 +2,10 @@
 
 Why: XLA's CPU runtime allocates every large temporary buffer of a step with malloc and frees it at
 the end. glibc serves blocks above 32 MiB with mmap and gives them back with munmap, so every step
-page-faults (and the kernel zeroes) its activations again. On this project's 2-core VM an X3D-S
-training step at 13x160^2 (batch 8) spent 2.0 of its 6.0 CPU-seconds in the kernel, and 9.5 of 13.7
-when another process ran between steps; with mmap off and trimming off it took 1.62 s instead of
-3.51 s (0.07 CPU-s in the kernel; measured, see benchmarks/RESULTS.md). The cost: the process keeps
+page-faults (and the kernel zeroes) its activations again. For an X3D-S training step on the CPU
+that kernel time is a large share of the step (more still when other processes run between
+steps), and with mmap and trimming off it all but disappears and the step takes about half as
+long (benchmarks/RESULTS.md, 'Freed host memory kept in the process'). The cost: the process keeps
 its peak heap for its lifetime, as accelerator runtimes do with device memory.
 
 `keep_freed_memory()` sets this with `mallopt` at run time (the same effect as starting the process
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 # mallopt takes an int and glibc stores M_TRIM_THRESHOLD as size_t: -1 becomes SIZE_MAX, "never trim".
-# A finite int is not enough: INT_MAX (2 GiB) still trimmed after every X3D-S step (measured).
+# A finite int is not enough: INT_MAX (2 GiB) is below an X3D-S step's peak heap, so glibc still
+# trims after every step (benchmarks/RESULTS.md).
 _NEVER = -1
 
 _applied: bool | None = None

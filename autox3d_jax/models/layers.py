@@ -35,9 +35,10 @@ def on_channels(dense: nn.Module, x: jax.Array) -> jax.Array:
   """Apply a Dense layer to (..., C) as one 2-D matmul (M, C) @ (C, F).
 
   Why: on a 5-D input the weight gradient contracts over four leading axes, and XLA's CPU backend
-  then materialises a transposed copy of the output gradient before the matmul (17% of an X3D-S
-  step at 13x160^2). Flattened to 2-D, the same matmul needs no copy: fwd+bwd of one
-  (8,13,40,40,48) -> 108 layer took 0.107 s instead of 0.237 s (measured). Same parameters.
+  then materialises a transposed copy of the output gradient before the matmul (a sizeable share
+  of an X3D-S step). Flattened to 2-D, the same matmul needs no transposed copy (fwd+bwd about
+  twice as fast on XLA's CPU backend; benchmarks/RESULTS.md, 'Pointwise convs as 2-D matmuls').
+  Same parameters.
   """
   lead = x.shape[:-1]
   y = dense(x.reshape((-1, x.shape[-1])))
@@ -60,10 +61,11 @@ class Pointwise(nn.Module):
 def spatial_conv_patches(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """A 1 x k x k conv (symmetric k//2 padding, spatial stride) as patches @ kernel.
 
-  Why: for the stem's 3 input channels XLA's CPU conv is slow, above all its weight gradient
-  (fwd+bwd of the demo stem, 16 x 8x40^2 x 3 -> 8: 37 ms; as patches and one matmul: 2.5 ms,
-  measured). The patches are the k*k shifted, strided slices side by side on the channel axis,
-  (k*k*C_in / stride^2) x the input's size, cheap for a 3-channel input.
+  Why: for the stem's 3 input channels XLA's CPU conv is slow, above all its weight gradient; as
+  patches and one matmul the stem's fwd+bwd is an order of magnitude faster (benchmarks/RESULTS.md,
+  'the stem's spatial conv as patches @ kernel'). The patches are the k*k shifted, strided slices
+  side by side on the channel axis, (k*k*C_in / stride^2) x the input's size, cheap for a
+  3-channel input.
   """
   _, kh, kw, cin, features = kernel.shape
   n, t, ho, wo, _ = output_shape(x.shape, kernel.shape, stride)   # same padding rule as the depthwise op

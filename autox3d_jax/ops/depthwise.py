@@ -12,10 +12,10 @@ for stride 2 and would not match). Temporal stride is 1; spatial stride (H and W
 odd H gives ceil(H/2) rows at stride 2.
 
 Why more than one implementation: XLA's grouped convolution (`feature_group_count=C`) is the right
-op on TPU/GPU but runs at ~0.1 GFLOP/s on CPU (a 3x3x3 conv on 8x13x40x40x108 takes ~10 s, its
-weight gradient as XLA reductions ~2.4 s, against ~40-50 ms each in numba). On CPU we use a
-`jax.custom_vjp` op instead whose three parts -- forward, input gradient, weight gradient -- each
-run in XLA by shift-and-add or in numba through a host callback (`cpu.depthwise` explains both).
+op on TPU/GPU but two orders of magnitude slower than numba on CPU (benchmarks/RESULTS.md,
+'Depthwise 3D conv'). On CPU we use a `jax.custom_vjp` op instead whose three parts -- forward,
+input gradient, weight gradient -- each run in XLA by shift-and-add or in numba through a host
+callback (`cpu.depthwise` explains both).
 
 Implementations (`impl=`):
   'lax'    grouped conv (reference; used on TPU/GPU).
@@ -49,7 +49,7 @@ IMPLS = ("lax", "shift", "numba")
 
 
 def depthwise_conv3d_lax(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
-  """Reference: XLA grouped convolution (fast on TPU/GPU, ~0.1 GFLOP/s on CPU)."""
+  """Reference: XLA grouped convolution (fast on TPU/GPU, very slow on CPU)."""
   c = x.shape[-1]
   return lax.conv_general_dilated(
       x, kernel[..., None, :].reshape(kernel.shape[:3] + (1, c)),
@@ -67,7 +67,8 @@ def execution_plan(impl: str = "auto") -> tuple[str, str, str]:
 
   'shift' is all XLA. 'numba' runs all three in numba when calls are zero-copy ('buffer'
   transport); with copying callbacks ('pure') the copies cost more than numba saves on the forward
-  and input gradient (~0.2 s in XLA), so only the weight gradient (2.4 s in XLA) goes to numba.
+  and input gradient (both cheap enough in XLA), so only the weight gradient (by far the slowest
+  part in XLA) goes to numba.
   """
   impl = resolved_impl(impl)
   if impl == "lax":

@@ -76,6 +76,10 @@ class SpaceConfig:
     object.__setattr__(self, "ops", tuple(o if isinstance(o, Op) else Op(*o) for o in self.ops))
 
   def validate(self) -> "SpaceConfig":
+    for name in ("num_frames", "crop_size", "in_channels"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise SpecError(f"{name} must be a positive integer, got {value!r}")
     n = len(self.stage_widths)
     if not (len(self.min_depths) == len(self.max_depths) == n) or n == 0:
       raise SpecError(f"stage_widths, min_depths and max_depths need one entry per stage, got "
@@ -92,6 +96,8 @@ class SpaceConfig:
         raise SpecError(f"{name} must be a non-empty list of distinct values, got {values}")
     if min(self.expansions) <= 0:
       raise SpecError(f"expansions must be positive, got {self.expansions}")
+    if not all(0.0 <= r < 1.0 for r in self.se_ratios):
+      raise SpecError(f"se_ratios must be in [0, 1), got {self.se_ratios}")
     for op in self.ops:
       # Validates type and kernel through the same path an ArchSpec uses.
       registry.check_block(BlockSpec(op.type, op.kernel, width=8, inner=8), f"ops[{op.label}]")

@@ -328,10 +328,10 @@ def apply_groups(model: Supernet, variables, x, archs, train: bool, rngs=None, s
   rng_keys = jnp.zeros((k, 2), jnp.uint32) if rngs is None else jax.random.split(rngs["dropout"], k)
   if model.exclusive:
     # One group after the other: under vmap the switch index would be batched and every branch run.
-    # Fully unrolled: a rolled loop cost 25-33% over one group of the whole batch (measured), the
-    # unrolled one ~5%. It compiles longer: the demo's search step took 70 s rolled, 88-106 s
-    # unrolled (session 7), but the rolled step was 0.35 s instead of 0.27 s: even at the demo's
-    # 300 steps (about 175 s either way), and every longer search favours unrolling.
+    # Fully unrolled: a rolled loop adds several times the unrolled one's overhead over one group
+    # of the whole batch. Unrolled compiles longer, but its faster steps repay that within a
+    # demo-length search, so every longer search favours unrolling (benchmarks/RESULTS.md,
+    # 'Supernet step vs its largest child' and 'Start-up of the search').
     _, (logits, updates) = jax.lax.scan(lambda c, a: (c, one(*a)), None, (xg, archs, shifts, rng_keys),
                                         unroll=k)
   else:

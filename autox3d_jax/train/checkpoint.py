@@ -32,7 +32,7 @@ class Checkpointer:
     """(state, meta) of `step` (default: the latest), or None when there is no checkpoint.
 
     With `abstract_state` (e.g. `abstract_like(state, shardings)`) the state comes back as that
-    pytree type, in those shardings; without, as saved: nested dicts of host arrays (enough to
+    pytree type, in those shardings; without, as saved: nested dicts of arrays (enough to
     read weights out of a checkpoint whose exact state type the caller does not build)."""
     step = self.latest_step() if step is None else step
     if step is None:

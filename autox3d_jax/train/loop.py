@@ -86,6 +86,11 @@ def run_dirs(workdir: str, kind: str, name: str = "") -> RunDirs:
   raise ValueError(f"run_dirs: kind must be 'search' or 'train', got {kind!r}")
 
 
+def checkpointer(cfg: ml_collections.ConfigDict, directory: str) -> Checkpointer:
+  """A Checkpointer in `directory` keeping the last config.checkpoint.keep checkpoints."""
+  return Checkpointer(directory, keep=cfg.checkpoint.keep)
+
+
 def metrics_writer(logdir: str):
   """clu's default writer (TensorBoard + log) on process 0; logging only on the other processes."""
   from clu import metric_writers

@@ -13,8 +13,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 def make_mesh(data: int | None = None, model: int = 1, devices=None) -> Mesh:
   """Mesh(('data', 'model')) over all devices, or the first data x model of `devices`."""
   if devices is not None:
-    devices = np.asarray(list(devices)[:(data or len(devices) // model) * model])
-    return Mesh(devices.reshape(-1, model), ("data", "model"))
+    devices = list(devices)
+    data = data or len(devices) // model
+    if data < 1 or model < 1 or data * model > len(devices):
+      raise ValueError(f"mesh data={data} x model={model} needs {data * model} devices, {len(devices)} given")
+    return Mesh(np.asarray(devices[:data * model]).reshape(data, model), ("data", "model"))
   n = jax.device_count()
   data = data or n // model
   if data * model != n:
@@ -52,10 +55,12 @@ def optimizer_shardings(opt_state, params, params_shardings, mesh: Mesh):
   """Shardings of an optax state: every subtree shaped like `params` (momenta, Adam moments)
   follows `params_shardings`; everything else (step counts, empty states) is replicated."""
   structure = jax.tree_util.tree_structure(params)
+  shapes = [np.shape(x) for x in jax.tree_util.tree_leaves(params)]
   rep = replicated(mesh)
 
   def like_params(node) -> bool:
-    return jax.tree_util.tree_structure(node) == structure
+    return (jax.tree_util.tree_structure(node) == structure
+            and [np.shape(x) for x in jax.tree_util.tree_leaves(node)] == shapes)
 
   return jax.tree_util.tree_map(lambda node: params_shardings if like_params(node) else rep, opt_state,
                                 is_leaf=like_params)

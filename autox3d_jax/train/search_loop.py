@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,32 @@ def make_strategy(cfg, dist: ArchDistribution, table: CostTable, cost_target: fl
                          val_examples_per_group=val_examples_per_group(cfg))
 
 
+@dataclasses.dataclass
+class SearchProgram:
+  """What one search step is made of (`build_search_step`)."""
+  dist: ArchDistribution
+  strategy: strategies.Strategy
+  model: sn.Supernet
+  weight_tx: Any
+  arch_tx: Any
+  step: Callable            # step(state, train_batch, val_batch) -> (state, metrics), pure
+  seed: int
+
+  def init_state(self) -> ss.SearchState:
+    return ss.init_search_state(self.model, self.dist, self.strategy, self.weight_tx, self.arch_tx, seed=self.seed)
+
+
+def build_search_step(cfg, space: SearchSpace, table: CostTable, cost_target: float) -> SearchProgram:
+  """The search step config.search describes over `space`: strategy, supernet, both optimizers."""
+  dist = ArchDistribution(space)
+  strategy = make_strategy(cfg, dist, table, cost_target)
+  model = sn.Supernet(space)
+  w_tx = make_optimizer(cfg.search.weight_opt, cfg.search.steps)
+  a_tx = make_arch_optimizer(cfg.search.arch_opt)
+  return SearchProgram(dist, strategy, model, w_tx, a_tx, ss.make_search_step(model, dist, strategy, w_tx, a_tx,
+                                                                              cfg, table), cfg.seed)
+
+
 def supernet_variables(state) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
@@ -81,20 +108,17 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   """Search `space` as config.search says; resumes from workdir's search checkpoint if there is one."""
   start_time = time.time()
   setup.ensure_dataset(cfg)
-  dist = ArchDistribution(space)
   table = setup.build_cost_table(space, cfg, workdir)
   cost_target = setup.resolve_cost_target(space, table, cfg)
-  strategy = make_strategy(cfg, dist, table, cost_target)
-  model = sn.Supernet(space)
-  w_tx = make_optimizer(cfg.search.weight_opt, cfg.search.steps)
-  a_tx = make_arch_optimizer(cfg.search.arch_opt)
-  mesh = partitioning.make_mesh(model=cfg.mesh.model)
-  step_fn = ss.make_search_step(model, dist, strategy, w_tx, a_tx, cfg, table)
-  state = ss.init_search_state(model, dist, strategy, w_tx, a_tx, seed=cfg.seed)
+  program = build_search_step(cfg, space, table, cost_target)
+  dist, strategy, model = program.dist, program.strategy, program.model
+  mesh = setup.make_mesh(cfg)
+  step_fn = program.step
+  state = program.init_state()
   jitted, shardings = ss.jit_search_step(step_fn, state, mesh)
 
   dirs = loop.run_dirs(workdir, "search")
-  ckpt = Checkpointer(dirs.checkpoints, keep=cfg.checkpoint.keep)
+  ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   history = {"steps": [], "probs": {}, "metrics": []}
   restored = ckpt.restore(abstract_like(state, shardings))
   if restored is not None:
@@ -132,15 +156,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   state = loop.run_steps(spec, state, jitted, batches(), ckpt, writer)
 
   logits = jax.device_get(state.logits)
-  if cfg.search.derive == "evolution" or not strategy.updates_arch:
-    point = _evolve(cfg, space, table, model, state, cost_target)
-  else:
-    point = dist.mode(logits)
-    mode_cost = table.of_point(point)
-    if cfg.search.derive_within_target and 0 < cost_target < mode_cost:
-      log.info("the most likely architecture costs %.4g > target %.4g; deriving the most likely one "
-               "within the target", mode_cost, cost_target)
-      point = dist.mode_within(logits, lambda p: table.expected(dist.one_hot(p)), cost_target)
+  point = derive_point(cfg, dist, table, logits, cost_target,
+                       evolve=lambda: _evolve(cfg, space, table, model, state, cost_target),
+                       evolves=cfg.search.derive == "evolution" or not strategy.updates_arch)
   point = space.canonical(point)
   arch = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)
@@ -150,6 +168,22 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
                            "cost_target": float(cost_target), "steps": cfg.search.steps})
   ckpt.close()
   return SearchResult(point, arch, cost, cost_target, history, time.time() - start_time, cfg.search.steps)
+
+
+def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_target: float, *,
+                 evolve, evolves: bool) -> dict:
+  """The searched point: `evolve()` when `evolves` (search.derive = 'evolution', or a strategy that
+  learns no distribution), else the distribution's mode -- or, with search.derive_within_target
+  and a mode above the target, the most likely point within it."""
+  if evolves:
+    return evolve()
+  point = dist.mode(logits)
+  mode_cost = table.of_point(point)
+  if cfg.search.derive_within_target and 0 < cost_target < mode_cost:
+    log.info("the most likely architecture costs %.4g > target %.4g; deriving the most likely one "
+             "within the target", mode_cost, cost_target)
+    point = dist.mode_within(logits, lambda p: table.expected(dist.one_hot(p)), cost_target)
+  return point
 
 
 def _write_search_outputs(out_dir, arch, point, logits, history, result):
@@ -181,15 +215,21 @@ def restore_supernet_variables(workdir: str) -> dict:
     ckpt.close()
 
 
-def _evolve(cfg, space, table, model, state, cost_target):
-  """SPOS: evolutionary search on the trained supernet, each candidate's BN recalibrated."""
+def evolution_batches(cfg) -> tuple[list, list]:
+  """SPOS's data: search.evolution.bn_batches batches of the weight split to recalibrate each
+  candidate's BN statistics, and eval_batches batches of the held-out split to score it."""
   ecfg = cfg.search.evolution
   weight_split, arch_split = split_names(cfg)
   calib = setup.train_pipeline(cfg, weight_split, seed_offset=2)
   held_out = setup.train_pipeline(cfg, arch_split, seed_offset=3)
-  calib_batches = [_video_label(b) for b, _ in zip(calib, range(ecfg.bn_batches))]
-  eval_batches = [_video_label(b) for b, _ in zip(held_out, range(ecfg.eval_batches))]
+  return ([_video_label(b) for b, _ in zip(calib, range(ecfg.bn_batches))],
+          [_video_label(b) for b, _ in zip(held_out, range(ecfg.eval_batches))])
+
+
+def _evolve(cfg, space, table, model, state, cost_target):
+  """SPOS: evolutionary search on the trained supernet, each candidate's BN recalibrated."""
+  calib_batches, eval_batches = evolution_batches(cfg)
   score = make_point_scorer(model, space, supernet_variables(jax.device_get(state)), calib_batches, eval_batches)
   target = cost_target if cost_target > 0 else None
-  result = evolution.evolve(space, score, table.of_point, target, ecfg, seed=cfg.seed, log=log.info)
+  result = evolution.evolve(space, score, table.of_point, target, cfg.search.evolution, seed=cfg.seed, log=log.info)
   return result.best

@@ -12,11 +12,13 @@ import ml_collections
 
 from autox3d_jax import labels
 from autox3d_jax.config import ConfigError
+from autox3d_jax.cost import latency
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.data import registry as data_registry
 from autox3d_jax.models import zoo
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.space import SearchSpace, space_config_from_section
+from autox3d_jax.train import partitioning
 
 
 def num_classes(cfg: ml_collections.ConfigDict) -> int:
@@ -47,7 +49,6 @@ def build_cost_table(space: SearchSpace, cfg: ml_collections.ConfigDict, workdir
   every host compiles the same costs into the step."""
   metric = cfg.search.cost_metric
   if metric == "latency":
-    from autox3d_jax.cost import latency
     table = latency.load_or_build(space, cfg.latency, latency_table_path(cfg, workdir))
     table = latency.share_across_processes(table)
     return CostTable.build(space, "latency", fns=latency.latency_fns(table))
@@ -117,22 +118,42 @@ def per_host_batch(global_batch: int) -> int:
   return global_batch // jax.process_count()
 
 
-def train_pipeline(cfg, split: str, *, seed_offset: int = 0, start_step: int = 0, batch_size: int | None = None):
+def train_pipeline_args(cfg, split: str, *, seed_offset: int = 0, start_step: int = 0) -> dict:
+  """The keyword arguments of `data.pipeline.make_train_pipeline` for this host: config.data's clip,
+  augmentation and batch (divided over the processes), seed config.seed + seed_offset, resumed at
+  `start_step`."""
   d = cfg.data
-  return data_pipeline.make_train_pipeline(
-      d.name, batch_size=per_host_batch(batch_size or d.batch_size), data_dir=d.data_dir or None, split=split,
-      num_frames=d.num_frames, sampling_stride=d.sampling_stride, crop_size=d.crop_size,
-      scale_jitter=tuple(d.scale_jitter), shuffle_buffer=d.shuffle_buffer, seed=cfg.seed + seed_offset,
-      deterministic=True, start_step=start_step)
+  return dict(name=d.name, batch_size=per_host_batch(d.batch_size), data_dir=d.data_dir or None, split=split,
+              num_frames=d.num_frames, sampling_stride=d.sampling_stride, crop_size=d.crop_size,
+              scale_jitter=tuple(d.scale_jitter), shuffle_buffer=d.shuffle_buffer, seed=cfg.seed + seed_offset,
+              deterministic=True, start_step=start_step)
+
+
+def train_pipeline(cfg, split: str, *, seed_offset: int = 0, start_step: int = 0):
+  """The shuffled, augmented training batches of `split` (see `train_pipeline_args`)."""
+  args = train_pipeline_args(cfg, split, seed_offset=seed_offset, start_step=start_step)
+  return data_pipeline.make_train_pipeline(args.pop("name"), **args)
+
+
+def eval_pipeline_args(cfg, split: str | None = None) -> dict:
+  """The keyword arguments of `data.pipeline.make_eval_pipeline`: config.data's eval split (or
+  `split`), eval batch per host, and its multi-view protocol (short side = scale_jitter's min)."""
+  d = cfg.data
+  return dict(name=d.name, batch_size=per_host_batch(d.eval_batch_size), data_dir=d.data_dir or None,
+              split=split or d.eval_split, num_frames=d.num_frames, sampling_stride=d.sampling_stride,
+              crop_size=d.crop_size, short_side=int(math.ceil(d.scale_jitter[0])),
+              num_temporal_views=d.num_temporal_views, num_spatial_crops=d.num_spatial_crops)
 
 
 def eval_pipeline(cfg, split: str | None = None):
-  d = cfg.data
-  return data_pipeline.make_eval_pipeline(
-      d.name, batch_size=per_host_batch(d.eval_batch_size), data_dir=d.data_dir or None,
-      split=split or d.eval_split, num_frames=d.num_frames, sampling_stride=d.sampling_stride,
-      crop_size=d.crop_size, short_side=int(math.ceil(d.scale_jitter[0])),
-      num_temporal_views=d.num_temporal_views, num_spatial_crops=d.num_spatial_crops)
+  """Evaluation batches (every video once, padded with mask=False; see `eval_pipeline_args`)."""
+  args = eval_pipeline_args(cfg, split)
+  return data_pipeline.make_eval_pipeline(args.pop("name"), **args)
+
+
+def make_mesh(cfg):
+  """The device mesh of a run: ('data', 'model') with config.mesh.model devices on 'model'."""
+  return partitioning.make_mesh(model=cfg.mesh.model)
 
 
 def ensure_dataset(cfg) -> None:

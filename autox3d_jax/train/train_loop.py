@@ -105,7 +105,7 @@ def make_eval_step(model):
 
 def evaluate(cfg, spec: ArchSpec, variables, mesh=None) -> tuple[float, float, int]:
   """(top-1, top-5, number of videos) of `variables` on config.data.eval_split, multi-view."""
-  mesh = mesh or partitioning.make_mesh(model=cfg.mesh.model)
+  mesh = mesh or setup.make_mesh(cfg)
   model = builder.build(spec, compute_dtype(cfg))
   step = jax.jit(make_eval_step(model))
   hit1 = hit5 = count = 0
@@ -129,24 +129,29 @@ def restore_trained(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec
     ckpt.close()
 
 
+def build_train_step(cfg: ml_collections.ConfigDict, spec: ArchSpec):
+  """(module, optimizer, step) of training `spec` as config.train says: compute dtype, optimizer
+  over train.steps, label smoothing. `step(state, batch) -> (state, metrics)` is pure (to be jitted)."""
+  model = builder.build(spec, compute_dtype(cfg))
+  tx = make_optimizer(cfg.train.optimizer, cfg.train.steps)
+  return model, tx, make_train_step(model, tx, cfg.train.label_smoothing)
+
+
 def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str,
               init_variables: dict | None = None) -> TrainResult:
   """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split.
   Resumes from the network's checkpoint in workdir if there is one."""
   start_time = time.time()
   setup.ensure_dataset(cfg)
-  spec = spec.validate()
-  model = builder.build(spec, compute_dtype(cfg))
+  model, tx, step_fn = build_train_step(cfg, spec)
   steps = cfg.train.steps
-  tx = make_optimizer(cfg.train.optimizer, steps)
-  mesh = partitioning.make_mesh(model=cfg.mesh.model)
+  mesh = setup.make_mesh(cfg)
   state = init_state(cfg, spec, tx, init_variables)
   shardings = state_shardings(state, mesh)
-  jitted = jax.jit(make_train_step(model, tx, cfg.train.label_smoothing),
-                   in_shardings=(shardings, partitioning.batch_sharding(mesh)),
+  jitted = jax.jit(step_fn, in_shardings=(shardings, partitioning.batch_sharding(mesh)),
                    out_shardings=(shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
   dirs = loop.run_dirs(workdir, "train", name)
-  ckpt = Checkpointer(dirs.checkpoints, keep=cfg.checkpoint.keep)
+  ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   restored = ckpt.restore(abstract_like(state, shardings))
   state = restored[0] if restored is not None else jax.device_put(state, shardings)
   data = iter(setup.train_pipeline(cfg, cfg.data.train_split, seed_offset=10, start_step=int(state.step)))

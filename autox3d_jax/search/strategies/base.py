@@ -135,8 +135,8 @@ class Strategy:
 
     * Largest-child warm-up (search.largest_warmup_steps, progressive shrinking as in OFA): while
       step < that many, every group trains the largest architecture. A random child per step
-      learns slowly (the demo supernet's loss was still 2.1 of chance 2.48 after 300 steps), a
-      fixed one fast (0.56), so the children start from weights that already solve the task.
+      learns slowly, a fixed one fast (benchmarks/RESULTS.md, 'why the supernet learns slowly'),
+      so the children start from weights that already solve the task.
     * The sandwich rule's upper slice (search.sandwich, BigNAS/OFA): group 0 trains the largest
       architecture, so the shared weights learn the task about as fast as one big network does.
     Only the weight step: the architecture step samples its own points.
