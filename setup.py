@@ -8,10 +8,9 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint",
     "clu",
     "ml_collections",
-    "einops",
     "absl-py",
     "numpy",
-    # Fast CPU kernels for the depthwise 3D conv weight gradient (see ops/depthwise.py).
+    # Fast CPU kernels for the depthwise 3D conv (see cpu/depthwise.py).
     "numba",
     # Video input: tf.data decoding, tfds builders (CPU build is enough: TF only feeds data).
     "tensorflow-cpu; platform_machine=='x86_64'",

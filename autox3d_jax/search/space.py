@@ -112,7 +112,14 @@ def inner_width(width: int, expansion: float) -> int:
 
 
 class SearchSpace:
-  """Decisions of a SpaceConfig and the point <-> ArchSpec mapping."""
+  """The decisions of a SpaceConfig and the point <-> ArchSpec mapping.
+
+  Takes a SpaceConfig (validated here). Holds `decisions` (each a label, kind, choices, stage,
+  block) in a fixed order and `by_label`. A *point* is {label: choice index} for every decision;
+  `to_arch(point)` gives its ArchSpec, `point_of(spec)` the inverse, `canonical(point)` zeroes the
+  decisions of blocks beyond a stage's depth (so equal networks have equal points), `size()`
+  counts distinct networks, `largest_point()` is the costliest choice everywhere.
+  """
 
   def __init__(self, config: SpaceConfig):
     self.config = config.validate()

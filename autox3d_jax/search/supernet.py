@@ -273,9 +273,14 @@ class SuperBlock(nn.Module):
 
 
 class Supernet(nn.Module):
-  """Stem -> super blocks at every position of the space -> head.
+  """The weight-sharing supernet of `space`: stem -> a super block at every block position -> head.
 
-  exclusive: run only the sampled family in each block (one-hot archs only; see module docstring).
+  __call__(x (N, T, H, W, C), arch, train, shifts) -> logits (N, classes). `arch` maps each decision
+  label to its weights over the choices (one-hot for a sampled architecture, soft for a relaxed
+  one); with a one-hot arch the logits equal those of `space.to_arch(point)` built standalone with
+  the inherited weights (`derive.inherit_variables`). K architectures at once: `apply_groups`.
+  shifts: fair-channel rolls per width / expansion decision, or None. exclusive: run only the
+  sampled family in each block (one-hot archs only; see the module docstring).
   """
   space: SearchSpace
   exclusive: bool = False

@@ -105,7 +105,10 @@ def _video_label(batch):
 
 
 def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace) -> SearchResult:
-  """Search `space` as config.search says; resumes from workdir's search checkpoint if there is one."""
+  """Search `space` as config.search says and derive the architecture; returns a SearchResult and
+  writes workdir/search/{arch,point,logits,history,result}.json. Builds the missing embedded
+  dataset first (config.data.build_if_missing), resumes from workdir's search checkpoint if there
+  is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss."""
   start_time = time.time()
   setup.ensure_dataset(cfg)
   table = setup.build_cost_table(space, cfg, workdir)

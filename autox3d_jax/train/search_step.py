@@ -47,7 +47,12 @@ def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Stra
 
 def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
                      cfg: ml_collections.ConfigDict, table=None):
-  """Returns step(state, train_batch, val_batch) -> (state, metrics); pure, to be jitted."""
+  """The search step: step(state, train_batch, val_batch) -> (state, metrics), pure, to be jitted
+  (`jit_search_step`). Batches are {'video': (N, T, H, W, C), 'label': (N,)} with N divisible by
+  the strategy's K groups. The weight update trains `strategy.weight_archs` on train_batch; the
+  architecture update (frozen for search.arch_warmup_steps) follows `strategy.arch_objective` on
+  val_batch. `table` (a CostTable) adds the expected cost to the metrics. cfg: the run's config
+  (search.arch_warmup_steps, train.label_smoothing are read here)."""
   k_groups = strategy.num_groups
   warmup = int(cfg.search.arch_warmup_steps)
   smoothing = float(cfg.train.label_smoothing)

@@ -68,7 +68,18 @@ def straight_through(index, soft):
 
 
 class Strategy:
-  """Base: K architectures per step, shared helpers. Subclasses set `name`."""
+  """A search strategy: how the K architectures of a step are drawn, and how the logits learn.
+
+  Built by `strategies.make(dist, table, cfg.search, cost_target=..., val_examples_per_group=...)`.
+  Inside the jitted step:
+    weight_archs(key, logits, state, step) -> (K-batched arch weights {label: (K, choices)},
+        channel shifts or None): what the weight step trains, one architecture per batch group;
+    arch_objective(key, logits, state, step, group_losses) -> (loss to minimise w.r.t. logits,
+        (new strategy state, metrics)); `group_losses(archs)` runs the supernet on the validation
+        batch and returns the (K,) per-group losses.
+  init_state() is the strategy's part of the search state (REINFORCE baseline, sample count).
+  Subclasses set `name` (the config.search.strategy value and its settings' sub-section).
+  """
   name = "base"
   updates_arch = True
   hard_samples = True             # the weight step's archs are exactly one-hot (exclusive routing ok)
