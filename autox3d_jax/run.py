@@ -101,6 +101,7 @@ def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float
 
 
 def search(cfg: ml_collections.ConfigDict, workdir: str):
+  setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
   result = run_search(cfg, workdir, space)
   cost = arch_cost(result.spec)
@@ -127,6 +128,7 @@ def _standalone_spec(cfg: ml_collections.ConfigDict) -> ArchSpec:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str):
+  setup.ensure_dataset(cfg)          # the network's classes come from the dataset
   spec = _standalone_spec(cfg)
   init = None
   if cfg.train.init_from_supernet:
@@ -160,6 +162,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   """Search -> derive -> retrain the searched net and the X3D-like baseline (the search's FLOPs
   target, so matched) the same way -> evaluate both -> report."""
   start = time.time()
+  setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
   result = run_search(cfg, workdir, space)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")

@@ -15,13 +15,13 @@ from autox3d_jax.train import setup
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(**overrides):
+def tiny_config(data_dir=None, **overrides):
   import importlib.util
   spec = importlib.util.spec_from_file_location("demo_cfg", os.path.join(ROOT, "configs", "demo.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   cfg = module.get_config("tiny")
-  cfg.data.data_dir = testing.tiny_data_dir()
+  cfg.data.data_dir = str(data_dir) if data_dir else testing.tiny_data_dir()
   for key, value in overrides.items():
     section, name = key.split(".")
     cfg[section][name] = value
@@ -34,8 +34,10 @@ def test_modes_are_the_configs_modes():
 
 
 def test_tiny_demo_in_process(tmp_path):
-  """run.demo: search -> derive -> retrain both networks -> evaluate -> report, in this process."""
-  cfg = tiny_config()
+  """run.demo: build the missing dataset -> search -> derive -> retrain both networks -> evaluate
+  -> report, in this process, from an empty data directory (as the README's demo starts)."""
+  cfg = tiny_config(data_dir=tmp_path / "fresh_data")
+  tmp_path = tmp_path / "work"
   models = run.demo(cfg, str(tmp_path))
   assert [m["kind"] for m in models] == ["searched", "baseline"]
   for m in models:

@@ -49,9 +49,10 @@ def run(step, state, mesh, n=3):
 
 
 @pytest.mark.parametrize("strategy", [
-    "probabilistic",
-    # Each strategy compiles its own full supernet step (~1 min on 2 cores): the rest run with -m slow;
-    # every strategy's search behaviour is covered quickly in test_strategies.py.
+    # Each strategy compiles its own full supernet step (~1 min on 2 cores): they run with -m slow;
+    # the probabilistic step runs and updates in test_one_device_and_eight_devices_agree, and every
+    # strategy's search behaviour is covered quickly in test_strategies.py.
+    pytest.param("probabilistic", marks=pytest.mark.slow),
     pytest.param("dnas", marks=pytest.mark.slow), pytest.param("gdas", marks=pytest.mark.slow),
     pytest.param("spos", marks=pytest.mark.slow), pytest.param("msg", marks=pytest.mark.slow)])
 def test_search_step_runs_and_updates(strategy):
@@ -67,9 +68,16 @@ def test_search_step_runs_and_updates(strategy):
 
 
 def test_one_device_and_eight_devices_agree():
+  """The probabilistic search step runs, updates weights and logits, and gives the same result on
+  one device as on eight."""
   assert jax.device_count() == 8
   _, step, state = tiny_setup("probabilistic")
-  one, _ = run(step, state, partitioning.make_mesh(1, devices=jax.devices()))
+  initial = jax.device_get(state)
+  one, metrics = run(step, state, partitioning.make_mesh(1, devices=jax.devices()))
+  assert int(one.step) == 3 and np.isfinite(metrics["train_loss"])
+  for before, after in ((initial.logits, one.logits), (initial.params, one.params)):
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(before),
+                                                     jax.tree_util.tree_leaves(after)))
   _, step, state = tiny_setup("probabilistic")
   eight, _ = run(step, state, partitioning.make_mesh())
   for a, b in zip(jax.tree_util.tree_leaves(one.logits), jax.tree_util.tree_leaves(eight.logits)):

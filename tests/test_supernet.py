@@ -123,6 +123,7 @@ def test_groups_run_different_architectures_in_one_forward(toy_supernet):
     np.testing.assert_allclose(logits[2 * g:2 * g + 2], alone, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow   # ~50 s of compiles; in CI's slow selection (.ci/run)
 def test_exclusive_routing_equals_the_gated_sum():
   """Running only the sampled family (lax.switch, groups via lax.map) gives the gated sum's logits,
   BN statistics updates and parameter gradients for one-hot archs, K groups at once."""
