@@ -110,6 +110,10 @@ class Progress:
     self._step, self._time = start_step, time.perf_counter()
     self.started = self._time
 
+  def restart(self, step: int) -> None:
+    """Start the next window at `step`, now (e.g. after the first step, which includes the compile)."""
+    self._step, self._time = step, time.perf_counter()
+
   def update(self, step: int) -> tuple[float, float]:
     """(steps per second since the previous call, seconds left at that rate)."""
     now = time.perf_counter()
@@ -173,6 +177,10 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
     for step in range(start, loop.total_steps):
       state, metrics = step_fn(state, *next(batches))
       done = step + 1
+      if step == start:   # the first call compiles: keep it out of the steps/s and the ETA
+        jax.block_until_ready(metrics)
+        log.info("%s: first step (compile included) took %.1f s", loop.name, time.perf_counter() - progress.started)
+        progress.restart(done)
       report(done)
       is_last = done == loop.total_steps
       save = done % loop.checkpoint_every == 0 or is_last or sigterm.raised
