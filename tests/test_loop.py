@@ -175,6 +175,32 @@ def test_sigterm_saves_that_step_raises_preempted_and_resume_continues(tmp_path)
     signal.signal(signal.SIGTERM, original)
 
 
+def test_sigterm_after_the_save_decision_still_saves_the_step_it_names(tmp_path):
+  """A SIGTERM landing while a step logs (after the loop decided not to save that step) must not
+  make the loop exit without a checkpoint: it saves the next step and names that one. (The flag
+  was read twice: the exit saw it, the save had not, and the run exited naming an unsaved step.)"""
+  directory = str(tmp_path / "ckpt")
+  original = signal.getsignal(signal.SIGTERM)
+  signal.signal(signal.SIGTERM, lambda signum, frame: None)
+
+  class SignallingWriter(Writer):
+    def write_scalars(self, step, scalars):
+      super().write_scalars(step, scalars)
+      if int(step) == 2 and "loss" in scalars:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+  try:
+    loop_spec, _ = spec(total=10, log_every=1, checkpoint_every=100)
+    with pytest.raises(loop.Preempted, match=r"saved step (\d+)") as err:
+      loop.run_steps(loop_spec, start_state(), FakeStep(), batches(), Checkpointer(directory), SignallingWriter())
+    named = int(re.search(r"saved step (\d+)", str(err.value)).group(1))
+    ckpt = Checkpointer(directory)
+    assert ckpt.latest_step() == named == 3
+    ckpt.close()
+  finally:
+    signal.signal(signal.SIGTERM, original)
+
+
 def test_sigterm_at_the_last_step_saves_once_and_returns(tmp_path):
   original = signal.getsignal(signal.SIGTERM)
   signal.signal(signal.SIGTERM, lambda signum, frame: None)

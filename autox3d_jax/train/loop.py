@@ -183,7 +183,10 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
         progress.restart(done)
       report(done)
       is_last = done == loop.total_steps
-      save = done % loop.checkpoint_every == 0 or is_last or sigterm.raised
+      # Read the flag once: a SIGTERM landing between the save and the exit below must not make the
+      # loop exit without having saved the step its message names (it waits for the next step).
+      preempted = sigterm.raised
+      save = done % loop.checkpoint_every == 0 or is_last or preempted
       if done % loop.log_every == 0 or save:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not np.isfinite(values[loop.loss_key]):
@@ -201,7 +204,7 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
         ckpt.save(done, state, loop.meta())
         last_saved = done
         fault_injection(done)
-      if sigterm.raised and not is_last:
+      if preempted and not is_last:
         writer.flush()
         ckpt.close()
         raise Preempted(f"SIGTERM: saved step {done} to {ckpt.directory}; restart to resume")
