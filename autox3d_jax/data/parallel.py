@@ -11,23 +11,42 @@ from __future__ import annotations
 
 import collections
 import multiprocessing as mp
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
 
-def _kill_workers(pools) -> None:
-  """Terminate every worker still alive in these (broken, shut down) pools.
+# The worker tables ({pid: Process}) of every pool discarded after a crash, kept until exit.
+_BROKEN_WORKERS: list = []
 
-  Why: a pool that broke can keep a worker that never got its termination: on CPython 3.11 the
-  pool's manager thread then joins it forever, and the interpreter hangs at exit (seen once in a
-  full test run: the suite had finished and the process waited on an idle worker).
-  `_processes` is private but present on every CPython with ProcessPoolExecutor's current design.
+
+def _kill_workers(worker_tables, grace_s: float = 2.0) -> None:
+  """Terminate (then kill) every worker still alive in these worker tables of broken pools.
+
+  Why: a pool that broke can keep a worker that never got its termination (one spawned by a
+  submit racing the breakage): the pool's manager thread then joins it forever, and the
+  interpreter hangs at exit in concurrent.futures' exit hook. The tables are the pools' private
+  `_processes` dicts, taken *before* shutdown (which sets the attribute to None) -- the same dict
+  objects the manager threads join, so a late-spawned worker is in them too.
   """
-  for pool in pools:
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+  for table in worker_tables:
+    for proc in list((table or {}).values()):
       if proc.is_alive():
         proc.terminate()
+        proc.join(grace_s)
+        if proc.is_alive():
+          proc.kill()
+          proc.join(grace_s)
+
+
+def _kill_broken_workers_at_exit() -> None:
+  _kill_workers(_BROKEN_WORKERS)
+
+
+# Registered after concurrent.futures.process's own exit hook, so it runs before it (LIFO): the
+# broken pools' manager threads that hook joins can then finish.
+threading._register_atexit(_kill_broken_workers_at_exit)   # pylint: disable=protected-access
 
 
 def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Callable | None = None,
@@ -49,12 +68,14 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, *, initializer: Cal
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
 
   pool = new_pool()
-  broken: list = []                 # pools discarded after a crash; their workers die at the end
+  broken: list = []                 # worker tables of the pools discarded after a crash
 
   def discard(old):
+    workers = getattr(old, "_processes", None)    # before shutdown, which drops the attribute
     old.shutdown(wait=False, cancel_futures=True)
-    broken.append(old)
-    _kill_workers([old])
+    broken.append(workers)
+    _BROKEN_WORKERS.append(workers)
+    _kill_workers([workers])
     return new_pool()
 
   pending: collections.deque = collections.deque()
