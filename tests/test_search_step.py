@@ -1,6 +1,5 @@
 """The jitted, sharded search step: runs, searches, and gives the same result on 1 and 8 devices."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -13,7 +13,6 @@ from autox3d_jax import config as config_lib
 from autox3d_jax.search import strategies
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
-from autox3d_jax.search.space import SearchSpace
 
 
 def toy_space():

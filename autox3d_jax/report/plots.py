@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any, Mapping
 
+import numpy as np
+
 from autox3d_jax.report.results import DecisionHistory, Results
 
 MAX_DECISION_PANELS = 24  # above this many decision labels, decisions.png switches to the summary view
@@ -136,7 +138,6 @@ def plot_pareto(results: Results | Mapping, path: str) -> str | None:
 
 
 def _normalized_rows(rows) -> "np.ndarray":
-  import numpy as np
   a = np.clip(np.asarray(rows, dtype=np.float64), 0.0, None)
   s = a.sum(axis=1, keepdims=True)
   return np.where(s > 0, a / np.where(s > 0, s, 1.0), 1.0 / a.shape[1])
@@ -144,7 +145,6 @@ def _normalized_rows(rows) -> "np.ndarray":
 
 def _entropy(p) -> "np.ndarray":
   """Normalized entropy (0 = decided, 1 = uniform) of each row of p."""
-  import numpy as np
   k = p.shape[1]
   if k < 2:
     return np.zeros(p.shape[0])
@@ -154,7 +154,6 @@ def _entropy(p) -> "np.ndarray":
 
 
 def _decision_panel(ax, steps, probs, names, label, show_x: bool):
-  import numpy as np
   from matplotlib import colormaps
   p = _normalized_rows(probs)
   x = np.asarray(steps, dtype=np.float64)
@@ -184,7 +183,6 @@ def _decision_panel(ax, steps, probs, names, label, show_x: bool):
 
 def _entropy_panel(ax, steps, groups: dict, stage: str, show_x: bool):
   """groups: kind -> list of [steps][choices] arrays (the block decisions of one stage)."""
-  import numpy as np
   all_h = []
   for kind, arrays in sorted(groups.items()):
     h = np.mean([_entropy(_normalized_rows(a)) for a in arrays], axis=0)
@@ -207,7 +205,6 @@ def plot_decisions(history: DecisionHistory | Mapping, path: str, title: str = "
   `DecisionHistory.from_dict` first). With more than MAX_DECISION_PANELS labels: stage-level decisions
   as stacked areas plus per-stage mean entropy of the block decisions. Returns `path`, or None when the
   history has no labels or no steps."""
-  import numpy as np
   if not isinstance(history, DecisionHistory):
     history = DecisionHistory.from_dict(history)
   probs, choices, steps = history.probs, history.choices, history.steps
