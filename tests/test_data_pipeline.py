@@ -191,16 +191,46 @@ def test_config_dict_and_global_arrays(data_dir):
   assert isinstance(g["video_id"], np.ndarray)
 
 
-def test_record_with_bad_checksum_is_lost_and_counted(tmp_path):
+def test_record_with_bad_checksum_is_lost_alone_and_counted(tmp_path):
+  """64 flipped bytes inside one record body: only that record is lost (tf.data's reader alone
+  stops the shard there), in the eval pass and in every training epoch."""
   root = str(tmp_path)
-  testing.write_records_dataset(os.path.join(root, "crc"), name="crc", num_videos=6, num_frames=3, num_shards=1)
+  testing.write_records_dataset(os.path.join(root, "crc"), name="crc", num_videos=8, num_frames=3, num_shards=1)
   path = registry.get_source("crc", "train", root).files[0]
+  from autox3d_jax.data import records
+  third, fourth = records.record_offset(path, 2), records.record_offset(path, 3)
   data = bytearray(open(path, "rb").read())
-  data[len(data) // 2] ^= 0xFF                     # a flipped bit inside a record body
+  for k in range(64):                               # inside record 2's body
+    data[third + 12 + 40 + k] ^= 0xFF
+  assert third + 12 + 40 + 64 < fourth - 4
   open(path, "wb").write(bytes(data))
-  p = pipeline.make_eval_pipeline("crc", split="train", data_dir=root, batch_size=6, short_side=24,
+  p = pipeline.make_eval_pipeline("crc", split="train", data_dir=root, batch_size=8, short_side=24,
                                   num_temporal_views=1, num_spatial_crops=1, num_frames=2, crop_size=24,
                                   process_index=0, process_count=1)
   b = next(p.as_numpy_iterator())
-  stats = p.stats.as_dict()
-  assert stats["lost_records"] >= 1 and b["mask"].sum() == 6 - stats["lost_records"]
+  ids = sorted(v.decode() for v in b["video_id"][b["mask"]])
+  assert ids == [f"train_{i:04d}" for i in range(8) if i != 2]
+  assert p.stats.as_dict()["lost_records"] == 1
+  t = pipeline.make_train_pipeline("crc", data_dir=root, batch_size=7, num_frames=2, crop_size=24,
+                                   scale_jitter=(24, 28), shuffle_buffer=1, process_index=0, process_count=1)
+  epochs = _take(t, 3)
+  assert t.stats.as_dict()["lost_records"] >= 2      # counted again in each epoch read so far
+  assert all(len(set(e["index"].tolist())) == 7 for e in epochs)
+
+
+def test_corrupt_header_loses_the_rest_of_its_shard_only(tmp_path):
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "hdr"), name="hdr", num_videos=8, num_frames=3, num_shards=2)
+  src = registry.get_source("hdr", "train", root)
+  from autox3d_jax.data import records
+  at = records.record_offset(src.files[0], 1)
+  data = bytearray(open(src.files[0], "rb").read())
+  data[at + 2] ^= 0xFF                               # record 1's length field
+  open(src.files[0], "wb").write(bytes(data))
+  p = pipeline.make_eval_pipeline("hdr", split="train", data_dir=root, batch_size=8, short_side=24,
+                                  num_temporal_views=1, num_spatial_crops=1, num_frames=2, crop_size=24,
+                                  process_index=0, process_count=1, validate_files=False)
+  b = next(p.as_numpy_iterator())
+  ids = sorted(v.decode() for v in b["video_id"][b["mask"]])
+  assert ids == ["train_0000"] + [f"train_{i:04d}" for i in range(4, 8)]
+  assert p.stats.as_dict()["lost_records"] == 3

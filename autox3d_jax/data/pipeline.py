@@ -32,8 +32,9 @@ Exact resume: the pipeline can be re-created at a position. ``start_step=k`` res
 Bad input: a record whose frames are not JPEG/PNG, are truncated (no end-of-image marker), is empty
 or has an out-of-range label is skipped and counted (`PipelineStats.invalid_records`); shards cut
 short are detected when the pipeline is built and read up to the last complete record
-(`truncated_records`); records a shard cannot deliver at run time (corrupt framing, CRC) are
-counted per file (`lost_records`); any other decode failure is dropped by `ignore_errors` and
+(`truncated_records`); a record whose body fails its CRC is skipped, and reading goes on with the
+next record of its shard; records a shard cannot deliver at all (after a corrupt header) are
+counted too (`lost_records`); any other decode failure is dropped by `ignore_errors` and
 counted (`decode_failures`).
 """
 from __future__ import annotations
@@ -170,8 +171,10 @@ def _check_files(plan: list[tuple[str, int, int]], stats: PipelineStats, validat
 # ------------------------------------------------------------------------------------ reading
 def _read_records(plan, stats: PipelineStats, *, epoch, seed: int, shuffle_files: bool,
                   cycle_length: int, deterministic: bool):
-  """Serialized records of one epoch of this host's plan. Records a file fails to deliver are
-  dropped (ignore_errors) and counted into `stats.lost_records` when the file ends."""
+  """Serialized records of one epoch of this host's plan. Each file is read by tf.data's reader;
+  when it stops early at a corrupt record, the rest of the file is read past it by
+  `_records_after_corrupt` (Python, only for that file), so only the corrupt records are lost.
+  They are counted into `stats.lost_records` when the file ends."""
   tf = _tf()
   paths = tf.constant([p for p, _, _ in plan], tf.string)
   skips = tf.constant([s for _, s, _ in plan], tf.int64)
@@ -180,12 +183,25 @@ def _read_records(plan, stats: PipelineStats, *, epoch, seed: int, shuffle_files
   if shuffle_files and len(plan) > 1:
     files = files.shuffle(len(plan), seed=_mix(seed, epoch, 1))
 
+  element = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.bool), tf.TensorSpec((), tf.int64))
+
   def one_file(path, skip, take):
     recs = tf.data.TFRecordDataset(path).skip(skip).take(take).ignore_errors()
     recs = recs.map(lambda r: (r, tf.constant(False)))
     sentinel = tf.data.Dataset.from_tensors((tf.constant(b""), tf.constant(True)))
-    # enumerate: at the sentinel, the index is the number of records this file delivered.
-    return recs.concatenate(sentinel).enumerate().map(lambda i, x: (x[0], x[1], take - i))
+
+    def element_or_rest(delivered, x):
+      # At the sentinel, `delivered` is the number of records the fast reader gave. Fewer than
+      # `take`: it stopped at a corrupt record; the rest of the file is read past it.
+      record, is_sentinel = x
+      missing = take - delivered
+      return tf.cond(
+          is_sentinel & (missing > 0),
+          lambda: tf.data.Dataset.from_generator(_records_after_corrupt, args=(path, skip + delivered, missing),
+                                                 output_signature=element),
+          lambda: tf.data.Dataset.from_tensors((record, is_sentinel, tf.constant(0, tf.int64))))
+
+    return recs.concatenate(sentinel).enumerate().flat_map(element_or_rest)
 
   cycle = max(1, min(cycle_length, len(plan)))
   if cycle > 1:
@@ -194,13 +210,29 @@ def _read_records(plan, stats: PipelineStats, *, epoch, seed: int, shuffle_files
   else:
     recs = files.interleave(one_file, cycle_length=1, block_length=1)
 
-  def keep(record, is_sentinel, missing):
+  def keep(record, is_sentinel, lost):
     del record
-    lost = tf.where(is_sentinel, missing, tf.constant(0, tf.int64))
     with tf.control_dependencies([stats.lost_records.assign_add(lost)]):
       return tf.logical_not(is_sentinel)
 
   return recs.filter(keep).map(lambda r, s, m: r)
+
+
+def _records_after_corrupt(path: bytes, index, count):
+  """(record, False, 0) for each readable record of `path`'s records index .. index+count-1, then
+  the sentinel (b"", True, number not delivered): exactly the corrupt ones, or all those after a
+  corrupt header (see `records.read_records_from`)."""
+  from autox3d_jax.data import records
+
+  path = path.decode() if isinstance(path, bytes) else str(path)
+  delivered = 0
+  for record in records.read_records_from(path, int(index), int(count)):
+    if record is not None:
+      delivered += 1
+      yield record, False, 0
+  lost = int(count) - delivered
+  log.warning("%s: %d corrupt record(s) skipped among records %d..%d", path, lost, int(index), int(index) + int(count) - 1)
+  yield b"", True, lost
 
 
 def _mix(seed, epoch, salt: int):

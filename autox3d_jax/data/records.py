@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import struct
 from typing import Iterable, Iterator, Sequence
 
 FRAMES_KEY = "image/encoded"
@@ -251,8 +253,6 @@ def parse_clip(serialized):
 def scan_tfrecord(path: str) -> tuple[int, bool]:
   """(number of complete records, truncated?) by walking the TFRecord framing (12-byte headers and
   seeks; record bodies and CRCs are not read). A file cut short mid-record is `truncated`."""
-  import struct
-
   import tensorflow as tf
 
   count = 0
@@ -273,6 +273,63 @@ def scan_tfrecord(path: str) -> tuple[int, bool]:
       pos = end
       count += 1
   return count, False
+
+
+def record_offset(path: str, index: int) -> int:
+  """Byte offset of record `index` of a TFRecord file, found by walking the framing's 12-byte headers
+  (bodies are seeked over, not read). Raises ValueError when the file has fewer records."""
+  import tensorflow as tf
+
+  with tf.io.gfile.GFile(path, "rb") as f:
+    size, pos = f.size(), 0
+    for _ in range(index):
+      f.seek(pos)
+      header = f.read(12)
+      if len(header) < 12:
+        raise ValueError(f"{path} has fewer than {index + 1} records")
+      pos += 12 + struct.unpack("<Q", header[:8])[0] + 4
+      if pos > size:
+        raise ValueError(f"{path} has fewer than {index + 1} records")
+  return pos
+
+
+_CORRUPT_AT = re.compile(r"corrupted record at (\d+)")
+
+
+def read_records_from(path: str, index: int, count: int) -> Iterator[bytes | None]:
+  """Records `index` .. `index + count - 1` of a TFRecord file, each checked against its CRCs, for
+  reading on past a corrupt record (tf.data's reader ends the file at the first one).
+
+  Yields each record's bytes, or None for a record whose body fails its CRC: its header (length +
+  its own CRC) is intact, so the next record is found and reading goes on. A record whose header is
+  corrupt ends the iteration early, since the records after it cannot be located. TF's random
+  reader reports where the check failed: at the record's offset (the header) or 12 bytes on (the
+  body), which tells the two apart.
+  """
+  import tensorflow as tf
+  from tensorflow.python.lib.io import tf_record
+
+  offset = record_offset(path, index)
+  reader = tf_record.tf_record_random_reader(path)
+  try:
+    for _ in range(count):
+      try:
+        record, offset = reader.read(offset)
+      except tf.errors.DataLossError as e:
+        where = _CORRUPT_AT.search(str(e))
+        if where is None or int(where.group(1)) != offset + 12:
+          return                                   # a broken header: the rest cannot be located
+        with tf.io.gfile.GFile(path, "rb") as f:
+          f.seek(offset)
+          (length,) = struct.unpack("<Q", f.read(8))
+        offset += 12 + length + 4
+        yield None
+        continue
+      except IndexError:                           # end of file
+        return
+      yield record
+  finally:
+    reader.close()
 
 
 def iter_clip_protos(paths: Sequence[str]) -> Iterator[dict]:
