@@ -24,7 +24,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-PREEMPTED_EXIT_CODE = 143
+PREEMPTED_EXIT_CODE = 143    # 128 + SIGTERM: the state is saved, rerun the same command to resume
+BAD_INPUT_EXIT_CODE = 2      # a config, dataset, arch spec, checkpoint or workdir that cannot work
+RUN_FAILED_EXIT_CODE = 1     # the run itself failed (a non-finite loss)
+TRACEBACK_ENV_VAR = "AUTOX3D_TRACEBACK"   # =1: let errors through with their traceback
 
 
 def main(argv):
@@ -32,27 +35,69 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   _init_distributed()
+  from autox3d_jax import config as config_lib
+  cfg = _CONFIG.value
+  with _one_line_errors():
+    config_lib.validate(cfg)
+    workdir = check_workdir(_WORKDIR.value)
   from autox3d_jax.cpu import hostmem
   hostmem.keep_freed_memory_on_cpu()
-  from autox3d_jax import config as config_lib
   from autox3d_jax import run
-  cfg = _CONFIG.value
-  try:
-    config_lib.validate(cfg)
-  except config_lib.ConfigError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   _quiet_libraries()
-  from autox3d_jax.train.loop import Preempted
+  with _one_line_errors():
+    run.MODES[cfg.mode](cfg, workdir)
+
+
+class _one_line_errors:
+  """Errors of bad input (and a stopped or failed run) end the process with one line naming the
+  cause and an exit code a supervisor can act on, instead of a long traceback."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if error is None or os.environ.get(TRACEBACK_ENV_VAR) == "1":
+      return False
+    from autox3d_jax.config import ConfigError
+    from autox3d_jax.data.registry import DatasetError
+    from autox3d_jax.models.convert_torch import CheckpointError
+    from autox3d_jax.models.spec import SpecError
+    from autox3d_jax.train.loop import NonFiniteLossError, Preempted
+    if isinstance(error, Preempted):
+      print(f"preempted: {error}", file=sys.stderr)
+      sys.exit(PREEMPTED_EXIT_CODE)
+    if isinstance(error, (ConfigError, DatasetError, SpecError, CheckpointError)):
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(BAD_INPUT_EXIT_CODE)
+    if isinstance(error, OSError) and error.filename is not None:
+      print(f"error: {error} (set {TRACEBACK_ENV_VAR}=1 for the traceback)", file=sys.stderr)
+      sys.exit(BAD_INPUT_EXIT_CODE)
+    if isinstance(error, NonFiniteLossError):
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(RUN_FAILED_EXIT_CODE)
+    return False
+
+
+def check_workdir(workdir: str) -> str:
+  """The workdir, checked before anything is built: not empty, not a file, creatable and writable
+  here. A remote path (gs://...) is passed through: its first write reports a problem."""
+  from autox3d_jax.config import ConfigError
+  if not workdir or not workdir.strip():
+    raise ConfigError("--workdir is empty: pass the directory for checkpoints, logs and the report "
+                      "(it is created if missing)")
+  if "://" in workdir:
+    return workdir
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir={workdir} is a file, not a directory: pass a directory")
   try:
-    run.MODES[cfg.mode](cfg, _WORKDIR.value)
-  except config_lib.ConfigError as e:   # a value only checkable once the space is built
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  except Preempted as e:
-    # A preempted VM: the state is saved; exit 143 (128 + SIGTERM) so a supervisor knows to rerun.
-    print(f"preempted: {e}", file=sys.stderr)
-    sys.exit(PREEMPTED_EXIT_CODE)
+    os.makedirs(workdir, exist_ok=True)
+    import tempfile
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check_"):
+      pass
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} cannot be created or written: {e.strerror or e}; pass a "
+                      f"directory this user can write") from None
+  return workdir
 
 
 def _init_distributed():

@@ -41,7 +41,7 @@ def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
   try:
     return zoo.get(name_or_path, num_classes or 400)
   except ValueError:
-    raise ValueError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
+    raise config_lib.ConfigError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
                      f"{zoo.names()}") from None
 
 

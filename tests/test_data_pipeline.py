@@ -234,3 +234,91 @@ def test_corrupt_header_loses_the_rest_of_its_shard_only(tmp_path):
   ids = sorted(v.decode() for v in b["video_id"][b["mask"]])
   assert ids == ["train_0000"] + [f"train_{i:04d}" for i in range(4, 8)]
   assert p.stats.as_dict()["lost_records"] == 3
+
+
+def _wait_until(predicate, timeout=30.0):
+  import time
+  end = time.monotonic() + timeout
+  while time.monotonic() < end:
+    if predicate():
+      return True
+    time.sleep(0.05)
+  return predicate()
+
+
+def _input_threads():
+  import threading
+  return [t for t in threading.enumerate() if t.name.startswith("input-") and t.is_alive()]
+
+
+def test_every_record_invalid_stops_with_an_error_naming_the_split(tmp_path):
+  """Before: the filters dropped every record, every epoch, and next() never returned."""
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "void"), name="void", num_videos=6, num_frames=3, num_shards=2,
+                                corrupt={i: b"not an image" * 8 for i in range(6)})
+  t = pipeline.make_train_pipeline("void", data_dir=root, batch_size=2, num_frames=2, crop_size=24,
+                                   scale_jitter=(24, 28), shuffle_buffer=4, process_index=0, process_count=1)
+  from autox3d_jax.data import feed
+  with pytest.raises(feed.NoValidInputError, match=r"void/train \(host 0/1\): no valid clip in a whole pass "
+                                                    r"over its 6 records: \d+ records skipped in a row \(\d+ invalid"):
+    next(t.as_numpy_iterator())
+  assert isinstance(feed.NoValidInputError("x"), registry.DatasetError)
+  assert t.stats.as_dict()["invalid_records"] >= 6
+  assert _wait_until(lambda: not _input_threads(), 10)   # the stream was stopped: its thread ended
+
+
+def test_every_shard_losing_its_first_header_stops_with_an_error(tmp_path):
+  root = str(tmp_path)
+  testing.write_records_dataset(os.path.join(root, "hdr0"), name="hdr0", num_videos=6, num_frames=3, num_shards=2)
+  src = registry.get_source("hdr0", "train", root)
+  for path in src.files:
+    data = bytearray(open(path, "rb").read())
+    data[2] ^= 0xFF                                  # the first record's length field
+    open(path, "wb").write(bytes(data))
+  t = pipeline.make_train_pipeline("hdr0", data_dir=root, batch_size=2, num_frames=2, crop_size=24,
+                                   scale_jitter=(24, 28), shuffle_buffer=1, process_index=0, process_count=1,
+                                   validate_files=False)
+  from autox3d_jax.data import feed
+  with pytest.raises(feed.NoValidInputError, match=r"hdr0/train .*\(0 invalid, \d+ lost after a corrupt record header"):
+    next(t.as_numpy_iterator())
+
+
+def test_sigterm_ends_a_wait_for_data_that_never_comes(monkeypatch):
+  """A pipeline that blocks (a stalled file system): the wait ends with Interrupted within a
+  second of SIGTERM, and the helper thread is not left behind once the stream is released."""
+  import signal
+  import threading
+  import time
+  from autox3d_jax import preemption
+  from autox3d_jax.data import feed
+
+  release = threading.Event()
+
+  class Blocking:
+    def as_numpy_iterator(self):
+      release.wait(60)
+      yield {"x": np.zeros(1)}
+
+  class Counters:   # a pipeline's counters that never move
+    def __init__(self):
+      import tensorflow as tf
+      for k in ("decode_successes", "invalid_records", "lost_records", "decode_attempts"):
+        setattr(self, k, tf.Variable(0, dtype=tf.int64))
+    def summary(self):
+      return "nothing skipped"
+
+  original = signal.signal(signal.SIGTERM, lambda *a: None)
+  try:
+    with preemption.SigtermFlag() as flag:
+      batches = feed.guarded_batches(Blocking(), Counters(), what="slow/train", pass_size=10, in_flight=0,
+                                     poll_s=0.05)
+      threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+      began = time.monotonic()
+      with pytest.raises(preemption.Interrupted, match="SIGTERM while waiting for slow/train"):
+        next(batches)
+      assert time.monotonic() - began < 5 and flag.raised
+    assert not preemption.requested()      # outside the block nothing is pending
+  finally:
+    signal.signal(signal.SIGTERM, original)
+    release.set()
+  assert _wait_until(lambda: not _input_threads(), 10)

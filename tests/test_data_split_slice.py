@@ -1,5 +1,4 @@
 """Percent-sliced splits ('train[:80%]' / 'train[80%:]'): the architecture step's held-out data."""
-import numpy as np
 import pytest
 
 from autox3d_jax.data import pipeline, registry

@@ -214,6 +214,34 @@ def test_sigterm_at_the_last_step_saves_once_and_returns(tmp_path):
     signal.signal(signal.SIGTERM, original)
 
 
+def test_sigterm_while_waiting_for_data_saves_the_steps_done_and_resume_continues(tmp_path):
+  """The wait for step 4's batch ends with Interrupted (the pipeline's reaction to SIGTERM): the
+  state after 3 steps is saved, Preempted names it, and a restart resumes from it."""
+  from autox3d_jax import preemption
+
+  def stalling(after):
+    for n, b in enumerate(batches()):
+      if n == after:
+        raise preemption.Interrupted("SIGTERM while waiting for toy/train")
+      yield b
+
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  loop_spec, _ = spec(total=7, log_every=100, checkpoint_every=100)
+  with pytest.raises(loop.Preempted, match=re.escape(f"SIGTERM while waiting for data: saved step 3 to {ckpt.directory}")):
+    loop.run_steps(loop_spec, start_state(), FakeStep(), stalling(3), ckpt, Writer())
+  again = Checkpointer(str(tmp_path / "ckpt"))
+  state, _ = again.restore(abstract_like(start_state()))
+  assert (int(state.step), int(state.total)) == (3, 1 + 2 + 3)
+  final = loop.run_steps(loop_spec, state, FakeStep(), batches(start=3), again, Writer())
+  assert (int(final.step), int(final.total)) == (7, sum(range(1, 8)))
+  again.close()
+  # Before the first step there is nothing to save: the message says so.
+  empty = Checkpointer(str(tmp_path / "empty"))
+  with pytest.raises(loop.Preempted, match="before the first step; nothing to save"):
+    loop.run_steps(loop_spec, start_state(), FakeStep(), stalling(0), empty, Writer())
+  assert empty.latest_step() is None
+
+
 # ------------------------------------------------------------------------------------ run dirs
 def test_run_dirs():
   search = loop.run_dirs("/w", "search")

@@ -42,11 +42,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from autox3d_jax.data import registry
+from autox3d_jax.data import feed, registry
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ class PipelineStats:
       # their difference counts the failures *resolved* so far (decodes still in flight excluded).
       self.decode_resolved = tf.Variable(0, dtype=tf.int64, trainable=False, name="decode_resolved")
       self.decode_delivered = tf.Variable(0, dtype=tf.int64, trainable=False, name="decode_delivered")
+      # Set by the consumer (`feed.guarded_batches`) when the stream cannot deliver: ends it.
+      self.stop = tf.Variable(False, trainable=False, name="stop")
     self.truncated_records = 0       # records missing from shards cut short (found at build time)
     self.truncated_files: list[str] = []
     self.drained = False             # set when an `InputPipeline` iterator ran to its end
@@ -101,6 +104,12 @@ class PipelineStats:
   def skipped_records(self) -> int:
     return (int(self.invalid_records.numpy()) + int(self.lost_records.numpy()) + self.truncated_records
             + self.decode_failures)
+
+  def summary(self) -> str:
+    """One line for logs: the counts of skipped input by cause."""
+    d = self.as_dict()
+    return (f"{d['invalid_records']} invalid, {d['lost_records']} lost after a corrupt record header, "
+            f"{d['truncated_records']} missing from truncated shards, {d['decode_failures']} failed to decode")
 
   def as_dict(self) -> dict[str, Any]:
     return {
@@ -218,6 +227,9 @@ def _read_records(plan, stats: PipelineStats, *, epoch, seed: int, shuffle_files
   return recs.filter(keep).map(lambda r, s, m: r)
 
 
+_REPORTED_CORRUPT: set[tuple[str, int, int]] = set()
+
+
 def _records_after_corrupt(path: bytes, index, count):
   """(record, False, 0) for each readable record of `path`'s records index .. index+count-1, then
   the sentinel (b"", True, number not delivered): exactly the corrupt ones, or all those after a
@@ -231,7 +243,10 @@ def _records_after_corrupt(path: bytes, index, count):
       delivered += 1
       yield record, False, 0
   lost = int(count) - delivered
-  log.warning("%s: %d corrupt record(s) skipped among records %d..%d", path, lost, int(index), int(index) + int(count) - 1)
+  if (path, int(index), lost) not in _REPORTED_CORRUPT:   # once per process, not once per epoch
+    _REPORTED_CORRUPT.add((path, int(index), lost))
+    log.warning("%s: %d corrupt record(s) skipped among records %d..%d", path, lost, int(index),
+                int(index) + int(count) - 1)
   yield b"", True, lost
 
 
@@ -341,8 +356,12 @@ class InputPipeline:
     return self.source.num_examples // (self.batch_size * self.process_count)
 
   def as_numpy_iterator(self) -> Iterator[dict[str, np.ndarray]]:
-    for batch in self.dataset.as_numpy_iterator():
-      yield batch
+    """The batches as numpy dicts. Interruptible: raises `preemption.Interrupted` on SIGTERM (inside
+    a `SigtermFlag`) and `feed.NoValidInputError` when a whole pass yields no valid clip."""
+    what = f"{self.source.name}/{self.source.split} (host {self.process_index}/{self.process_count})"
+    in_flight = 2 * self.batch_size * self.views + 4 * (os.cpu_count() or 1) + 64
+    yield from feed.guarded_batches(self.dataset, self.stats, what=what, pass_size=self.host_examples,
+                                    in_flight=in_flight)
     self.stats.drained = True
 
   def __iter__(self):
@@ -453,10 +472,12 @@ def make_train_pipeline(
     return recs
 
   stop_epoch = num_epochs if num_epochs is not None else np.iinfo(np.int64).max
-  ds = tf.data.Dataset.range(start_epoch, stop_epoch).flat_map(epoch_records)
+  # `stats.stop` ends the stream (the epochs and the records in one) once the consumer gave up.
+  running = lambda *_: tf.logical_not(stats.stop)  # noqa: E731
+  ds = tf.data.Dataset.range(start_epoch, stop_epoch).take_while(running).flat_map(epoch_records)
   if offset:
     ds = ds.skip(offset)
-  ds = ds.enumerate(start=start_index)
+  ds = ds.enumerate(start=start_index).take_while(running)
   fmt = source.image_format
   num_classes = source.num_classes
   parse_fn = source.parse_fn

@@ -8,7 +8,7 @@ and the metric stay outside this file; here only the search itself lives.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from autox3d_jax.models.layers import BN_MOMENTUM
 from autox3d_jax.search import supernet as sn

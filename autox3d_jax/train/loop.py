@@ -4,8 +4,9 @@ One `run_steps` owns what every long run needs around its jitted step:
   * periodic actions: progress (steps/s and ETA in the log, `clu.periodic_actions.ReportProgress`
     writing steps_per_sec to TensorBoard), metrics to the clu writer, checkpoints;
   * a NaN / Inf stop that names the last good checkpoint and the key to change;
-  * preemption: SIGTERM sets a flag, the loop finishes the step, saves, and raises `Preempted`
-    (main exits 143 so a supervisor reruns the same command, which resumes);
+  * preemption (`autox3d_jax.preemption`): SIGTERM sets a flag, the loop finishes the step (or
+    stops waiting for data), saves, and raises `Preempted` (main exits 143 so a supervisor reruns
+    the same command, which resumes); a second SIGTERM exits at once, even mid-compile;
   * where a run's checkpoints and logs live (`run_dirs`), so no caller rebuilds a path.
 The loops themselves only build their state, step and data, and say what to record.
 """
@@ -22,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from autox3d_jax.preemption import Interrupted, SigtermFlag  # noqa: F401  (SigtermFlag: loop's public name)
 from autox3d_jax.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -37,28 +39,6 @@ class NonFiniteLossError(RuntimeError):
 
 class Preempted(RuntimeError):
   """Raised after a SIGTERM-triggered save: the process should exit and be restarted."""
-
-
-class SigtermFlag:
-  """SIGTERM (a preempted TPU VM) -> finish the current step, save, exit cleanly."""
-
-  def __init__(self):
-    self.raised = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:   # not the main thread (e.g. inside a notebook worker): no handler
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    self.raised = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def safe_name(name: str) -> str:
@@ -175,7 +155,18 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
   last_saved = start
   with SigtermFlag() as sigterm:
     for step in range(start, loop.total_steps):
-      state, metrics = step_fn(state, *next(batches))
+      try:
+        batch = next(batches)
+      except Interrupted:   # SIGTERM while waiting for input: nothing of this step has run
+        writer.flush()
+        if step > start and ckpt.latest_step() != step:
+          ckpt.save(step, state, loop.meta())
+        saved = ckpt.latest_step()
+        ckpt.close()
+        raise Preempted(f"SIGTERM while waiting for data: saved step {saved} to {ckpt.directory}; restart to resume"
+                        if saved is not None else "SIGTERM while waiting for data before the first step; "
+                        "nothing to save; restart to run") from None
+      state, metrics = step_fn(state, *batch)
       done = step + 1
       if step == start:   # the first call compiles: keep it out of the steps/s and the ETA
         jax.block_until_ready(metrics)

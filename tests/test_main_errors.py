@@ -1,0 +1,86 @@
+"""How `main` ends on bad input and signals: one line naming the cause, an exit code a supervisor
+can act on, nothing built first; a second SIGTERM ends even a blocked process."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from autox3d_jax import config as config_lib
+from autox3d_jax import main as main_lib
+
+from test_main import env_for, main_cmd
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_check_workdir_rejects_empty_a_file_and_uncreatable(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match="--workdir is empty"):
+    main_lib.check_workdir("")
+  with pytest.raises(config_lib.ConfigError, match="--workdir is empty"):
+    main_lib.check_workdir("  ")
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("x")
+  with pytest.raises(config_lib.ConfigError, match=f"--workdir={a_file} is a file"):
+    main_lib.check_workdir(str(a_file))
+  with pytest.raises(config_lib.ConfigError, match=f"--workdir={a_file}/run cannot be created or written: Not a directory"):
+    main_lib.check_workdir(str(a_file / "run"))
+  assert main_lib.check_workdir(str(tmp_path / "new" / "run")) == str(tmp_path / "new" / "run")
+  assert os.path.isdir(tmp_path / "new" / "run") and os.listdir(tmp_path / "new" / "run") == []
+  assert main_lib.check_workdir("gs://bucket/run") == "gs://bucket/run"
+
+
+def test_a_workdir_that_is_a_file_fails_in_one_line_before_the_dataset_is_built(tmp_path):
+  a_file = tmp_path / "w"
+  a_file.write_text("keep me")
+  out = subprocess.run(main_cmd(a_file), capture_output=True, text=True, env=env_for(tmp_path / "data"), timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] == f"error: --workdir={a_file} is a file, not a directory: pass a directory"
+  assert "Traceback" not in out.stderr
+  assert not (tmp_path / "data").exists() and a_file.read_text() == "keep me"
+
+
+def test_training_data_without_one_valid_record_fails_in_one_line(tmp_path):
+  """Before: the run looped forever in next(), silent, and ignored SIGTERM."""
+  from autox3d_jax.data import testing
+  data = tmp_path / "records"
+  testing.write_records_dataset(str(data / "void"), name="void", num_videos=10, num_frames=8, num_shards=2,
+                                corrupt={i: b"not an image" * 8 for i in range(10)})
+  began = time.monotonic()
+  out = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", "--config.data.name=void",
+                                f"--config.data.data_dir={data}"),
+                       capture_output=True, text=True, env=env_for(tmp_path / "tfds"), timeout=600)
+  assert out.returncode == 2, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: void/train[:") and "no valid clip in a whole pass" in last, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr
+  assert time.monotonic() - began < 300
+
+
+def test_a_second_sigterm_ends_a_process_blocked_in_a_call(tmp_path):
+  """The first SIGTERM only asks for a save after the current step; the second exits at once with
+  143, even though the main thread never returns from the call it is blocked in."""
+  script = textwrap.dedent("""
+      import os, sys, time
+      from autox3d_jax import preemption
+      with preemption.SigtermFlag() as flag:
+        print("ready", flush=True)
+        r, w = os.pipe()
+        os.read(r, 1)          # blocks for good: nothing writes
+      print("left the block", flush=True)
+  """)
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env=env)
+  assert proc.stdout.readline().strip() == "ready"
+  proc.send_signal(signal.SIGTERM)
+  time.sleep(1.0)
+  assert proc.poll() is None                       # the first one does not end it
+  proc.send_signal(signal.SIGTERM)
+  code = proc.wait(timeout=20)
+  err = proc.stderr.read()
+  assert code == 143, err
+  assert "send SIGTERM again to exit at once" in err and "exiting now without saving" in err
