@@ -63,7 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
       num_frames=16, sampling_stride=1, crop_size=56, scale_jitter=(56, 72),
       batch_size=16,                  # global batch; each host reads batch_size / process_count
       eval_batch_size=16, num_temporal_views=1, num_spatial_crops=1,
-      shuffle_buffer=512, build_if_missing=True))
+      shuffle_buffer=512, build_if_missing=True,
+      max_skipped_fraction=0.01))    # warn when more of the records read were skipped (corrupt / invalid)
 
   c.space = ml_collections.ConfigDict(dict(
       num_frames=-1, crop_size=-1,    # -1: take data.num_frames / data.crop_size
@@ -204,7 +205,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _optimizer(c, "search.weight_opt")
   _optimizer(c, "train.optimizer")
   _number(c, "search.arch_opt.lr", low=0, low_open=True)
-  for key in ("search.arch_opt.beta1", "search.arch_opt.beta2", "search.probabilistic.baseline_decay"):
+  for key in ("search.arch_opt.beta1", "search.arch_opt.beta2", "search.probabilistic.baseline_decay",
+              "data.max_skipped_fraction"):
     _number(c, key, low=0, high=1)
   for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps",
               "search.largest_warmup_steps", "search.cost_target", "search.penalty_weight",

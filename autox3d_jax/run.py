@@ -117,7 +117,7 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   log.info("derived %s: %.4f GFLOPs, %.3fM params, %s %.4g (target %.4g) in %.0f s", result.spec.name,
            cost.gflops, cost.params / 1e6, cfg.search.cost_metric, result.cost, result.cost_target,
            result.seconds)
-  _write_report(cfg, workdir, space, [entry], result, notes)
+  _write_report(cfg, workdir, space, [entry], result, notes, {"search": result.input})
   return result
 
 
@@ -137,7 +137,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str):
   result = run_train(cfg, workdir, spec, spec.name, init)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% (%d videos), %.4f GFLOPs", result.name, 100 * result.top1,
            100 * result.top5, result.eval_examples, result.gflops)
-  _write_report(cfg, workdir, None, [_model_entry(result, "trained")], None, [])
+  _write_report(cfg, workdir, None, [_model_entry(result, "trained")], None, [], {result.name: result.input})
   return result
 
 
@@ -181,7 +181,9 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
            f"device(s); search {result.seconds:.0f} s, retraining {retrain_s[0]:.0f} s + {retrain_s[1]:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
            f"{cfg.data.name} {cfg.data.eval_split} ({searched[0].eval_examples} videos); {seeds_note}."]
-  paths = _write_report(cfg, workdir, space, models, result, notes)
+  inputs = {"search": result.input, **{f"{r.name} seed {seed}": r.input
+                                       for rs in (searched, baseline) for r, seed in zip(rs, seeds)}}
+  paths = _write_report(cfg, workdir, space, models, result, notes, inputs)
   summary = {m["name"]: {"top1": round(m["top1"], 4), "gflops": round(m["gflops"], 5), "params": m["params"]}
              for m in models}
   if len(seeds) > 1:
@@ -230,10 +232,25 @@ assert tuple(MODES) == config_lib.MODES, "run.MODES and config.MODES name the sa
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes):
+def input_notes(inputs: dict[str, dict]) -> list[str]:
+  """Report lines on the input records skipped, one per run that skipped any ({run: skip report}),
+  or one saying none was."""
+  lines = []
+  for run_name, r in inputs.items():
+    if r and r["skipped_records"]:
+      lines.append(f"Input of {run_name}: {r['skipped_records']} of {r['records_seen'] + r['truncated_records']} "
+                   f"records skipped ({100 * r['skipped_fraction']:.2g}%): {r['invalid_records']} invalid, "
+                   f"{r['lost_records']} lost after a corrupt record header, {r['truncated_records']} missing "
+                   f"from truncated shards, {r['decode_failures']} failed to decode.")
+  if not lines and any(inputs.values()):
+    lines.append(f"Input: no record skipped ({sum(r['records_seen'] for r in inputs.values() if r)} read).")
+  return lines
+
+
+def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes, inputs: dict[str, dict]):
   results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
              "baseline_family": _x3d_family(cfg, models[0]["arch"].head.num_classes) if models else [],
-             "notes": notes,
+             "notes": notes + input_notes(inputs), "input": inputs,
              "search": {"strategy": cfg.search.strategy, "steps": cfg.search.steps,
                         "cost_metric": cfg.search.cost_metric}}
   if search_result is not None:

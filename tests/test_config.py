@@ -224,7 +224,7 @@ def _loop(cfg):
   from autox3d_jax.train import loop
   spec = loop.LoopSpec.from_config(cfg, name="x", total_steps=1, loss_key="loss", optimizer_key="k",
                                    describe=str)
-  return spec.log_every, spec.checkpoint_every
+  return spec.log_every, spec.checkpoint_every, spec.max_skipped_fraction
 
 
 def _checkpoints_kept(cfg):
@@ -340,6 +340,7 @@ KEYS = {
     "data.num_spatial_crops": (3, [_pipelines], {}),
     "data.shuffle_buffer": (64, [_pipelines], {}),
     "data.build_if_missing": (False, [_ensure_dataset], {}),
+    "data.max_skipped_fraction": (0.2, [_loop], {}),
     "space.num_frames": (4, [_space], {}),
     "space.crop_size": (32, [_space], {}),
     "space.stem_width": (16, [_space], {}),
@@ -531,6 +532,7 @@ def test_bf16_search_is_rejected_not_ignored():
     ("data.sampling_stride", 0, "must be >= 1"),
     ("mesh.model", 0, "must be >= 1"),
     ("data.scale_jitter", (56,), r"must be \(min, max\)"),
+    ("data.max_skipped_fraction", 1.5, "must be <= 1"),
     ("latency.statistic", "max", "config.latency.statistic"),
 ])
 def test_bad_values_are_rejected_naming_the_key(key, value, message):

@@ -84,3 +84,42 @@ def test_a_second_sigterm_ends_a_process_blocked_in_a_call(tmp_path):
   err = proc.stderr.read()
   assert code == 143, err
   assert "send SIGTERM again to exit at once" in err and "exiting now without saving" in err
+
+
+def _scalar_tags(logdir):
+  import glob
+  import tensorflow as tf
+  tags = {}
+  for path in glob.glob(os.path.join(str(logdir), "**", "events.out.tfevents.*"), recursive=True):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag.startswith("data/"):
+          tags.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+  return tags
+
+
+def test_a_search_on_corrupt_records_reports_what_it_skipped(tmp_path):
+  """Before: PipelineStats was read nowhere; the run ended rc 0 with no count anywhere. Now the
+  counts are in the periodic log (with a warning above config.data.max_skipped_fraction), the
+  TensorBoard metrics, result.json and the report."""
+  import json
+  from autox3d_jax.data import testing
+  data = tmp_path / "records"
+  testing.write_records_dataset(str(data / "bad"), name="bad", num_videos=40, num_frames=8, num_shards=2,
+                                corrupt={i: b"not an image" * 8 for i in (3, 11, 17, 29)})
+  out = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", "--config.data.name=bad",
+                                f"--config.data.data_dir={data}", "--config.data.max_skipped_fraction=0.02"),
+                       capture_output=True, text=True, env=env_for(tmp_path / "tfds"), timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "records skipped (" in out.stderr and "above config.data.max_skipped_fraction = 0.02" in out.stderr
+  result = json.loads((tmp_path / "w" / "search" / "result.json").read_text())
+  counts = result["input"]
+  assert counts["invalid_records"] >= 1 and counts["skipped_records"] == counts["invalid_records"]
+  assert counts["lost_records"] == counts["decode_failures"] == 0
+  assert set(counts["splits"]) == {"train[:80%]", "train[80%:]"}
+  assert 0 < counts["skipped_fraction"] < 0.5
+  report = json.loads((tmp_path / "w" / "report" / "results.json").read_text())
+  assert report["input"]["search"]["invalid_records"] == counts["invalid_records"]
+  assert any(n.startswith("Input of search: ") and " invalid" in n for n in report["notes"])
+  tags = _scalar_tags(tmp_path / "w" / "tensorboard")
+  assert max(tags["data/invalid_records"]) >= 1 and "data/skipped_fraction" in tags

@@ -105,6 +105,11 @@ class PipelineStats:
     return (int(self.invalid_records.numpy()) + int(self.lost_records.numpy()) + self.truncated_records
             + self.decode_failures)
 
+  @property
+  def records_seen(self) -> int:
+    """Records read so far (valid or not; decodes in flight included)."""
+    return int(self.invalid_records.numpy()) + int(self.lost_records.numpy()) + int(self.decode_attempts.numpy())
+
   def summary(self) -> str:
     """One line for logs: the counts of skipped input by cause."""
     d = self.as_dict()
@@ -119,7 +124,47 @@ class PipelineStats:
         "truncated_files": list(self.truncated_files),
         "decode_failures": self.decode_failures,
         "skipped_records": self.skipped_records,
+        "records_seen": self.records_seen,
     }
+
+
+def skip_report(stats: dict[str, PipelineStats]) -> dict[str, Any]:
+  """Counts of skipped input over several pipelines ({split: stats}): the totals (`skipped_records`,
+  `records_seen`, `skipped_fraction` = skipped / seen, and each cause) and, under 'splits', each
+  pipeline's own `as_dict()` -- what the loops log, write as metrics and put in results."""
+  return _with_totals({name: s.as_dict() for name, s in stats.items()})
+
+
+def _with_totals(splits: dict[str, dict]) -> dict[str, Any]:
+  keys = ("invalid_records", "lost_records", "truncated_records", "decode_failures", "skipped_records", "records_seen")
+  totals = {k: sum(d[k] for d in splits.values()) for k in keys}
+  totals["skipped_fraction"] = totals["skipped_records"] / max(1, totals["records_seen"] + totals["truncated_records"])
+  return {**totals, "splits": splits}
+
+
+_COUNTED_PER_READ = ("invalid_records", "lost_records", "decode_failures", "records_seen")
+
+
+def merge_skip_reports(earlier: dict[str, Any] | None, now: dict[str, Any]) -> dict[str, Any]:
+  """A resumed run's counts: `earlier` (saved with the checkpoint it resumed from) plus `now` (this
+  process's). Counts of records read add up; truncation, found when a pipeline is built, is a
+  property of the files and is not added twice. Records prefetched past the checkpoint are read
+  again after the restart, so those near it may count twice."""
+  if not earlier:
+    return now
+  splits = {}
+  for name, d in now["splits"].items():
+    before = earlier.get("splits", {}).get(name)
+    if before is None:
+      splits[name] = d
+      continue
+    merged = {k: d[k] + before.get(k, 0) for k in _COUNTED_PER_READ}
+    merged["truncated_records"] = max(d["truncated_records"], before.get("truncated_records", 0))
+    merged["truncated_files"] = sorted(set(d["truncated_files"]) | set(before.get("truncated_files", [])))
+    merged["skipped_records"] = (merged["invalid_records"] + merged["lost_records"] + merged["decode_failures"]
+                                 + merged["truncated_records"])
+    splits[name] = merged
+  return _with_totals(splits)
 
 
 # ------------------------------------------------------------------------------------ host plan

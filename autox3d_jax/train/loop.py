@@ -122,6 +122,9 @@ class LoopSpec:
   describe: values -> the loop's own part of the log line (loss, top-1, ...).
   on_log: (step, values, state) -> None, called at every logged step (e.g. the search's history).
   meta: () -> the JSON metadata saved with each checkpoint.
+  input_report: () -> the input's skip counts (`data.pipeline.skip_report`), logged and written as
+    `data/...` metrics at every logged step; a warning names config.data.max_skipped_fraction
+    when the share of skipped records exceeds `max_skipped_fraction`.
   """
   name: str
   total_steps: int
@@ -132,10 +135,40 @@ class LoopSpec:
   describe: Callable[[dict], str]
   on_log: Callable[[int, dict, Any], None] = lambda step, values, state: None
   meta: Callable[[], dict] = dict
+  input_report: Callable[[], dict] | None = None
+  max_skipped_fraction: float = 1.0
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict, **kwargs) -> "LoopSpec":
-    return cls(log_every=cfg.log_every_steps, checkpoint_every=cfg.checkpoint.every_steps, **kwargs)
+    return cls(log_every=cfg.log_every_steps, checkpoint_every=cfg.checkpoint.every_steps,
+               max_skipped_fraction=cfg.data.max_skipped_fraction, **kwargs)
+
+
+INPUT_METRICS = ("skipped_records", "invalid_records", "lost_records", "truncated_records", "decode_failures",
+                 "skipped_fraction")
+
+
+class _InputWatch:
+  """The input part of a logged step: `data/...` scalars, a log suffix, a one-time warning."""
+
+  def __init__(self, loop: LoopSpec):
+    self.loop, self.warned = loop, False
+
+  def __call__(self) -> tuple[dict[str, float], str]:
+    if self.loop.input_report is None:
+      return {}, ""
+    counts = self.loop.input_report()
+    scalars = {f"data/{k}": float(counts[k]) for k in INPUT_METRICS}
+    skipped, fraction = counts["skipped_records"], counts["skipped_fraction"]
+    if fraction > self.loop.max_skipped_fraction and not self.warned:
+      self.warned = True
+      log.warning("%s: %.1f%% of the input records were skipped (%d of %d: %d invalid, %d lost after a corrupt "
+                  "header, %d missing from truncated shards, %d failed to decode), above "
+                  "config.data.max_skipped_fraction = %g: check the dataset", self.loop.name, 100 * fraction,
+                  skipped, counts["records_seen"] + counts["truncated_records"], counts["invalid_records"],
+                  counts["lost_records"], counts["truncated_records"], counts["decode_failures"],
+                  self.loop.max_skipped_fraction)
+    return scalars, (f"; input: {skipped} records skipped ({100 * fraction:.2g}%)" if skipped else "")
 
 
 def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[tuple], ckpt: Checkpointer,
@@ -153,6 +186,7 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
                                            every_steps=loop.log_every)
   progress = Progress(start, loop.total_steps)
   last_saved = start
+  input_watch = _InputWatch(loop)
   with SigtermFlag() as sigterm:
     for step in range(start, loop.total_steps):
       try:
@@ -186,11 +220,12 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
           raise NonFiniteLossError(
               f"{loop.name} loss became {values[loop.loss_key]} at step {done}; {kept}. Lower "
               f"config.{loop.optimizer_key}.lr or set config.{loop.optimizer_key}.grad_clip.")
-        writer.write_scalars(done, values)
+        input_scalars, input_note = input_watch()
+        writer.write_scalars(done, {**values, **input_scalars})
         loop.on_log(done, values, state)
         rate, eta = progress.update(done)
-        log.info("%s step %d/%d: %s (%.2f steps/s, ETA %s)", loop.name, done, loop.total_steps,
-                 loop.describe(values), rate, format_eta(eta))
+        log.info("%s step %d/%d: %s (%.2f steps/s, ETA %s)%s", loop.name, done, loop.total_steps,
+                 loop.describe(values), rate, format_eta(eta), input_note)
       if save:
         ckpt.save(done, state, loop.meta())
         last_saved = done

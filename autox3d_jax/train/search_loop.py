@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search import evolution, strategies
 from autox3d_jax.search import supernet as sn
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class SearchResult:
   """What a search returns: the derived point and ArchSpec, its cost and the target (table units),
-  the logged history (steps, metrics, decision probabilities), wall seconds and steps run."""
+  the logged history (steps, metrics, decision probabilities), wall seconds and steps run, and the
+  input records skipped (`data.pipeline.skip_report`; a resumed run adds those of its checkpoint)."""
   point: dict
   spec: ArchSpec
   cost: float
@@ -49,6 +51,7 @@ class SearchResult:
   history: dict
   seconds: float
   steps: int
+  input: dict = dataclasses.field(default_factory=dict)
 
 
 def split_names(cfg) -> tuple[str, str]:
@@ -123,17 +126,22 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   dirs = loop.run_dirs(workdir, "search")
   ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   history = {"steps": [], "probs": {}, "metrics": []}
+  input_before = None   # skip counts up to the checkpoint resumed from
   restored = ckpt.restore(abstract_like(state, shardings))
   if restored is not None:
     state, meta = restored
     history = meta["history"]
+    input_before = meta.get("input")
     log.info("resumed search from step %d", int(state.step))
   else:
     state = jax.device_put(state, shardings)
   start = int(state.step)
   weight_split, arch_split = split_names(cfg)
-  weight_data = iter(setup.train_pipeline(cfg, weight_split, start_step=start))
-  arch_data = iter(setup.train_pipeline(cfg, arch_split, seed_offset=1, start_step=start))
+  weight_pipeline = setup.train_pipeline(cfg, weight_split, start_step=start)
+  arch_pipeline = setup.train_pipeline(cfg, arch_split, seed_offset=1, start_step=start)
+  weight_data, arch_data = iter(weight_pipeline), iter(arch_pipeline)
+  input_report = lambda: data_pipeline.merge_skip_reports(input_before, data_pipeline.skip_report(  # noqa: E731
+      {weight_split: weight_pipeline.stats, arch_split: arch_pipeline.stats}))
 
   def batches():
     while True:
@@ -155,8 +163,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
       describe=lambda v: (f"loss {v['train_loss']:.3f}, top1 {v['train_top1']:.2f}, arch entropy "
                           f"{v['arch_entropy']:.2f}, expected cost {v.get('expected_cost', float('nan')):.4g}"),
       on_log=lambda step, values, st: _record(history, step, values, jax.device_get(st.logits)),
-      meta=lambda: {"history": history})
+      meta=lambda: {"history": history, "input": input_report()}, input_report=input_report)
   state = loop.run_steps(spec, state, jitted, batches(), ckpt, writer)
+  skipped = input_report()
 
   logits = jax.device_get(state.logits)
   point = derive_point(cfg, dist, table, logits, cost_target,
@@ -168,9 +177,10 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   if jax.process_index() == 0:
     _write_search_outputs(os.path.join(workdir, "search"), arch, point, logits, history,
                           {"arch": arch.name, "cost_metric": table.metric, "cost": float(cost),
-                           "cost_target": float(cost_target), "steps": cfg.search.steps})
+                           "cost_target": float(cost_target), "steps": cfg.search.steps, "input": skipped})
   ckpt.close()
-  return SearchResult(point, arch, cost, cost_target, history, time.time() - start_time, cfg.search.steps)
+  return SearchResult(point, arch, cost, cost_target, history, time.time() - start_time, cfg.search.steps,
+                      skipped)
 
 
 def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_target: float, *,

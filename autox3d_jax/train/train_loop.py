@@ -18,6 +18,7 @@ import ml_collections
 import optax
 
 from autox3d_jax.cost.analytic import arch_cost
+from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.models import builder
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.train import loop, partitioning, setup
@@ -40,7 +41,8 @@ class TrainState:
 @dataclasses.dataclass
 class TrainResult:
   """A trained network's evaluation: top-1 / top-5 (fractions) over eval_examples videos, its
-  analytic GFLOPs and parameter count, and the wall seconds of training plus evaluation."""
+  analytic GFLOPs and parameter count, the wall seconds of training plus evaluation, and the
+  training input records skipped (`data.pipeline.skip_report`)."""
   name: str
   spec: ArchSpec
   top1: float
@@ -49,6 +51,7 @@ class TrainResult:
   params: int
   seconds: float
   eval_examples: int
+  input: dict = dataclasses.field(default_factory=dict)
 
 
 def compute_dtype(cfg) -> jnp.dtype | None:
@@ -154,20 +157,27 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   restored = ckpt.restore(abstract_like(state, shardings))
   state = restored[0] if restored is not None else jax.device_put(state, shardings)
-  data = iter(setup.train_pipeline(cfg, cfg.data.train_split, seed_offset=10, start_step=int(state.step)))
+  input_before = restored[1].get("input") if restored is not None else None
+  pipeline = setup.train_pipeline(cfg, cfg.data.train_split, seed_offset=10, start_step=int(state.step))
+  input_report = lambda: data_pipeline.merge_skip_reports(  # noqa: E731
+      input_before, data_pipeline.skip_report({cfg.data.train_split: pipeline.stats}))
+  data = iter(pipeline)
   batches = ((partitioning.global_batch({"video": b["video"], "label": b["label"]}, mesh),) for b in data)
   writer = loop.metrics_writer(dirs.tensorboard)
   spec_loop = loop.LoopSpec.from_config(
       cfg, name=name, total_steps=steps, loss_key="loss", optimizer_key="train.optimizer",
-      describe=lambda v: f"loss {v['loss']:.4f} top1 {v['top1']:.3f}", meta=lambda: {"name": name})
+      describe=lambda v: f"loss {v['loss']:.4f} top1 {v['top1']:.3f}",
+      meta=lambda: {"name": name, "input": input_report()}, input_report=input_report)
   state = loop.run_steps(spec_loop, state, jitted, batches, ckpt, _Prefixed(writer, "train_"))
+  skipped = input_report()
   ckpt.close()
   final = {"params": state.params, "batch_stats": state.batch_stats}
   top1_acc, top5_acc, count = evaluate(cfg, spec, final, mesh)
   writer.write_scalars(steps, {"eval_top1": top1_acc, "eval_top5": top5_acc})
   writer.flush()
   cost = arch_cost(spec)
-  return TrainResult(name, spec, top1_acc, top5_acc, cost.gflops, cost.params, time.time() - start_time, count)
+  return TrainResult(name, spec, top1_acc, top5_acc, cost.gflops, cost.params, time.time() - start_time, count,
+                     skipped)
 
 
 class _Prefixed:
