@@ -54,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = "demo"
   c.seed = 0
   c.log_every_steps = 10
+  c.resume = ""                      # keys allowed to differ from the checkpoint's run ('search.steps,seed')
 
   c.data = ml_collections.ConfigDict(dict(
       name="moving_digits/motion",   # moving_digits/<config>, a converted dataset's name under data_dir, or tfds:<name>
@@ -232,8 +233,25 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not c.data.crop_size <= lo <= hi:
     raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy crop_size ({c.data.crop_size}) "
                       f"<= min <= max")
+  _resume_keys(c)
   _unused_sections(c)
   return c
+
+
+def _leaf_keys(node, prefix: str = "") -> set[str]:
+  out = set()
+  for k, v in node.items():
+    out |= _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else {f"{prefix}{k}"}
+  return out
+
+
+def _resume_keys(c):
+  """config.resume names config keys (or 'code_version') that a resumed run may change."""
+  known = _leaf_keys(base_config()) | {"code_version"}
+  for name in (k.strip() for k in c.resume.split(",")):
+    if name and name not in known:
+      raise ConfigError(f"config.resume names {name!r}, which is not a config key; it takes comma-separated "
+                        f"keys such as 'search.steps,train.steps' (or 'code_version')")
 
 
 # ------------------------------------------------------------------------------- config arguments

@@ -227,6 +227,11 @@ def _loop(cfg):
   return spec.log_every, spec.checkpoint_every, spec.max_skipped_fraction
 
 
+def _resume_allowed(cfg):
+  from autox3d_jax.train import identity
+  return sorted(identity.allowed_changes(cfg))
+
+
 def _checkpoints_kept(cfg):
   import tempfile
   from autox3d_jax.train import loop
@@ -283,6 +288,7 @@ class _FakeResult:
   def __init__(self, spec):
     self.name, self.spec, self.top1, self.top5, self.gflops, self.params, self.eval_examples = \
         spec.name, spec, 0.5, 0.9, 1.0, 1, 1
+    self.input = {}
 
 
 def _latency(cfg):
@@ -325,6 +331,7 @@ KEYS = {
     "mode": ("search", [_run_mode], {}),
     "seed": (3, [_pipelines, _retraining_seeds, _evolution], {}),
     "log_every_steps": (7, [_loop], {}),
+    "resume": ("search.steps,seed", [_resume_allowed], {}),
     "data.name": ("moving_digits/speed_small", [_pipelines], {}),
     "data.data_dir": ("/data", [_pipelines], {}),
     "data.train_split": ("trainval", [_pipelines], {}),
@@ -533,6 +540,7 @@ def test_bf16_search_is_rejected_not_ignored():
     ("mesh.model", 0, "must be >= 1"),
     ("data.scale_jitter", (56,), r"must be \(min, max\)"),
     ("data.max_skipped_fraction", 1.5, "must be <= 1"),
+    ("resume", "search.stepz", "config.resume names 'search.stepz', which is not a config key"),
     ("latency.statistic", "max", "config.latency.statistic"),
 ])
 def test_bad_values_are_rejected_naming_the_key(key, value, message):

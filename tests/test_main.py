@@ -223,7 +223,7 @@ def test_sigterm_saves_and_exits_then_the_restart_resumes(tmp_path):
   assert saved >= 3
   assert not (tmp_path / "w" / "search" / "point.json").exists()
   resumed = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=search", f"--config.search.steps={saved + 2}",
-                                    "--config.checkpoint.every_steps=100000"),
+                                    "--config.checkpoint.every_steps=100000", "--config.resume=search.steps"),
                            capture_output=True, text=True, env=env, timeout=1200)
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resumed search from step {saved}" in resumed.stderr

@@ -206,13 +206,14 @@ class ArchSpec:
     return cls.from_dict(json.loads(text))
 
   def save(self, path: str) -> None:
-    with open(path, "w") as f:
-      f.write(self.to_json())
+    """Write the JSON to `path` (local or gs://), atomically."""
+    from autox3d_jax import paths
+    paths.write_text(path, self.to_json())
 
   @classmethod
   def load(cls, path: str) -> "ArchSpec":
-    with open(path) as f:
-      return cls.from_json(f.read())
+    from autox3d_jax import paths
+    return cls.from_json(paths.read_text(path))
 
 
 def uniform_stage(block_type: str, depth: int, width: int, inner: int, kernel: Sequence[int],

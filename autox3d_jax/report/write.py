@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import re
 
+from autox3d_jax import paths as paths_lib
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.report.plots import plot_decisions, plot_pareto
 from autox3d_jax.report.results import Results
@@ -39,7 +39,7 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
   history, ...), before anything is written."""
   res = Results.from_dict(results.to_dict() if isinstance(results, Results) else results)
   report_dir = os.fspath(report_dir)
-  os.makedirs(report_dir, exist_ok=True)
+  paths_lib.makedirs(report_dir)
   paths: dict[str, str] = {}
 
   # Per-model ArchSpec JSON.
@@ -54,8 +54,7 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
 
   # results.json: everything, ArchSpecs as dicts, NaN as null.
   paths["results"] = os.path.join(report_dir, "results.json")
-  with open(paths["results"], "w") as f:
-    json.dump(res.to_dict(), f, indent=2)
+  paths_lib.write_json(paths["results"], res.to_dict(), indent=2)
 
   # Plots.
   pareto = plot_pareto(res, os.path.join(report_dir, "pareto.png"))
@@ -77,8 +76,7 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
                        pareto_skipped=None if pareto else paths["pareto_skipped"],
                        decisions_skipped=None if decisions else paths["decisions_skipped"])
   paths["report"] = os.path.join(report_dir, "report.md")
-  with open(paths["report"], "w") as f:
-    f.write(md)
+  paths_lib.write_text(paths["report"], md)
   return paths
 
 
@@ -90,8 +88,7 @@ def read_results(report_dir: str | os.PathLike, *, as_specs: bool = False) -> di
   path = os.fspath(report_dir)
   if os.path.isdir(path):
     path = os.path.join(path, "results.json")
-  with open(path) as f:
-    results = json.load(f)
+  results = paths_lib.read_json(path)
   if as_specs:
     for m in results.get("models", []):
       if m.get("arch") is not None:

@@ -6,17 +6,18 @@ on one mesh restores into the shardings of another.
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from autox3d_jax import paths
+
 
 class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 3):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)   # gs://... stays as it is
     self.manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -40,6 +41,15 @@ class Checkpointer:
     state_args = ocp.args.StandardRestore(abstract_state) if abstract_state is not None else ocp.args.StandardRestore()
     restored = self.manager.restore(step, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     return restored.state, dict(restored.meta)
+
+  def read_meta(self, step: int | None = None) -> dict | None:
+    """The JSON metadata of `step` (default: the latest) without restoring the state, or None when
+    there is no checkpoint."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(restored.meta)
 
   def close(self) -> None:
     self.manager.close()

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 
 from autox3d_jax.preemption import Interrupted, SigtermFlag  # noqa: F401  (SigtermFlag: loop's public name)
+from autox3d_jax.train import identity
 from autox3d_jax.train.checkpoint import Checkpointer
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,16 @@ def run_dirs(workdir: str, kind: str, name: str = "") -> RunDirs:
   raise ValueError(f"run_dirs: kind must be 'search' or 'train', got {kind!r}")
 
 
-def checkpointer(cfg: ml_collections.ConfigDict, directory: str) -> Checkpointer:
-  """A Checkpointer in `directory` keeping the last config.checkpoint.keep checkpoints."""
-  return Checkpointer(directory, keep=cfg.checkpoint.keep)
+def checkpointer(cfg: ml_collections.ConfigDict, directory: str, run_identity: dict | None = None,
+                 what: str = "") -> Checkpointer:
+  """A Checkpointer in `directory` keeping the last config.checkpoint.keep checkpoints. With
+  `run_identity` (`train.identity`), a checkpoint already there must have been written by a run
+  of the same identity (up to config.resume's keys): else ConfigError naming the keys that differ."""
+  ckpt = Checkpointer(directory, keep=cfg.checkpoint.keep)
+  if run_identity is not None and ckpt.latest_step() is not None:
+    identity.check(ckpt.read_meta().get("identity"), run_identity, identity.allowed_changes(cfg),
+                   what=what, directory=ckpt.directory)
+  return ckpt
 
 
 def metrics_writer(logdir: str):

@@ -12,7 +12,6 @@ run killed at any point and restarted derives the same architecture as an uninte
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -23,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from autox3d_jax import paths
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search import evolution, strategies
@@ -31,7 +31,7 @@ from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
 from autox3d_jax.search.recalibrate import make_point_scorer
 from autox3d_jax.search.space import SearchSpace
-from autox3d_jax.train import loop, partitioning, setup
+from autox3d_jax.train import identity, loop, partitioning, setup
 from autox3d_jax.train import search_step as ss
 from autox3d_jax.train.checkpoint import Checkpointer, abstract_like
 from autox3d_jax.train.optim import make_arch_optimizer, make_optimizer
@@ -113,6 +113,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   dataset first (config.data.build_if_missing), resumes from workdir's search checkpoint if there
   is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss."""
   start_time = time.time()
+  dirs = loop.run_dirs(workdir, "search")
+  run_identity = identity.of_search(cfg)
+  ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what="search")   # checked before any build
   setup.ensure_dataset(cfg)
   table = setup.build_cost_table(space, cfg, workdir)
   cost_target = setup.resolve_cost_target(space, table, cfg)
@@ -123,8 +126,6 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   state = program.init_state()
   jitted, shardings = ss.jit_search_step(step_fn, state, mesh)
 
-  dirs = loop.run_dirs(workdir, "search")
-  ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   history = {"steps": [], "probs": {}, "metrics": []}
   input_before = None   # skip counts up to the checkpoint resumed from
   restored = ckpt.restore(abstract_like(state, shardings))
@@ -163,7 +164,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
       describe=lambda v: (f"loss {v['train_loss']:.3f}, top1 {v['train_top1']:.2f}, arch entropy "
                           f"{v['arch_entropy']:.2f}, expected cost {v.get('expected_cost', float('nan')):.4g}"),
       on_log=lambda step, values, st: _record(history, step, values, jax.device_get(st.logits)),
-      meta=lambda: {"history": history, "input": input_report()}, input_report=input_report)
+      meta=lambda: {"history": history, "input": input_report(), "identity": run_identity},
+      input_report=input_report)
   state = loop.run_steps(spec, state, jitted, batches(), ckpt, writer)
   skipped = input_report()
 
@@ -200,12 +202,10 @@ def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_tar
 
 
 def _write_search_outputs(out_dir, arch, point, logits, history, result):
-  os.makedirs(out_dir, exist_ok=True)
   arch.save(os.path.join(out_dir, "arch.json"))
   for name, data, indent in (("point", point, 1), ("logits", {k: np.asarray(v).tolist() for k, v in logits.items()},
                                                    None), ("history", history, None), ("result", result, 1)):
-    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
-      json.dump(data, f, indent=indent)
+    paths.write_json(os.path.join(out_dir, f"{name}.json"), data, indent=indent)
 
 
 def _record(history, step, values, logits):

@@ -21,7 +21,7 @@ from autox3d_jax.cost.analytic import arch_cost
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.models import builder
 from autox3d_jax.models.spec import ArchSpec
-from autox3d_jax.train import loop, partitioning, setup
+from autox3d_jax.train import identity, loop, partitioning, setup
 from autox3d_jax.train.checkpoint import Checkpointer, abstract_like
 from autox3d_jax.train.losses import cross_entropy, top1
 from autox3d_jax.train.optim import make_optimizer
@@ -145,6 +145,9 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split.
   Resumes from the network's checkpoint in workdir if there is one."""
   start_time = time.time()
+  dirs = loop.run_dirs(workdir, "train", name)
+  run_identity = identity.of_train(cfg, spec.to_json())
+  ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what=f"training of {name}")
   setup.ensure_dataset(cfg)
   model, tx, step_fn = build_train_step(cfg, spec)
   steps = cfg.train.steps
@@ -153,8 +156,6 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   shardings = state_shardings(state, mesh)
   jitted = jax.jit(step_fn, in_shardings=(shardings, partitioning.batch_sharding(mesh)),
                    out_shardings=(shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
-  dirs = loop.run_dirs(workdir, "train", name)
-  ckpt = loop.checkpointer(cfg, dirs.checkpoints)
   restored = ckpt.restore(abstract_like(state, shardings))
   state = restored[0] if restored is not None else jax.device_put(state, shardings)
   input_before = restored[1].get("input") if restored is not None else None
@@ -167,7 +168,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   spec_loop = loop.LoopSpec.from_config(
       cfg, name=name, total_steps=steps, loss_key="loss", optimizer_key="train.optimizer",
       describe=lambda v: f"loss {v['loss']:.4f} top1 {v['top1']:.3f}",
-      meta=lambda: {"name": name, "input": input_report()}, input_report=input_report)
+      meta=lambda: {"name": name, "input": input_report(), "identity": run_identity}, input_report=input_report)
   state = loop.run_steps(spec_loop, state, jitted, batches, ckpt, _Prefixed(writer, "train_"))
   skipped = input_report()
   ckpt.close()

@@ -30,7 +30,6 @@ differentiable in the probabilities. `predict_ms` gives one network's figure fro
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -39,6 +38,7 @@ from typing import Mapping
 import jax
 import numpy as np
 
+from autox3d_jax import paths
 from autox3d_jax.cost.latency import measure
 from autox3d_jax.cost.latency.meta import current_meta, meta_mismatch
 from autox3d_jax.cost.latency.queries import HEAD_ITEM, STEM_ITEM, block_key, network_queries, required_queries
@@ -115,17 +115,11 @@ class LatencyTable:
       raise ValueError(f"not a latency table: {e!r}") from e
 
   def save(self, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-      json.dump(self.to_dict(), f, indent=1)
-    os.replace(tmp, path)  # atomic: a concurrent reader never sees half a table
-    return path
+    return paths.write_json(path, self.to_dict(), indent=1)   # atomic: never half a table
 
   @classmethod
   def load(cls, path: str) -> "LatencyTable":
-    with open(path, encoding="utf-8") as f:
-      return cls.from_dict(json.load(f), origin=f"loaded from {path}")
+    return cls.from_dict(paths.read_json(path), origin=f"loaded from {path}")
 
 
 # ---------------------------------------------------------------------------------- build / reuse

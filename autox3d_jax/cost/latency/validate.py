@@ -11,7 +11,6 @@ plot `latency_validation.png` (`plot.plot_validation`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from autox3d_jax import paths
 from autox3d_jax.cost import analytic
 from autox3d_jax.cost.latency import measure
 from autox3d_jax.cost.latency.meta import current_meta, meta_mismatch
@@ -218,10 +218,7 @@ def validate_table(space, table: LatencyTable, latency_cfg, out_dir: str | None 
       "meta": table.meta, "archs": archs,
   }
   if out_dir:
-    os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, "latency_validation.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-      json.dump(_jsonable(result), f, indent=1)
+    json_path = paths.write_json(os.path.join(out_dir, "latency_validation.json"), _jsonable(result), indent=1)
     result["json_path"] = json_path
     result["plot_path"] = plot_validation(result, os.path.join(out_dir, "latency_validation.png"))
   return result
