@@ -135,11 +135,13 @@ def _choice(value, allowed, key):
     raise ConfigError(f"config.{key} = {value!r} is not allowed; choose one of {sorted(allowed)}")
 
 
-def _number(c, key, *, low=None, high=None, low_open=False, integer=False):
-  """config.<key> must be a finite number (an int when `integer`) within [low, high] (or (low, ...)."""
+def _number(c, key, *, low=None, high=None, low_open=False, integer=False, prefix=""):
+  """config.<prefix><key> must be a finite number (an int when `integer`) within [low, high] (or
+  (low, ...); `c` is the config or, with `prefix`, the section the key is in."""
   value = c
   for part in key.split("."):
     value = value[part]
+  key = prefix + key
   if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
     raise ConfigError(f"config.{key} must be {'an integer' if integer else 'a number'}, got {value!r}")
   if not math.isfinite(value):
@@ -150,8 +152,8 @@ def _number(c, key, *, low=None, high=None, low_open=False, integer=False):
     raise ConfigError(f"config.{key} must be <= {high}, got {value!r}")
 
 
-def _positive_int(c, key):
-  _number(c, key, low=1, integer=True)
+def _positive_int(c, key, prefix=""):
+  _number(c, key, low=1, integer=True, prefix=prefix)
 
 
 def _optimizer(c, key):
@@ -231,11 +233,103 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"config.data.scale_jitter must be (min, max) short-side sizes, got {jitter!r}")
   lo, hi = jitter
   if not c.data.crop_size <= lo <= hi:
-    raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy crop_size ({c.data.crop_size}) "
+    raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy config.data.crop_size ({c.data.crop_size}) "
                       f"<= min <= max")
+  _ranges(c)
+  _space_section(c.space)
   _resume_keys(c)
   _unused_sections(c)
   return c
+
+
+X3D_TARGETS = ("X3D", "X3D-XS", "X3D-S", "X3D-M", "X3D-L")
+
+
+def _ranges(c):
+  """The numeric and string settings the checks in `validate` above do not cover."""
+  for key in ("data.name", "data.train_split", "data.eval_split"):
+    if not _get(c, key).strip():
+      raise ConfigError(f"config.{key} is empty")
+  for key in ("data.num_temporal_views", "latency.num_archs", "search.evolution.population",
+              "search.evolution.top_k", "search.evolution.bn_batches", "search.evolution.eval_batches",
+              "search.spos.bin_candidates"):
+    _positive_int(c, key)
+  _choice(c.data.num_spatial_crops, (1, 3), "data.num_spatial_crops")
+  for key in ("seed", "latency.seed", "data.shuffle_buffer", "latency.warmup", "search.spos.cost_bins",
+              "search.evolution.iterations", "search.evolution.mutants", "search.evolution.crossovers"):
+    _number(c, key, low=0, integer=True)
+  _number(c, "latency.min_time_s", low=0)
+  _number(c, "search.evolution.mutation_prob", low=0, high=1)
+  _number(c, "train.label_smoothing", low=0, high=1)
+  _number(c, "search.probabilistic.entropy_weight")
+  _number(c, "search.fbnet.alpha", low=0, low_open=True)
+  _number(c, "search.fbnet.beta", low=0)
+  for name in ("dnas", "gdas", "msg"):
+    _number(c, f"search.{name}.tau_max", low=0, low_open=True)
+    _number(c, f"search.{name}.tau_min", low=0, low_open=True)
+    _number(c, f"search.{name}.tau_decay", low=0)
+    if c.search[name].tau_min > c.search[name].tau_max:
+      raise ConfigError(f"config.search.{name}.tau_min ({c.search[name].tau_min}) must be <= "
+                        f"config.search.{name}.tau_max ({c.search[name].tau_max})")
+  e = c.search.evolution
+  if e.top_k > e.population:
+    raise ConfigError(f"config.search.evolution.top_k ({e.top_k}) must be <= config.search.evolution.population "
+                      f"({e.population})")
+  if c.search.strategy == "probabilistic" and c.search.probabilistic.min_samples > c.search.num_groups:
+    raise ConfigError(f"config.search.probabilistic.min_samples ({c.search.probabilistic.min_samples}) must be <= "
+                      f"config.search.num_groups ({c.search.num_groups}): a step draws at most num_groups samples")
+  if c.search.target_arch and c.search.target_arch.upper() not in X3D_TARGETS:
+    raise ConfigError(f"config.search.target_arch = {c.search.target_arch!r} is not allowed; choose '' (use "
+                      f"config.search.cost_target) or one of {list(X3D_TARGETS)}")
+
+
+def _space_section(s):
+  """Shapes and ranges of config.space (the space builder checks the op names)."""
+  for key in ("stem_width", "conv5_width", "head_width"):
+    _positive_int(s, key, prefix="space.")
+  for key in ("num_frames", "crop_size", "num_classes"):
+    if s[key] != -1:
+      _positive_int(s, key, prefix="space.")
+  _number(s, "dropout", low=0, high=1, prefix="space.")
+  if s.dropout >= 1:
+    raise ConfigError(f"config.space.dropout must be < 1, got {s.dropout}")
+  stages = tuple(s.stage_widths)
+  if not stages or not all(isinstance(w, tuple) and w and all(_is_int(v) and v >= 1 for v in w) for w in stages):
+    raise ConfigError(f"config.space.stage_widths must be one non-empty tuple of positive channel counts per "
+                      f"stage, got {stages!r}")
+  for key in ("min_depths", "max_depths"):
+    depths = tuple(s[key])
+    if len(depths) != len(stages) or not all(_is_int(d) and d >= 1 for d in depths):
+      raise ConfigError(f"config.space.{key} must hold one integer >= 1 per stage ({len(stages)} stages), "
+                        f"got {depths!r}")
+  for i, (lo, hi) in enumerate(zip(s.min_depths, s.max_depths)):
+    if lo > hi:
+      raise ConfigError(f"config.space.min_depths[{i}] ({lo}) must be <= config.space.max_depths[{i}] ({hi})")
+  for key, high in (("expansions", None), ("se_ratios", 1)):
+    values = tuple(s[key])
+    ok = values and all(_is_number(v) and math.isfinite(v) and (v > 0 if key == "expansions" else 0 <= v < high)
+                        for v in values)
+    if not ok:
+      raise ConfigError(f"config.space.{key} must be a non-empty tuple of "
+                        f"{'positive numbers' if key == 'expansions' else 'numbers in [0, 1)'}, got {values!r}")
+  ops = tuple(s.ops)
+  if not ops or not all(isinstance(o, str) and o for o in ops):
+    raise ConfigError(f"config.space.ops must be a non-empty tuple of op names such as 'x3d:3x3x3', got {ops!r}")
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _get(c, key):
+  value = c
+  for part in key.split("."):
+    value = value[part]
+  return value
 
 
 def _leaf_keys(node, prefix: str = "") -> set[str]:

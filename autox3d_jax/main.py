@@ -39,6 +39,9 @@ def main(argv):
   cfg = _CONFIG.value
   with _one_line_errors():
     config_lib.validate(cfg)
+    from autox3d_jax.train import setup
+    setup.check_devices(cfg)
+    setup.check_space(cfg)
     workdir = check_workdir(_WORKDIR.value)
   from autox3d_jax.cpu import hostmem
   hostmem.keep_freed_memory_on_cpu()

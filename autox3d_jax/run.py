@@ -121,13 +121,23 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   return result
 
 
+def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
+  """config.train.arch is an ArchSpec file or a zoo name (ConfigError otherwise), checked before
+  the dataset is read or built."""
+  name = cfg.train.arch or "x3d_s"
+  if not os.path.exists(name):
+    load_arch(name)
+
+
 def _standalone_spec(cfg: ml_collections.ConfigDict) -> ArchSpec:
   """config.train.arch (default X3D-S) at config.data's clip, with the dataset's classes."""
+  check_arch_name(cfg)
   spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
   return spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str):
+  check_arch_name(cfg)
   setup.ensure_dataset(cfg)          # the network's classes come from the dataset
   spec = _standalone_spec(cfg)
   init = None

@@ -123,3 +123,45 @@ def test_a_search_on_corrupt_records_reports_what_it_skipped(tmp_path):
   assert any(n.startswith("Input of search: ") and " invalid" in n for n in report["notes"])
   tags = _scalar_tags(tmp_path / "w" / "tensorboard")
   assert max(tags["data/invalid_records"]) >= 1 and "data/skipped_fraction" in tags
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mesh.model": 3}, "config.mesh.model = 3 does not divide the 8 devices"),
+    ({"data.batch_size": 12, "search.num_groups": 2}, r"config.data.batch_size = 12 is not divisible by the "
+                                                      r"mesh's data axis \(8 devices / config.mesh.model 1 = 8\)"),
+    ({"data.batch_size": 8, "mesh.model": 2, "data.eval_batch_size": 6, "mode": "train"},
+     "config.data.eval_batch_size = 6 is not divisible by the mesh's data axis"),
+])
+def test_batches_that_do_not_fit_the_slice_are_rejected_naming_the_key(overrides, message):
+  import jax
+  import toys
+  from autox3d_jax.train import setup
+  assert jax.device_count() == 8     # conftest's simulated slice
+  cfg = toys.set_keys(config_lib.base_config(), overrides)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    setup.check_devices(cfg)
+  setup.check_devices(toys.set_keys(config_lib.base_config(), {"data.batch_size": 16, "mesh.model": 2}))
+  # The eval batch only counts where something is evaluated.
+  setup.check_devices(toys.set_keys(config_lib.base_config(), {"data.eval_batch_size": 6, "mode": "search"}))
+
+
+def test_an_unknown_dataset_fails_in_one_line_naming_the_choices(tmp_path):
+  out = subprocess.run(main_cmd(tmp_path / "w", "--config.data.name=moving_digits/nosuch"), capture_output=True,
+                       text=True, env=env_for(tmp_path / "data"), timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "'nosuch' is not a predefined moving_digits config: choose one of [" in last
+  assert "'moving_digits/motion_tiny'" in last and "--config nosuch" not in last and "Traceback" not in out.stderr
+
+
+def test_a_missing_eval_split_fails_before_training():
+  """Before: the run trained for its whole budget, then failed looking for the eval split."""
+  import toys
+  from autox3d_jax.data import registry, testing
+  from autox3d_jax.train import setup
+  cfg = toys.set_keys(config_lib.base_config(), {"mode": "train", "data.name": "moving_digits/motion_tiny",
+                                                 "data.data_dir": testing.tiny_data_dir(),
+                                                 "data.eval_split": "tset"})
+  with pytest.raises(registry.DatasetError, match="tset"):
+    setup.ensure_dataset(cfg)
+  setup.ensure_dataset(toys.set_keys(cfg, {"mode": "search"}))     # a search does not evaluate

@@ -137,6 +137,16 @@ def builder_for(name: str) -> Callable[[str | None], None] | None:
   return build
 
 
+def _build_hint(prefix: str, config: str, data_dir: str) -> str:
+  """How to get plug-in dataset prefix/config: its build command, or (for a config the plug-in
+  does not predefine, whose build command would fail) the predefined configs to choose from."""
+  configs = _plugin(prefix).CONFIGS  # may import tfds: only on error paths
+  if config not in configs:
+    return (f"{config!r} is not a predefined {prefix} config: choose one of "
+            f"{[f'{prefix}/{c}' for c in sorted(configs)]} (custom configs are built from Python)")
+  return f"build it with `{_build_cmd(prefix, config, data_dir)}`"
+
+
 def _build_cmd(prefix: str, config: str, data_dir: str) -> str:
   return f"python -m {DATASET_PLUGINS[prefix]} --config {config} --data_dir {data_dir}"
 
@@ -273,7 +283,7 @@ def _get_source(name: str, split: str = "train", data_dir: str | None = None) ->
   plugin_name = _plugin_name(name)
   if not tf.io.gfile.isdir(data_dir):
     if plugin_name is not None:
-      hint = f"build it with `{_build_cmd(*plugin_name, data_dir)}`"
+      hint = _build_hint(*plugin_name, data_dir)
     elif name.startswith(TFDS_PREFIX):
       hint = f"prepare it with `tfds build {name[len(TFDS_PREFIX):]} --data_dir {data_dir}`"
     else:
@@ -283,16 +293,14 @@ def _get_source(name: str, split: str = "train", data_dir: str | None = None) ->
   if plugin_name is not None:
     prefix, config = plugin_name
     full = f"{prefix}/{config}"
-    hint = f"Build it with `{_build_cmd(prefix, config, data_dir)}`."
+    hint = _build_hint(prefix, config, data_dir)
     prepared = _latest_version_dir(os.path.join(data_dir, prefix, config))
     if prepared is not None:
       return _tfds_source(full, prepared, split, display=full, flip_default=False, build_hint=hint)
     exported = os.path.join(data_dir, f"{prefix}_records", config)
     if records.has_meta(exported):
       return _records_source(full, exported, split, hint)
-    configs = _plugin(prefix).CONFIGS  # may import tfds: only on this error path
-    known = "" if config in configs else f" ({config!r} is not a predefined config: {sorted(configs)})"
-    raise DatasetNotFoundError(f"{full} is not built in {data_dir}{known}. {hint}")
+    raise DatasetNotFoundError(f"{full} is not built in {data_dir}; {hint}")
 
   if name.startswith(TFDS_PREFIX):
     tfds_name = name[len(TFDS_PREFIX):]

@@ -113,6 +113,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   dataset first (config.data.build_if_missing), resumes from workdir's search checkpoint if there
   is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss."""
   start_time = time.time()
+  setup.check_devices(cfg)
   dirs = loop.run_dirs(workdir, "search")
   run_identity = identity.of_search(cfg)
   ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what="search")   # checked before any build

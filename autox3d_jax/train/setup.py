@@ -112,6 +112,35 @@ def resolve_cost_target(space: SearchSpace, table: CostTable, cfg: ml_collection
   return target
 
 
+def check_space(cfg) -> None:
+  """Build config.space's search space (the class count stood in for when it comes from the
+  dataset) so that a bad op name or shape fails before any dataset build, as a ConfigError."""
+  if cfg.mode not in ("search", "demo", "latency"):
+    return
+  from autox3d_jax.models.spec import SpecError
+  try:
+    build_space(cfg, classes=cfg.space.num_classes if cfg.space.num_classes > 0 else 2)
+  except SpecError as e:
+    raise ConfigError(f"config.space: {e}") from None
+
+
+def check_devices(cfg) -> None:
+  """The config fits this slice: config.mesh.model divides the device count, and the global
+  batches divide over the processes and the mesh's data axis. Raises ConfigError naming the key
+  (before any dataset build or compile; main calls it right after `config.validate`)."""
+  n, hosts, model = jax.device_count(), jax.process_count(), cfg.mesh.model
+  if n % model:
+    raise ConfigError(f"config.mesh.model = {model} does not divide the {n} devices; use a divisor of {n}")
+  data_axis = n // model
+  keys = ["data.batch_size"] + (["data.eval_batch_size"] if cfg.mode in ("train", "eval", "demo") else [])
+  for key in keys:
+    batch = cfg.data[key.split(".")[1]]
+    for parts, what in ((hosts, f"{hosts} processes"), (data_axis, f"the mesh's data axis ({n} devices / "
+                                                                   f"config.mesh.model {model} = {data_axis})")):
+      if batch % parts:
+        raise ConfigError(f"config.{key} = {batch} is not divisible by {what}; use a multiple of {parts}")
+
+
 def per_host_batch(global_batch: int) -> int:
   if global_batch % jax.process_count():
     raise ValueError(f"global batch {global_batch} is not divisible by {jax.process_count()} processes")
@@ -168,3 +197,5 @@ def ensure_dataset(cfg) -> None:
     if build is None:
       raise
     build(data_dir)
+  if cfg.mode in ("train", "eval", "demo"):   # these evaluate: a missing eval split must not wait for the end
+    data_registry.get_source(cfg.data.name, cfg.data.eval_split, data_dir)

@@ -145,6 +145,7 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   """Train `spec` for config.train.steps on the full train split, then evaluate on eval_split.
   Resumes from the network's checkpoint in workdir if there is one."""
   start_time = time.time()
+  setup.check_devices(cfg)
   dirs = loop.run_dirs(workdir, "train", name)
   run_identity = identity.of_train(cfg, spec.to_json())
   ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what=f"training of {name}")
