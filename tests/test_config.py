@@ -388,7 +388,10 @@ KEYS = {
     "search.spos.bin_candidates": (2, [_strategy], {"search.strategy": "spos", "search.spos.cost_bins": 4}),
     **{f"search.{s}.{k}": (v, [_strategy], {"search.strategy": s})
        for s in ("dnas", "gdas", "msg")
-       for k, v in (("tau_schedule", "linear"), ("tau_max", 2.0), ("tau_min", 6.0), ("tau_decay", 0.01))},
+       for k, v in (("tau_schedule", "linear"), ("tau_max", 2.0), ("tau_decay", 0.01))},
+    # The floor shows once the temperature has decayed to it (a fast decay in the probe's base).
+    **{f"search.{s}.tau_min": (0.5, [_strategy], {"search.strategy": s, f"search.{s}.tau_decay": 10.0})
+       for s in ("dnas", "gdas", "msg")},
     "search.evolution.population": (12, [_evolution], {}),
     "search.evolution.iterations": (3, [_evolution], {}),
     "search.evolution.top_k": (4, [_evolution], {}),

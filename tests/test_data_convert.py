@@ -105,3 +105,32 @@ def test_split_list_and_class_names_file(video_dir, tmp_path):
   assert [it.video_id for it in items] == ["bar_mp4/clip1", "bar_webm/clip0"]
   with pytest.raises(ValueError, match="not in the class names"):
     convert.list_videos_folder(video_dir, class_names=["bar_mp4"])
+
+
+def test_cli_errors_are_one_line_and_write_nothing(video_dir, tmp_path, capsys):
+  """Every video failing exits non-zero and leaves no empty split; --videos naming a file, an empty
+  folder and a missing CSV each get one line naming the input."""
+  broken = tmp_path / "broken_only"
+  os.makedirs(broken / "cls")
+  (broken / "cls" / "a.webm").write_bytes(b"\x1a\x45\xdf\xa3" + b"\x00garbage" * 200)
+  out = tmp_path / "out"
+  assert convert.main(["--videos", str(broken), "--output", str(out), "--workers", "1", "--no_progress"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: none of the 1 videos could be decoded (first: ") and "nothing written" in err[-1]
+  assert not records.has_meta(str(out)) and not [f for f in os.listdir(out) if ".tfrecord" in f]
+
+  a_file = os.path.join(video_dir, "bar_mp4", "clip0.mp4")
+  assert convert.main(["--videos", a_file, "--output", str(out), "--no_progress"]) == 2
+  assert f"--videos {a_file} is a file" in capsys.readouterr().err
+  os.makedirs(tmp_path / "empty")
+  assert convert.main(["--videos", str(tmp_path / "empty"), "--output", str(out), "--no_progress"]) == 2
+  assert "no videos" in capsys.readouterr().err
+  assert convert.main(["--csv", str(tmp_path / "missing.csv"), "--output", str(out), "--no_progress"]) == 2
+  assert "missing.csv" in capsys.readouterr().err
+
+
+def test_help_states_each_default_once(capsys):
+  with pytest.raises(SystemExit):
+    convert.main(["--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  assert "(default: None)" not in text and text.count("default: 64") == 1 and "(default: 90)" in text

@@ -85,6 +85,7 @@ def test_resume_must_name_config_keys():
     config_lib.validate(_cfg(**{"resume": "steps", "search.target_arch": "X3D"}))
 
 
+@pytest.mark.slow
 def test_a_workdir_rerun_with_another_seed_fails_in_one_line_and_keeps_the_checkpoint(tmp_path):
   """Before: the rerun returned the old run's result under the new labels."""
   env = env_for(tmp_path / "data")

@@ -108,10 +108,11 @@ def test_checkpoints_at_every_checkpoint_step_and_the_last_and_logs_there_too(tm
 
 
 def test_loop_spec_from_config_takes_the_periods_from_the_config():
-  cfg = ml_collections.ConfigDict({"log_every_steps": 4, "checkpoint": {"every_steps": 9}})
+  cfg = ml_collections.ConfigDict({"log_every_steps": 4, "checkpoint": {"every_steps": 9},
+                                   "data": {"max_skipped_fraction": 0.3}})
   made = loop.LoopSpec.from_config(cfg, name="n", total_steps=20, loss_key="loss", optimizer_key="train.optimizer",
                                    describe=str)
-  assert (made.log_every, made.checkpoint_every, made.total_steps) == (4, 9, 20)
+  assert (made.log_every, made.checkpoint_every, made.total_steps, made.max_skipped_fraction) == (4, 9, 20, 0.3)
 
 
 # ----------------------------------------------------------------------------------------- NaN

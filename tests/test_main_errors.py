@@ -98,6 +98,7 @@ def _scalar_tags(logdir):
   return tags
 
 
+@pytest.mark.slow
 def test_a_search_on_corrupt_records_reports_what_it_skipped(tmp_path):
   """Before: PipelineStats was read nowhere; the run ended rc 0 with no count anywhere. Now the
   counts are in the periodic log (with a warning above config.data.max_skipped_fraction), the

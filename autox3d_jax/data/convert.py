@@ -68,6 +68,10 @@ class DecodedVideo:
 
 
 # ------------------------------------------------------------------------------------ listing
+class ConversionError(ValueError):
+  """Input the converter cannot turn into a dataset; the message names the file or flag."""
+
+
 def _read_class_names(path: str) -> list[str]:
   with open(path) as f:
     return [line.strip() for line in f if line.strip()]
@@ -77,8 +81,11 @@ def list_videos_folder(root: str, class_names: Sequence[str] | None = None,
                        extensions: Sequence[str] = VIDEO_EXTENSIONS,
                        only: Sequence[str] | None = None) -> tuple[list[VideoItem], list[str]]:
   """Class-per-subfolder layout. `only`: relative paths to keep (e.g. an official split list)."""
+  if os.path.isfile(root):
+    raise ConversionError(f"--videos {root} is a file; it takes a folder with one sub-folder of videos per class "
+                          f"(for a list of files, write a path,label CSV and pass --csv)")
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"video folder {root} does not exist")
+    raise ConversionError(f"video folder {root} does not exist")
   folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
   if class_names is None:
     class_names = folders
@@ -88,7 +95,7 @@ def list_videos_folder(root: str, class_names: Sequence[str] | None = None,
   items = []
   for folder in folders:
     if folder not in index:
-      raise ValueError(f"class folder {folder!r} is not in the class names list")
+      raise ConversionError(f"class folder {folder!r} is not in the class names list")
     for dirpath, _, files in os.walk(os.path.join(root, folder)):
       for f in sorted(files):
         if not f.lower().endswith(extensions):
@@ -100,7 +107,8 @@ def list_videos_folder(root: str, class_names: Sequence[str] | None = None,
         items.append(VideoItem(path, index[folder], folder, os.path.splitext(rel)[0].replace(os.sep, "/")))
   items.sort(key=lambda it: it.path)
   if not items:
-    raise ValueError(f"no videos ({', '.join(extensions)}) found under {root}")
+    raise ConversionError(f"no videos ({', '.join(extensions)}) found under {root}"
+                          + ("" if folders else ": it has no class sub-folders"))
   return items, list(class_names)
 
 
@@ -124,12 +132,12 @@ def list_videos_csv(csv_path: str, root: str | None = None,
       if not row:
         continue
       if len(row) < 2:
-        raise ValueError(f"{csv_path}:{i + 1}: expected 'path,label', got {row!r}")
+        raise ConversionError(f"{csv_path}:{i + 1}: expected 'path,label', got {row!r}")
       if i == 0 and row[0].lower() in ("path", "video", "filename", "file", "id", "video_path"):
         continue
       rows.append((row[0], row[1]))
   if not rows:
-    raise ValueError(f"no rows in {csv_path}")
+    raise ConversionError(f"no rows in {csv_path}")
   labels = [r[1] for r in rows]
   all_int = all(lbl.lstrip("-").isdigit() for lbl in labels)
   if class_names is None:
@@ -141,11 +149,11 @@ def list_videos_csv(csv_path: str, root: str | None = None,
     if all_int:
       label = int(lbl)
       if not 0 <= label < len(class_names):
-        raise ValueError(f"label {label} of {path} is out of range for {len(class_names)} classes")
+        raise ConversionError(f"label {label} of {path} is out of range for {len(class_names)} classes")
     elif lbl in index:
       label = index[lbl]
     else:
-      raise ValueError(f"label {lbl!r} of {path} is not in the class names list")
+      raise ConversionError(f"label {lbl!r} of {path} is not in the class names list")
     full = path if os.path.isabs(path) else os.path.join(root, path)
     items.append(VideoItem(full, label, class_names[label], os.path.splitext(path)[0].replace(os.sep, "/")))
   return items, list(class_names)
@@ -243,7 +251,7 @@ def convert(items: Sequence[VideoItem], class_names: Sequence[str], output_dir: 
   from autox3d_jax.data import records
 
   if not items:
-    raise ValueError("nothing to convert")
+    raise ConversionError("nothing to convert: no videos given")
   name = name or os.path.basename(os.path.normpath(output_dir))
   if num_shards is None:
     num_shards = max(1, math.ceil(len(items) / max(1, videos_per_shard)))
@@ -254,7 +262,7 @@ def convert(items: Sequence[VideoItem], class_names: Sequence[str], output_dir: 
   if records.has_meta(output_dir):
     meta = records.DatasetMeta.load(output_dir)
     if list(meta.class_names) != list(class_names):
-      raise ValueError(f"{output_dir} already holds {meta.name} with different class names; convert every "
+      raise ConversionError(f"{output_dir} already holds {meta.name} with different class names; convert every "
                        f"split with the same classes (pass --class_names)")
   if meta is None:
     meta = records.DatasetMeta(name=name, class_names=list(class_names), flip_invariant=flip_invariant,
@@ -293,6 +301,13 @@ def convert(items: Sequence[VideoItem], class_names: Sequence[str], output_dir: 
       results.close()
       if bar is not None:
         bar.close()
+  if not sum(writer.lengths):   # nothing decoded: leave no empty split behind for a run to trust
+    for f in writer.filenames:
+      path = os.path.join(output_dir, f)
+      if os.path.exists(path):
+        os.remove(path)
+    raise ConversionError(f"none of the {len(items)} videos could be decoded (first: {failed[0]['path']}: "
+                          f"{failed[0]['error']}); nothing written for split {split!r} in {output_dir}")
   meta.splits[split] = records.SplitMeta(files=writer.filenames, shard_lengths=writer.lengths, failed=failed)
   meta.save(output_dir)
   log.info("converted %d/%d videos of %s in %.1fs (%d failed) -> %s", sum(writer.lengths), len(items), split,
@@ -305,8 +320,7 @@ def main(argv=None) -> int:
 
   p = argparse.ArgumentParser(prog="python -m autox3d_jax.data.convert", description=(
       "Convert a folder of videos (class-per-subfolder) or a CSV of path,label into TFRecord shards of "
-      "SequenceExample clip records for the autox3d_jax input pipeline."),
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      "SequenceExample clip records for the autox3d_jax input pipeline."))
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--videos", help="folder with one sub-folder of videos per class (UCF-101 / Kinetics layout)")
   src.add_argument("--csv", help="CSV of path,label rows (Something-Something layout)")
@@ -314,15 +328,15 @@ def main(argv=None) -> int:
   p.add_argument("--list", default=None, help="--videos: only convert the videos named in this split list "
                                                "(UCF-101 trainlist01.txt style: 'Class/video.avi [index]')")
   p.add_argument("--output", required=True, help="output dataset directory (shards + dataset_info.json)")
-  p.add_argument("--split", default="train", help="split name to write (train, validation, test, ...)")
+  p.add_argument("--split", default="train", help="split name to write: train (default), validation, test, ...")
   p.add_argument("--name", default=None, help="dataset name (default: the output folder's name)")
   p.add_argument("--class_names", default=None, help="file with one class name per line (fixes the label order)")
   p.add_argument("--fps", type=float, default=None, help="target frame rate (default: keep native)")
   p.add_argument("--short_side", type=int, default=None, help="resize so the short side is this (default: keep)")
   p.add_argument("--max_frames", type=int, default=None, help="keep at most this many frames per video")
-  p.add_argument("--jpeg_quality", type=int, default=90)
+  p.add_argument("--jpeg_quality", type=int, default=90, help="JPEG quality of the stored frames (default: 90)")
   p.add_argument("--num_shards", type=int, default=None, help="default: one per --videos_per_shard videos")
-  p.add_argument("--videos_per_shard", type=int, default=64)
+  p.add_argument("--videos_per_shard", type=int, default=64, help="videos per shard (default: 64)")
   p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
   flip = p.add_mutually_exclusive_group()
   flip.add_argument("--flip_invariant", dest="flip_invariant", action="store_true", default=None,
@@ -332,7 +346,14 @@ def main(argv=None) -> int:
   p.add_argument("--no_progress", action="store_true")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  try:
+    return _run(args)
+  except (ConversionError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
 
+
+def _run(args) -> int:
   class_names = _read_class_names(args.class_names) if args.class_names else None
   if args.videos:
     only = read_split_list(args.list) if args.list else None
