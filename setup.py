@@ -29,7 +29,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest", "pytest-xdist"],
+    # nbclient + ipykernel: tests/test_notebooks.py executes the Colab notebooks.
+    "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"],
     "tpu": ["jax[tpu]"],
     # Video-folder conversion (PyAV) and reference PyTorch models for checkpoint import / benchmarks.
     # Reference PyTorch models: checkpoint import tooling and the side-by-side benchmarks.

@@ -2,10 +2,10 @@
 
 Paths are strings; a remote one (`gs://bucket/run`) is handled by `etils.epath`, the layer orbax
 uses for the checkpoints, so one workdir string works for everything a run writes. Writes are
-atomic: the text goes to a temporary sibling that is then renamed over the target, so a run
-killed mid-write leaves the previous file (or none), never half of one that a rerun would trust.
-(On GCS an object only appears once its upload completes, so the rename there is a copy, and
-just as safe.)
+atomic: locally the text goes to a temporary sibling that is then renamed over the target, so a
+run killed mid-write leaves the previous file (or none), never half of one that a rerun would
+trust; on GCS an object only appears once its upload completes, so it is written directly (a
+rename there is a copy and a delete).
 """
 from __future__ import annotations
 
@@ -50,23 +50,22 @@ def parent(path: str) -> str:
 
 
 def write_bytes(path: str, data: bytes) -> str:
-  """Write `data` to `path` atomically (temporary sibling, then rename); creates the parent."""
+  """Write `data` to `path` atomically (see the module doc); creates the parent."""
   makedirs(parent(path))
+  if is_remote(path):   # one object upload: it appears whole or not at all (object stores rename by copying)
+    _epath(path).write_bytes(data)
+    return path
   tmp = f"{path}.tmp{os.getpid()}"
-  if is_remote(path):
-    _epath(tmp).write_bytes(data)
-    _epath(tmp).replace(path)
-  else:
-    try:
-      with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
   return path
 
 

@@ -38,6 +38,10 @@ def test_no_worker_or_manager_thread_outlives_the_call():
   import multiprocessing as mp
   import threading
   from concurrent.futures.process import _ExecutorManagerThread
+
+  def non_daemon_threads():
+    return {t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()}
+  before = non_daemon_threads()
   out = list(parallel.ordered_map(testing.square_or_die, [1, -1, 2, -1, 3], 2, window=3,
                                   on_crash=lambda x: ("crashed", x)))
   assert out == [1, ("crashed", -1), 4, ("crashed", -1), 9]
@@ -47,6 +51,7 @@ def test_no_worker_or_manager_thread_outlives_the_call():
     time.sleep(0.2)
   assert mp.active_children() == []
   assert not [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread) and t.is_alive()]
+  assert non_daemon_threads() <= before      # no thread the interpreter's exit would join
 
 
 def test_workers_of_a_shut_down_pool_are_killed_from_the_table_taken_before_shutdown():

@@ -166,3 +166,38 @@ def test_a_missing_eval_split_fails_before_training():
   with pytest.raises(registry.DatasetError, match="tset"):
     setup.ensure_dataset(cfg)
   setup.ensure_dataset(toys.set_keys(cfg, {"mode": "search"}))     # a search does not evaluate
+
+
+@pytest.mark.parametrize("make, code, line", [
+    (lambda: config_lib.ConfigError("config.seed must be >= 0, got -1"), 2, "error: config.seed must be >= 0, got -1"),
+    (lambda: __import__("autox3d_jax.data.registry", fromlist=["x"]).DatasetError("no such split"), 2,
+     "error: no such split"),
+    (lambda: __import__("autox3d_jax.models.spec", fromlist=["x"]).SpecError("not a valid ArchSpec dict: 'stem'"),
+     2, "error: not a valid ArchSpec dict: 'stem'"),
+    (lambda: PermissionError(13, "Permission denied", "/w/report/results.json"), 2,
+     "error: [Errno 13] Permission denied: '/w/report/results.json' (set AUTOX3D_TRACEBACK=1 for the traceback)"),
+    (lambda: __import__("autox3d_jax.train.loop", fromlist=["x"]).Preempted("SIGTERM: saved step 3 to /w"), 143,
+     "preempted: SIGTERM: saved step 3 to /w"),
+    (lambda: __import__("autox3d_jax.train.loop", fromlist=["x"]).NonFiniteLossError("search loss became nan"), 1,
+     "error: search loss became nan"),
+])
+def test_errors_end_main_with_one_line_and_their_exit_code(make, code, line, capsys, monkeypatch):
+  monkeypatch.delenv(main_lib.TRACEBACK_ENV_VAR, raising=False)
+  with pytest.raises(SystemExit) as exit_:
+    with main_lib._one_line_errors():
+      raise make()
+  assert exit_.value.code == code
+  assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_other_errors_and_the_traceback_switch_let_the_error_through(monkeypatch):
+  with pytest.raises(ZeroDivisionError):          # a bug: its traceback is what a report needs
+    with main_lib._one_line_errors():
+      raise ZeroDivisionError("division by zero")
+  with pytest.raises(OSError):                    # no file named: not the user's input
+    with main_lib._one_line_errors():
+      raise OSError("socket closed")
+  monkeypatch.setenv(main_lib.TRACEBACK_ENV_VAR, "1")
+  with pytest.raises(config_lib.ConfigError):
+    with main_lib._one_line_errors():
+      raise config_lib.ConfigError("config.seed must be >= 0")

@@ -66,6 +66,7 @@ def test_search_step_runs_and_updates(strategy):
   assert changed == (strategy != "spos")
 
 
+@pytest.mark.slow   # in CI's slow selection (.ci/run), out of the default suite for its time (RESULTS.md)
 def test_one_device_and_eight_devices_agree():
   """The probabilistic search step runs, updates weights and logits, and gives the same result on
   one device as on eight."""

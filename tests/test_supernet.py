@@ -111,6 +111,7 @@ def test_x3d_s_is_reproduced_by_a_supernet_over_its_space():
   assert float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected))) < 1e-4
 
 
+@pytest.mark.slow   # in CI's slow selection (.ci/run), out of the default suite for its time (RESULTS.md)
 def test_groups_run_different_architectures_in_one_forward(toy_supernet):
   space, model, variables = toy_supernet
   rng = np.random.default_rng(7)
@@ -161,6 +162,7 @@ def test_exclusive_routing_equals_the_gated_sum():
   assert float(jnp.max(jnp.abs(g_exc["s1_b1"]["stm"]["conv_b"]["stm_333"]))) == 0.0
 
 
+@pytest.mark.slow   # in CI's slow selection (.ci/run), out of the default suite for its time (RESULTS.md)
 def test_soft_arch_weights_are_differentiable(toy_supernet):
   space, model, variables = toy_supernet
   x = jax.random.normal(jax.random.PRNGKey(8), (2, 4, 32, 32, 3))
