@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.log_every_steps = 10
   c.resume = ""                      # keys allowed to differ from the checkpoint's run ('search.steps,seed')
+  c.compilation_cache = ""           # JAX's persistent compilation cache: '' = the user's cache dir, 'off', or a dir
 
   c.data = ml_collections.ConfigDict(dict(
       name="moving_digits/motion",   # moving_digits/<config>, a converted dataset's name under data_dir, or tfds:<name>

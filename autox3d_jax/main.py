@@ -43,6 +43,7 @@ def main(argv):
     setup.check_devices(cfg)
     setup.check_space(cfg)
     workdir = check_workdir(_WORKDIR.value)
+  setup.enable_compilation_cache(cfg)
   from autox3d_jax.cpu import hostmem
   hostmem.keep_freed_memory_on_cpu()
   from autox3d_jax import run

@@ -227,6 +227,11 @@ def _loop(cfg):
   return spec.log_every, spec.checkpoint_every, spec.max_skipped_fraction
 
 
+def _compilation_cache(cfg):
+  from autox3d_jax.train import setup
+  return setup.compilation_cache_dir(cfg)
+
+
 def _resume_allowed(cfg):
   from autox3d_jax.train import identity
   return sorted(identity.allowed_changes(cfg))
@@ -332,6 +337,7 @@ KEYS = {
     "seed": (3, [_pipelines, _retraining_seeds, _evolution], {}),
     "log_every_steps": (7, [_loop], {}),
     "resume": ("search.steps,seed", [_resume_allowed], {}),
+    "compilation_cache": ("off", [_compilation_cache], {}),
     "data.name": ("moving_digits/speed_small", [_pipelines], {}),
     "data.data_dir": ("/data", [_pipelines], {}),
     "data.train_split": ("trainval", [_pipelines], {}),

@@ -27,9 +27,10 @@ WORKS = {
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
-        "data.data_dir", "latency.path", "resume", "train.arch")},
+        "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache")},
     ("data.data_dir", "unknown"): "a directory name: created by the build or named by the dataset error",
     ("latency.path", "unknown"): "a file name: the table is written there",
+    ("compilation_cache", "unknown"): "a directory name: JAX creates it",
     # Names resolved when the run starts, before any build: one-line errors tested in test_main_errors.
     ("data.name", "unknown"): "checked by setup.ensure_dataset (test_an_unknown_dataset_fails_in_one_line_naming_the_choices)",
     ("data.train_split", "unknown"): "checked by setup.ensure_dataset",

@@ -31,6 +31,7 @@ def env_for(data_dir):
   env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
   env["TFDS_DATA_DIR"] = str(data_dir)
   env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["XDG_CACHE_HOME"] = str(os.path.join(str(data_dir), "..", "cache"))   # the compilation cache stays in tmp
   return env
 
 

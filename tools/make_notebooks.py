@@ -35,6 +35,7 @@ quick = new_notebook(cells=[
         "cfg = configs.get('demo', VARIANT)\n"
         "cfg.search.strategy = 'probabilistic'     # or dnas | gdas | spos | msg\n"
         "config_lib.validate(cfg); setup.check_devices(cfg); setup.check_space(cfg)\n"
+        "setup.enable_compilation_cache(cfg)        # as main does: a rerun loads compiled programs\n"
         "WORKDIR = os.environ.get('AUTOX3D_NOTEBOOK_WORKDIR') or tempfile.mkdtemp(prefix='autox3d_demo_')\n"
         "print(f\"{cfg.data.name}: {cfg.search.strategy} search, {cfg.search.steps} steps, then \"\n"
         "      f\"{cfg.train.steps} retraining steps per network -> {WORKDIR}\")"),

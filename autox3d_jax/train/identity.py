@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 CODE_VERSION_KEY = "code_version"
 
 # Keys that never define a result (prefixes end with '.').
-_NEVER = ("mode", "resume", "log_every_steps", "checkpoint.", "mesh.", "data.data_dir", "data.build_if_missing",
+_NEVER = ("mode", "resume", "compilation_cache", "log_every_steps", "checkpoint.", "mesh.", "data.data_dir", "data.build_if_missing",
           "data.eval_split", "data.eval_batch_size", "data.num_temporal_views", "data.num_spatial_crops",
           "data.max_skipped_fraction")
 _SEARCH = ("seed", "data.", "space.", "search.")

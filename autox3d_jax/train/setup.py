@@ -112,6 +112,32 @@ def resolve_cost_target(space: SearchSpace, table: CostTable, cfg: ml_collection
   return target
 
 
+def compilation_cache_dir(cfg) -> str | None:
+  """Where JAX's persistent compilation cache lives: config.compilation_cache, '' = the user's cache
+  directory ($XDG_CACHE_HOME or ~/.cache, then autox3d_jax/jax), 'off' = no cache (None)."""
+  value = cfg.compilation_cache.strip()
+  if value == "off":
+    return None
+  if value:
+    return value
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "autox3d_jax", "jax")
+
+
+def enable_compilation_cache(cfg) -> str | None:
+  """Turn on JAX's persistent compilation cache (compile once per machine: a rerun, a resumed run
+  and the next seed load the compiled step instead of compiling it again). Call before the first
+  compile. Programs with host callbacks (the CPU depthwise kernels) are not cached by JAX, so on
+  CPU it helps the programs without them; on TPU/GPU it covers the steps. Returns the directory."""
+  directory = compilation_cache_dir(cfg)
+  if directory is None:
+    return None
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return directory
+
+
 def check_space(cfg) -> None:
   """Build config.space's search space (the class count stood in for when it comes from the
   dataset) so that a bad op name or shape fails before any dataset build, as a ConfigError."""
