@@ -93,6 +93,7 @@ def test_one_hot_supernet_equals_derived_network_train(toy_supernet):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow   # in CI's slow selection (.ci/run), out of the default suite for its time (RESULTS.md)
 def test_x3d_s_is_reproduced_by_a_supernet_over_its_space():
   """X3D-S itself through a (narrow) supernet: same logits as the zoo network with inherited weights."""
   config = x3d_space_config("S", num_frames=4, crop_size=32, min_depths=(1, 1, 1, 1),
