@@ -33,7 +33,7 @@ def test_modes_are_the_configs_modes():
   assert tuple(run.MODES) == config_lib.MODES
 
 
-@pytest.mark.slow   # in CI's slow selection (.ci/run), out of the default suite for its time (RESULTS.md)
+@pytest.mark.slow   # out of CI too: the CLI tiny demo and the quickstart notebook run the same run.demo
 def test_tiny_demo_in_process(tmp_path):
   """run.demo: build the missing dataset -> search -> derive -> retrain both networks -> evaluate
   -> report, in this process, from an empty data directory (as the README's demo starts)."""
