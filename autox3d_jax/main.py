@@ -14,6 +14,7 @@ the same ones):
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -131,5 +132,25 @@ def _quiet_libraries():
     ours.propagate = False
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with its errors as one line and exit 2: config_flags reports a config
+  file that raises as a traceback inside the message, and an unknown --config.key as a raw
+  AttributeError with a suggestion ('Did you mean "steps"?')."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    lines = [line.strip() for line in str(e).replace("\\n", "\n").splitlines() if line.strip()]
+    if isinstance(e, (AttributeError, KeyError)):   # an unknown key: its name, then the suggestion
+      given = [a for a in argv[1:] if a.startswith("--config.")]
+      found = re.search(r"\w+", lines[0]) if lines else None
+      key = found.group(0) if found else "?"
+      named = [a.split("=")[0] for a in given if a.split("=")[0].split(".")[-1] == key] or given
+      message = f"{', '.join(named)}: no such config key {key!r}" + (f"; {lines[-1].rstrip(chr(39))}" if len(lines) > 1 else "")
+    else:
+      message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(BAD_INPUT_EXIT_CODE)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -55,8 +55,23 @@ def test_bad_config_values_are_rejected_naming_the_key(key, value, message):
 def test_unknown_config_key_fails_on_the_command_line(tmp_path):
   out = subprocess.run(main_cmd(tmp_path, "--config.search.stepz=3"), capture_output=True, text=True,
                        env=env_for(tmp_path / "data"), timeout=300)
-  assert out.returncode != 0
-  assert "stepz" in out.stderr
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1] == ("error: --config.search.stepz: no such config key 'stepz'; "
+                                                 'Did you mean "steps" instead of "stepz"?')
+  assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("flag, line", [
+    ("--config.search.steps=abc", "error: flag --config.search.steps=abc: invalid literal for int() with base 10: 'abc'"),
+    (f"--config={os.path.join(ROOT, 'configs/demo.py')}:moton", "cannot parse 'moton' in 'moton'; it accepts one of "
+                                                                 "['speed', 'motion', 'tiny']"),
+])
+def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
+  cmd = [a for a in main_cmd(tmp_path) if not (flag.startswith("--config=") and a.startswith("--config="))] + [flag]
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env_for(tmp_path / "data"), timeout=300)
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and last.endswith(line), last
 
 
 def test_all_shipped_configs_are_valid():
