@@ -20,6 +20,7 @@ from autox3d_jax import config as config_lib
 from autox3d_jax import report
 from autox3d_jax.cost import latency as latency_lib
 from autox3d_jax.cost.analytic import arch_cost
+from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.models import builder, zoo
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search import derive as derive_lib
@@ -249,9 +250,7 @@ def input_notes(inputs: dict[str, dict]) -> list[str]:
   for run_name, r in inputs.items():
     if r and r["skipped_records"]:
       lines.append(f"Input of {run_name}: {r['skipped_records']} of {r['records_seen'] + r['truncated_records']} "
-                   f"records skipped ({100 * r['skipped_fraction']:.2g}%): {r['invalid_records']} invalid, "
-                   f"{r['lost_records']} lost after a corrupt record header, {r['truncated_records']} missing "
-                   f"from truncated shards, {r['decode_failures']} failed to decode.")
+                   f"records skipped ({100 * r['skipped_fraction']:.2g}%): {data_pipeline.skip_causes(r)}.")
   if not lines and any(inputs.values()):
     lines.append(f"Input: no record skipped ({sum(r['records_seen'] for r in inputs.values() if r)} read).")
   return lines

@@ -112,9 +112,7 @@ class PipelineStats:
 
   def summary(self) -> str:
     """One line for logs: the counts of skipped input by cause."""
-    d = self.as_dict()
-    return (f"{d['invalid_records']} invalid, {d['lost_records']} lost after a corrupt record header, "
-            f"{d['truncated_records']} missing from truncated shards, {d['decode_failures']} failed to decode")
+    return skip_causes(self.as_dict())
 
   def as_dict(self) -> dict[str, Any]:
     return {
@@ -126,6 +124,13 @@ class PipelineStats:
         "skipped_records": self.skipped_records,
         "records_seen": self.records_seen,
     }
+
+
+def skip_causes(counts: dict[str, Any]) -> str:
+  """'3 invalid, 0 lost after a corrupt record header, ...': the skipped records of `counts` (an
+  `as_dict()` or a `skip_report`) by cause, as logs, errors and the report phrase them."""
+  return (f"{counts['invalid_records']} invalid, {counts['lost_records']} lost after a corrupt record header, "
+          f"{counts['truncated_records']} missing from truncated shards, {counts['decode_failures']} failed to decode")
 
 
 def skip_report(stats: dict[str, PipelineStats]) -> dict[str, Any]:

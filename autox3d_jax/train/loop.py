@@ -23,6 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from autox3d_jax.data.pipeline import skip_causes
 from autox3d_jax.preemption import Interrupted, SigtermFlag  # noqa: F401  (SigtermFlag: loop's public name)
 from autox3d_jax.train import identity
 from autox3d_jax.train.checkpoint import Checkpointer
@@ -170,11 +171,9 @@ class _InputWatch:
     skipped, fraction = counts["skipped_records"], counts["skipped_fraction"]
     if fraction > self.loop.max_skipped_fraction and not self.warned:
       self.warned = True
-      log.warning("%s: %.1f%% of the input records were skipped (%d of %d: %d invalid, %d lost after a corrupt "
-                  "header, %d missing from truncated shards, %d failed to decode), above "
+      log.warning("%s: %.1f%% of the input records were skipped (%d of %d: %s), above "
                   "config.data.max_skipped_fraction = %g: check the dataset", self.loop.name, 100 * fraction,
-                  skipped, counts["records_seen"] + counts["truncated_records"], counts["invalid_records"],
-                  counts["lost_records"], counts["truncated_records"], counts["decode_failures"],
+                  skipped, counts["records_seen"] + counts["truncated_records"], skip_causes(counts),
                   self.loop.max_skipped_fraction)
     return scalars, (f"; input: {skipped} records skipped ({100 * fraction:.2g}%)" if skipped else "")
 
