@@ -114,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       arch="",                        # train/eval mode: an ArchSpec JSON path or zoo name ('x3d_s')
       steps=1000, label_smoothing=0.0,
-      dtype="float32",                # float32 | bfloat16 (standalone training and evaluation only)
+      dtype="float32",                # float32 | bfloat16: compute dtype of the search and training steps
       init_from_supernet=False,       # train mode: start from the weights of workdir's search checkpoint
       seeds=1,                        # demo: retrain each network with seeds seed .. seed+N-1, report the mean
       optimizer=optimizer_section(lr=0.1, warmup_steps=50)))
@@ -126,7 +126,10 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",                # float32 | bfloat16: the dtype the table is measured in
       num_archs=30, seed=0,           # mode=latency: random architectures timed end to end
       path=""))                       # '' = workdir/latency_table.json
-  c.mesh = ml_collections.ConfigDict(dict(model=1))
+  c.mesh = ml_collections.ConfigDict(dict(
+      model=1,                        # devices on the 'model' axis (tensor-parallel); the rest form 'data'
+      fsdp=True,                      # split parameters and optimizer state over 'data' too (ZeRO-3 / FSDP)
+      shard_min_size=2 ** 14))        # arrays with fewer elements stay replicated
   return c
 
 
@@ -203,7 +206,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(c.latency.statistic, ("median", "mean"), "latency.statistic")
   for key in ("search.steps", "search.num_groups", "data.batch_size", "data.eval_batch_size", "data.num_frames",
               "data.crop_size", "data.sampling_stride", "train.steps", "train.seeds", "log_every_steps",
-              "checkpoint.every_steps", "checkpoint.keep", "mesh.model", "latency.batch_size",
+              "checkpoint.every_steps", "checkpoint.keep", "mesh.model", "mesh.shard_min_size", "latency.batch_size",
               "latency.repeats", "search.probabilistic.min_samples"):
     _positive_int(c, key)
   _optimizer(c, "search.weight_opt")
@@ -217,10 +220,6 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
               "train.label_smoothing"):
     _number(c, key, low=0)
   searching = c.mode in ("search", "demo")
-  if c.mode == "search" and c.train.dtype != "float32":
-    raise ConfigError(f"config.train.dtype = {c.train.dtype!r} applies to standalone training (modes train, "
-                      "eval, demo's retraining); the supernet search computes in float32. Use "
-                      "config.train.dtype='float32' with mode=search.")
   if searching and c.data.batch_size % c.search.num_groups:
     raise ConfigError(f"config.data.batch_size ({c.data.batch_size}) must be divisible by "
                       f"config.search.num_groups ({c.search.num_groups}): each group is one architecture")

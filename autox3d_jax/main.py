@@ -43,6 +43,8 @@ def main(argv):
     from autox3d_jax.train import setup
     setup.check_devices(cfg)
     setup.check_space(cfg)
+    setup.check_sharding(cfg)
+    setup.check_dtype(cfg)
     workdir = check_workdir(_WORKDIR.value)
   setup.enable_compilation_cache(cfg)
   from autox3d_jax.cpu import hostmem

@@ -26,24 +26,11 @@ from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.train import setup, train_loop
+from autox3d_jax.train.setup import load_arch  # noqa: F401  (run.load_arch: public name)
 from autox3d_jax.train.search_loop import restore_supernet_variables, run_search
 from autox3d_jax.train.train_loop import restore_trained, run_train
 
 log = logging.getLogger(__name__)
-
-
-def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
-  """An ArchSpec JSON file, or a zoo name ('x3d_s')."""
-  if os.path.exists(name_or_path):
-    spec = ArchSpec.load(name_or_path)
-    if num_classes and spec.head.num_classes != num_classes:
-      spec = spec.replace(head=spec.head.__class__(**{**spec.head.__dict__, "num_classes": num_classes}))
-    return spec
-  try:
-    return zoo.get(name_or_path, num_classes or 400)
-  except ValueError:
-    raise config_lib.ConfigError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
-                     f"{zoo.names()}") from None
 
 
 def _model_entry(result, kind):

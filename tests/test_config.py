@@ -254,6 +254,16 @@ def _mesh(cfg):
   return dict(setup.make_mesh(cfg).shape)
 
 
+def _param_shardings(cfg):
+  """The search state's parameter specs on config.mesh's mesh (8 simulated devices), as run_search
+  shards them, for two toy arrays: 64 x 64 and 8 x 8 elements."""
+  from autox3d_jax.train import partitioning, setup
+  params = {"big": jax.ShapeDtypeStruct((64, 64), jnp.float32), "small": jax.ShapeDtypeStruct((8, 8), jnp.float32)}
+  mesh = setup.make_mesh(cfg)
+  rule = partitioning.ShardingRule.from_config(cfg)
+  return {k: tuple(s.spec) for k, s in partitioning.param_shardings(params, mesh, rule).items()}
+
+
 def _run_mode(cfg):
   from autox3d_jax import run
   return run.MODES[cfg.mode].__name__
@@ -412,7 +422,7 @@ KEYS = {
     "train.arch": ("x3d_m", [_standalone_arch], {}),
     "train.steps": (300, [_train_schedule], {}),
     "train.label_smoothing": (0.1, [_train_step, _search_step], {}),
-    "train.dtype": ("bfloat16", [_compute_dtype, _train_step], {}),
+    "train.dtype": ("bfloat16", [_compute_dtype, _train_step, _search_step], {}),
     "train.init_from_supernet": (True, [_init_from_supernet], {}),
     "train.seeds": (3, [_retraining_seeds], {}),
     **{f"train.optimizer.{k}": (v, [_train_optimizer], {}) for k, v in
@@ -429,6 +439,8 @@ KEYS = {
     "latency.seed": (5, [_latency], {}),
     "latency.path": ("/tables/t.json", [_latency_path], {}),
     "mesh.model": (2, [_mesh], {}),
+    "mesh.fsdp": (False, [_param_shardings], {"mesh.shard_min_size": 16}),
+    "mesh.shard_min_size": (16, [_param_shardings], {}),
 }
 
 
@@ -530,12 +542,13 @@ def test_fbnet_penalty_needs_a_gradient_strategy():
   config_lib.validate(cfg)
 
 
-def test_bf16_search_is_rejected_not_ignored():
-  """mode=search used to compute in float32 whatever train.dtype said; now the request is refused."""
-  cfg = toys.set_keys(config_lib.base_config(), {"mode": "search", "search.target_arch": "X3D",
-                                                 "train.dtype": "bfloat16"})
-  with pytest.raises(config_lib.ConfigError, match="config.train.dtype = 'bfloat16'"):
-    config_lib.validate(cfg)
+def test_bf16_search_is_honoured_not_ignored():
+  """mode=search once computed in float32 whatever train.dtype said; the search step now computes
+  in bfloat16 (its program has bf16 matmuls) and keeps its parameters in float32."""
+  cfg = toys.set_keys(probe_config({}), {"mode": "search", "train.dtype": "bfloat16"})
+  config_lib.validate(cfg)
+  program = _search_step(cfg)
+  assert "bf16" in program and "f32" in program
 
 
 @pytest.mark.parametrize("key, value, message", [

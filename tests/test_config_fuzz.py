@@ -1,6 +1,7 @@
 """Config fuzz: every key of base_config() given a value of the wrong type, out of range, and (for
 strings) unknown. Each is rejected when set (ml_collections' typed fields) or by the checks main
-runs before anything is built (`config.validate`, `setup.check_devices`, `setup.check_space`),
+runs before anything is built (`config.validate`, `setup.check_devices`, `setup.check_space`,
+`setup.check_sharding`, `setup.check_dtype`),
 naming the key -- with no dataset read or built and nothing compiled -- or it is a value that
 works, listed in WORKS with the reason."""
 import math
@@ -100,6 +101,8 @@ def early_checks(cfg):
   config_lib.validate(cfg)
   setup.check_devices(cfg)
   setup.check_space(cfg)
+  setup.check_sharding(cfg)
+  setup.check_dtype(cfg)
 
 
 @pytest.mark.parametrize("key, kind, bad", CASES, ids=[f"{k}-{m}" for k, m, _ in CASES])

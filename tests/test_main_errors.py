@@ -146,6 +146,30 @@ def test_batches_that_do_not_fit_the_slice_are_rejected_naming_the_key(overrides
   setup.check_devices(toys.set_keys(config_lib.base_config(), {"data.eval_batch_size": 6, "mode": "search"}))
 
 
+def test_a_model_axis_that_divides_no_parameter_is_rejected_before_anything_is_built():
+  """mesh.model = 2 over a space whose every width is odd splits no parameter: ConfigError naming
+  config.mesh.model (from abstract shapes: nothing compiled); the default space splits fine, and
+  bfloat16 is accepted on the CPU backend."""
+  import jax
+  import toys
+  from autox3d_jax.train import setup
+  compiles = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None)
+  odd = {"mode": "search", "mesh.model": 2, "search.target_arch": "X3D", "space.num_classes": 5, "space.stem_width": 9,
+         "space.stage_widths": ((9, 15), (15, 27)), "space.min_depths": (1, 1), "space.max_depths": (1, 1),
+         "space.expansions": (1.0,), "space.se_ratios": (0.0,), "space.conv5_width": 45, "space.head_width": 81,
+         "data.num_frames": 4, "data.crop_size": 16, "data.scale_jitter": (16, 16)}
+  cfg = toys.set_keys(config_lib.base_config(), odd)
+  config_lib.validate(cfg)
+  with pytest.raises(config_lib.ConfigError, match=r"config.mesh.model = 2 divides no parameter"):
+    setup.check_sharding(cfg)
+  assert not compiles, compiles
+  setup.check_sharding(toys.set_keys(config_lib.base_config(), {"mode": "search", "mesh.model": 2,
+                                                                "space.num_classes": 5}))
+  setup.check_dtype(toys.set_keys(config_lib.base_config(), {"train.dtype": "bfloat16"}))
+
+
 def test_an_unknown_dataset_fails_in_one_line_naming_the_choices(tmp_path):
   out = subprocess.run(main_cmd(tmp_path / "w", "--config.data.name=moving_digits/nosuch"), capture_output=True,
                        text=True, env=env_for(tmp_path / "data"), timeout=300)

@@ -63,21 +63,69 @@ def test_make_mesh_with_too_few_given_devices_is_an_error(data, model):
 
 
 # ------------------------------------------------------------------------------------------ params
-def test_param_shardings_split_exactly_the_large_kernels_divisible_by_model(mesh42):
-  shardings = partitioning.param_shardings(params_tree(), mesh42)
+TP_ONLY = partitioning.ShardingRule(fsdp=False, min_size=2 ** 18)
+
+
+def test_tensor_parallel_splits_exactly_the_large_kernels_divisible_by_model(mesh42):
+  shardings = partitioning.param_shardings(params_tree(), mesh42, TP_ONLY)
   assert specs(shardings) == {"big": {"kernel": SPLIT}, "odd": {"kernel": P()},
                               "small": {"kernel": P(), "bias": P()}, "long_bias": P()}
   assert all(s.mesh == mesh42 for s in jax.tree_util.tree_leaves(shardings))
   placed = jax.device_put(params_tree(), shardings)
   assert {s.data.shape for s in placed["big"]["kernel"].addressable_shards} == {(64, 64, 32)}
   # min_size is the threshold: lowered, the small kernel (last axis 8) is split too.
-  assert specs(partitioning.param_shardings(params_tree(), mesh42, min_size=32))["small"]["kernel"] == P(None, "model")
+  assert specs(partitioning.param_shardings(params_tree(), mesh42, TP_ONLY, min_size=32))["small"]["kernel"] == \
+      P(None, "model")
 
 
-def test_param_shardings_replicate_everything_when_model_is_one():
+def test_tensor_parallel_only_replicates_everything_when_model_is_one():
   mesh = partitioning.make_mesh()
-  shardings = partitioning.param_shardings(params_tree(), mesh)
+  shardings = partitioning.param_shardings(params_tree(), mesh, TP_ONLY)
   assert all(s.spec == P() for s in jax.tree_util.tree_leaves(shardings))
+
+
+def test_fsdp_splits_the_largest_free_axis_over_data(mesh42):
+  """The default rule: the output axis on 'model' where it divides, then the largest remaining axis
+  that divides the data axis (4) on 'data'; arrays below min_size replicated."""
+  rule = partitioning.ShardingRule(fsdp=True, min_size=2 ** 14)
+  assert specs(partitioning.param_shardings(params_tree(), mesh42, rule)) == {
+      "big": {"kernel": P("data", None, "model")}, "odd": {"kernel": P("data", None)},
+      "small": {"kernel": P(), "bias": P()}, "long_bias": P("data")}
+  eight = partitioning.make_mesh()     # 8 x 1: FSDP over all eight devices
+  assert specs(partitioning.param_shardings(params_tree(), eight, rule)) == {
+      "big": {"kernel": P("data", None, None)}, "odd": {"kernel": P("data", None)},
+      "small": {"kernel": P(), "bias": P()}, "long_bias": P("data")}
+  # The output axis taken by 'model', no other axis divides by 4: tensor-parallel only.
+  assert rule.spec((3, 5, 4 * 4096), mesh42) == P(None, None, "model")
+  # An axis that divides neither stays whole: (7, 9, 4099) splits nothing.
+  assert rule.spec((7, 9, 4099), mesh42) == P()
+
+
+def test_bytes_per_device_shrink_by_the_split_axes(mesh42):
+  """Per-device bytes of the placed arrays equal `bytes_per_device`, and a split array costs
+  1 / (product of its split axes' sizes) of its full size."""
+  rule = partitioning.ShardingRule(fsdp=True, min_size=2 ** 14)
+  params = params_tree()
+  shardings = partitioning.param_shardings(params, mesh42, rule)
+  placed = jax.device_put(params, shardings)
+  on_device0 = sum(next(s.data.nbytes for s in x.addressable_shards if s.device == jax.devices()[0])
+                   for x in jax.tree_util.tree_leaves(placed))
+  assert on_device0 == partitioning.bytes_per_device(params, shardings)
+  full = {k: x.nbytes for k, x in jax.tree_util.tree_leaves_with_path(params)}
+  for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(placed), jax.tree_util.tree_leaves(shardings)):
+    factor = int(np.prod([mesh42.shape[a] for a in s.spec if a is not None]))
+    assert x.addressable_shards[0].data.nbytes * factor == full[path], jax.tree_util.keystr(path)
+  report = partitioning.describe(params, shardings)
+  assert "3 of 5 arrays split" in report and "['big']['kernel'] (64, 64, 64)" in report
+
+
+def test_a_model_axis_that_divides_no_parameter_is_an_error(mesh42):
+  rule = partitioning.ShardingRule(fsdp=True, min_size=16)
+  partitioning.check_model_axis(params_tree(), mesh42, rule)       # 'big' splits on model: fine
+  odd = {"a": jnp.ones((9, 7)), "b": jnp.ones((5, 13))}
+  with pytest.raises(partitioning.MeshRuleError, match=r"config.mesh.model = 2 divides no parameter.*\[7, 13\]"):
+    partitioning.check_model_axis(odd, mesh42, rule)
+  partitioning.check_model_axis(odd, partitioning.make_mesh(), rule)   # model = 1: nothing to check
 
 
 # ------------------------------------------------------------------------------------ optimizer
@@ -100,7 +148,7 @@ def moment_paths(opt_state):
 ], ids=["sgd_momentum_chain", "adam", "make_optimizer"])
 def test_optimizer_moments_get_exactly_the_params_shardings(mesh42, make_tx, moments):
   params = params_tree()
-  params_sh = partitioning.param_shardings(params, mesh42)
+  params_sh = partitioning.param_shardings(params, mesh42, TP_ONLY)
   tx = make_tx()
   opt_state = tx.init(params)
   shardings = partitioning.optimizer_shardings(opt_state, params, params_sh, mesh42)
@@ -138,7 +186,7 @@ def test_optimizer_shardings_of_a_single_array_params_replicate_the_count(mesh42
   """A bare array as params: every leaf has params' (leaf) tree structure, but only the moments
   are params-shaped; Adam's scalar count must stay replicated."""
   params = jnp.ones((64, 64, 64), jnp.float32)
-  params_sh = partitioning.param_shardings(params, mesh42)
+  params_sh = partitioning.param_shardings(params, mesh42, TP_ONLY)
   opt_state = optax.adam(1e-3).init(params)
   shardings = partitioning.optimizer_shardings(opt_state, params, params_sh, mesh42)
   assert shardings[0].count == partitioning.replicated(mesh42)
@@ -174,8 +222,8 @@ def test_search_state_shardings_follow_the_params_for_the_weight_optimizer(mesh4
   state = search_step.SearchState(step=jnp.int32(0), params=params, batch_stats={"bn": {"mean": jnp.zeros(64)}},
                                   weight_opt=w_tx.init(params), logits=logits, arch_opt=a_tx.init(logits),
                                   strategy={"baseline": jnp.float32(0.0)}, rng=jax.random.PRNGKey(0))
-  sh = search_step.state_shardings(state, mesh42)
-  params_sh = partitioning.param_shardings(params, mesh42)
+  sh = search_step.state_shardings(state, mesh42, TP_ONLY)
+  params_sh = partitioning.param_shardings(params, mesh42, TP_ONLY)
   assert sh.params == params_sh and sh.params["big"]["kernel"].spec == SPLIT
   trace = [s for s in jax.tree_util.tree_leaves(sh.weight_opt, is_leaf=lambda n: isinstance(n, optax.TraceState))
            if isinstance(s, optax.TraceState)]
@@ -193,8 +241,8 @@ def test_train_state_shardings_follow_the_params_for_the_optimizer(mesh42):
   tx = make_optimizer(cfg.train.optimizer, 100)
   state = train_loop.TrainState(jnp.int32(0), params, {"bn": {"var": jnp.ones(64)}}, tx.init(params),
                                 jax.random.PRNGKey(0))
-  sh = train_loop.state_shardings(state, mesh42)
-  params_sh = partitioning.param_shardings(params, mesh42)
+  sh = train_loop.state_shardings(state, mesh42, TP_ONLY)
+  params_sh = partitioning.param_shardings(params, mesh42, TP_ONLY)
   assert sh.params == params_sh
   trace = [s for s in jax.tree_util.tree_leaves(sh.opt_state, is_leaf=lambda n: isinstance(n, optax.TraceState))
            if isinstance(s, optax.TraceState)]

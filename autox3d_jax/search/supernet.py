@@ -146,33 +146,35 @@ class MixedDepthwise(nn.Module):
 
 class SuperSqueezeExcite(nn.Module):
   """SE at the largest reduced width; each ratio masks the reduced units it uses.
-  y_out = p(off) * y + sum_r p(r) * y * gate_r(y)."""
+  y_out = p(off) * y + sum_r p(r) * y * gate_r(y), computed in y's dtype."""
   ratio_probs: jax.Array       # (R,)
   ratio_masks: jax.Array       # (R, max_se): reduced-unit mask of each ratio (zero row for ratio 0)
   ratios: tuple
+  dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, y):
     c = y.shape[-1]
     s = jnp.mean(y, axis=(1, 2, 3), keepdims=True)
-    reduce = nn.Dense(self.ratio_masks.shape[-1], name="reduce")
-    expand = nn.Dense(c, name="expand")
+    reduce = nn.Dense(self.ratio_masks.shape[-1], dtype=self.dtype, name="reduce")
+    expand = nn.Dense(c, dtype=self.dtype, name="expand")
+    probs, masks = self.ratio_probs.astype(y.dtype), self.ratio_masks.astype(y.dtype)
     out = 0.0
     for k, ratio in enumerate(self.ratios):
       if ratio <= 0:
-        out = out + self.ratio_probs[k] * y
+        out = out + probs[k] * y
       else:
-        gate = jax.nn.sigmoid(expand(nn.relu(reduce(s)) * self.ratio_masks[k]))
-        out = out + self.ratio_probs[k] * y * gate
+        gate = jax.nn.sigmoid(expand(nn.relu(reduce(s)) * masks[k]))
+        out = out + probs[k] * y * gate.astype(y.dtype)
     return out
 
 
 class SuperLayers:
   """The supernet's layer factory for one family's middle (mirrors `blocks.StandaloneLayers`)."""
 
-  def __init__(self, ops: list[Op], op_weights, inner_mask, family_active, se, stride, train):
+  def __init__(self, ops: list[Op], op_weights, inner_mask, family_active, se, stride, train, dtype=None):
     self.ops, self.op_weights, self.inner_mask = ops, op_weights, inner_mask
-    self.family_active, self.se_args, self.train = family_active, se, train
+    self.family_active, self.se_args, self.train, self.dtype = family_active, se, train, dtype
 
   def depthwise(self, name, kernel_fn, stride):
     candidates = tuple((op.label, kernel_fn(op.kernel)) for op in self.ops)
@@ -183,10 +185,10 @@ class SuperLayers:
     return MaskedBatchNorm(self.inner_mask, self.family_active, self.train, name=name)
 
   def se(self, name):
-    return SuperSqueezeExcite(*self.se_args, name=name)
+    return SuperSqueezeExcite(*self.se_args, dtype=self.dtype, name=name)
 
   def dense(self, name, features):
-    return nn.Dense(features, use_bias=False, name=name)
+    return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
 
 
 class FamilyMiddle(nn.Module):
@@ -195,11 +197,12 @@ class FamilyMiddle(nn.Module):
   ops: tuple
   stride: int
   train: bool
+  dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, y, op_weights, inner_mask, family_active, se_args):
     layers = SuperLayers(list(self.ops), op_weights, inner_mask, family_active, se_args, self.stride,
-                         self.train)
+                         self.train, self.dtype)
     first = self.ops[0]
     # The middles read only type-independent fields of the spec (stride); kernels come from layers.
     template = BlockSpec(first.type, first.kernel, width=1, inner=1, stride=self.stride)
@@ -213,6 +216,7 @@ class SuperBlock(nn.Module):
   block: int
   train: bool = False
   exclusive: bool = False
+  dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x, arch: Arch, prev_width_probs, shifts: Mapping | None = None):
@@ -230,13 +234,14 @@ class SuperBlock(nn.Module):
 
     shortcut = x
     if j == 0:
-      shortcut = Pointwise(t.max_width, stride, name="shortcut")(x)
+      shortcut = Pointwise(t.max_width, stride, self.dtype, name="shortcut")(x)
       # pytorchvideo: projection BN only when the width changes; gate it by P(width changes).
       p_change = self._width_change_prob(prev_width_probs, p_w)
       normed = MaskedBatchNorm(width_mask, p_change, self.train, name="shortcut_bn")(shortcut)
-      shortcut = p_change * normed + (1 - p_change) * shortcut * width_mask
+      gate = p_change.astype(x.dtype)
+      shortcut = gate * normed + (1 - gate) * shortcut * width_mask.astype(x.dtype)
 
-    y = Pointwise(t.max_inner, name="conv_a")(x)
+    y = Pointwise(t.max_inner, dtype=self.dtype, name="conv_a")(x)
     y = nn.relu(MaskedBatchNorm(inner_mask, 1.0, self.train, name="bn_a")(y))
     groups = list(families(c.ops).items())
 
@@ -244,8 +249,9 @@ class SuperBlock(nn.Module):
       def run(mdl, y, p_op, inner_mask, p_se, se_masks):
         w_f = p_op[jnp.array(members)]
         p_f = jnp.sum(w_f)
-        middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, name=family)
-        return p_f * middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
+        middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, self.dtype,
+                              name=family)
+        return p_f.astype(y.dtype) * middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
                             (p_se, se_masks, c.se_ratios))
       return run
 
@@ -256,12 +262,12 @@ class SuperBlock(nn.Module):
       out = nn.switch(chosen, branches, self, *operands)
     else:
       out = sum(branch(self, *operands) for branch in branches)
-    y = Pointwise(t.max_width, name="conv_c")(out)
+    y = Pointwise(t.max_width, dtype=self.dtype, name="conv_c")(out)
     y = MaskedBatchNorm(width_mask, 1.0, self.train, name="bn_c")(y)
     y = nn.relu(y + shortcut)
     if j >= c.min_depths[i]:
       depths = np.array(self.space.by_label[labels.depth(i)].choices)
-      keep = jnp.sum(arch[labels.depth(i)] * (depths > j))
+      keep = jnp.sum(arch[labels.depth(i)] * (depths > j)).astype(x.dtype)
       y = keep * y + (1 - keep) * x
     return y
 
@@ -281,20 +287,26 @@ class Supernet(nn.Module):
   the inherited weights (`derive.inherit_variables`). K architectures at once: `apply_groups`.
   shifts: fair-channel rolls per width / expansion decision, or None. exclusive: run only the
   sampled family in each block (one-hot archs only; see the module docstring).
+  dtype: the compute dtype (None = float32; jnp.bfloat16 for mixed precision): activations and
+  matmuls in it; parameters, BN statistics, the arch weights' arithmetic and the logits in float32.
   """
   space: SearchSpace
   exclusive: bool = False
+  dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x, arch: Arch, train: bool = False, shifts: Mapping | None = None):
     c = self.space.config
-    x = Stem(c.stem, name="stem")(x, train)
+    if self.dtype is not None:
+      x = x.astype(self.dtype)
+    x = Stem(c.stem, self.dtype, name="stem")(x, train)
     prev = jnp.ones((1,), jnp.float32)
     for i in range(self.space.num_stages):
       for j in range(c.max_depths[i]):
-        x = SuperBlock(self.space, i, j, train, self.exclusive, name=labels.block(i, j))(x, arch, prev, shifts)
+        x = SuperBlock(self.space, i, j, train, self.exclusive, self.dtype, name=labels.block(i, j))(
+            x, arch, prev, shifts)
       prev = arch[labels.width(i)]
-    return Head(c.head, name="head")(x, train)
+    return Head(c.head, self.dtype, name="head")(x, train)
 
 
 # ------------------------------------------------------------------------------------ arch helpers

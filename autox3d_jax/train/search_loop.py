@@ -89,10 +89,11 @@ class SearchProgram:
 
 
 def build_search_step(cfg, space: SearchSpace, table: CostTable, cost_target: float) -> SearchProgram:
-  """The search step config.search describes over `space`: strategy, supernet, both optimizers."""
+  """The search step config.search describes over `space`: strategy, supernet (computing in
+  config.train.dtype), both optimizers."""
   dist = ArchDistribution(space)
   strategy = make_strategy(cfg, dist, table, cost_target)
-  model = sn.Supernet(space)
+  model = sn.Supernet(space, dtype=setup.compute_dtype(cfg))
   w_tx = make_optimizer(cfg.search.weight_opt, cfg.search.steps)
   a_tx = make_arch_optimizer(cfg.search.arch_opt)
   return SearchProgram(dist, strategy, model, w_tx, a_tx, ss.make_search_step(model, dist, strategy, w_tx, a_tx,
@@ -123,9 +124,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   program = build_search_step(cfg, space, table, cost_target)
   dist, strategy, model = program.dist, program.strategy, program.model
   mesh = setup.make_mesh(cfg)
-  step_fn = program.step
+  rule = setup.sharding_rule(cfg, mesh, jax.eval_shape(program.init_state).params)
   state = program.init_state()
-  jitted, shardings = ss.jit_search_step(step_fn, state, mesh)
+  jitted, shardings = ss.jit_search_step(program.step, state, mesh, rule)
 
   history = {"steps": [], "probs": {}, "metrics": []}
   input_before = None   # skip counts up to the checkpoint resumed from
@@ -158,6 +159,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
              len(space.decisions), space.log10_size(), cost_target, table.metric)
     from clu import parameter_overview
     log.info("supernet parameters:\n%s", parameter_overview.get_parameter_overview(state.params))
+  log.info("sharding over mesh %s (%s):\n%s", dict(mesh.shape), rule,
+           partitioning.describe(state.params, shardings.params, state.weight_opt, shardings.weight_opt))
 
   spec = loop.LoopSpec.from_config(
       cfg, name="search", total_steps=cfg.search.steps, loss_key="train_loss",
@@ -243,7 +246,8 @@ def evolution_batches(cfg) -> tuple[list, list]:
 def _evolve(cfg, space, table, model, state, cost_target):
   """SPOS: evolutionary search on the trained supernet, each candidate's BN recalibrated."""
   calib_batches, eval_batches = evolution_batches(cfg)
-  score = make_point_scorer(model, space, supernet_variables(jax.device_get(state)), calib_batches, eval_batches)
+  score = make_point_scorer(model, space, partitioning.to_host(supernet_variables(state)), calib_batches,
+                            eval_batches)
   target = cost_target if cost_target > 0 else None
   result = evolution.evolve(space, score, table.of_point, target, cfg.search.evolution, seed=cfg.seed, log=log.info)
   return result.best

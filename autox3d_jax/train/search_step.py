@@ -120,11 +120,12 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
   return step
 
 
-def state_shardings(state: SearchState, mesh) -> SearchState:
-  """Params by the logical rule (`partitioning.param_shardings`) and their optimizer moments the
-  same way; batch stats, logits, arch optimizer, strategy state and scalars replicated."""
+def state_shardings(state: SearchState, mesh, rule: partitioning.ShardingRule | None = None) -> SearchState:
+  """Params by the parameter rule (`partitioning.ShardingRule`: FSDP over 'data', tensor-parallel
+  over 'model') and their optimizer moments the same way; batch stats, logits, arch optimizer,
+  strategy state and scalars replicated. `state` may be abstract (`jax.eval_shape`)."""
   rep = partitioning.replicated(mesh)
-  params_sh = partitioning.param_shardings(state.params, mesh)
+  params_sh = partitioning.param_shardings(state.params, mesh, rule)
   replicate = lambda tree: jax.tree_util.tree_map(lambda _: rep, tree)
   return SearchState(step=rep, params=params_sh, batch_stats=replicate(state.batch_stats),
                      weight_opt=partitioning.optimizer_shardings(state.weight_opt, state.params, params_sh, mesh),
@@ -132,9 +133,10 @@ def state_shardings(state: SearchState, mesh) -> SearchState:
                      strategy=replicate(state.strategy), rng=rep)
 
 
-def jit_search_step(step_fn, state: SearchState, mesh):
-  """jax.jit with explicit in/out shardings and the state donated."""
-  st_sh = state_shardings(state, mesh)
+def jit_search_step(step_fn, state: SearchState, mesh, rule: partitioning.ShardingRule | None = None):
+  """(jax.jit of `step_fn` with explicit in/out shardings and the state donated, the state's
+  shardings)."""
+  st_sh = state_shardings(state, mesh, rule)
   batch_sh = partitioning.batch_sharding(mesh)
   return jax.jit(step_fn, in_shardings=(st_sh, batch_sh, batch_sh),
                  out_shardings=(st_sh, partitioning.replicated(mesh)), donate_argnums=(0,)), st_sh

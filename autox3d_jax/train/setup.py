@@ -16,6 +16,7 @@ from autox3d_jax.cost import latency
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.data import registry as data_registry
 from autox3d_jax.models import zoo
+from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.space import SearchSpace, space_config_from_section
 from autox3d_jax.train import partitioning
@@ -34,6 +35,20 @@ def build_space(cfg: ml_collections.ConfigDict, classes: int | None = None) -> S
   return SearchSpace(space_config_from_section(
       s, num_frames=s.num_frames if s.num_frames > 0 else cfg.data.num_frames,
       crop_size=s.crop_size if s.crop_size > 0 else cfg.data.crop_size, num_classes=classes or num_classes(cfg)))
+
+
+def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
+  """An ArchSpec JSON file, or a zoo name ('x3d_s')."""
+  if os.path.exists(name_or_path):
+    spec = ArchSpec.load(name_or_path)
+    if num_classes and spec.head.num_classes != num_classes:
+      spec = spec.replace(head=spec.head.__class__(**{**spec.head.__dict__, "num_classes": num_classes}))
+    return spec
+  try:
+    return zoo.get(name_or_path, num_classes or 400)
+  except ValueError:
+    raise ConfigError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
+                     f"{zoo.names()}") from None
 
 
 def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
@@ -209,6 +224,58 @@ def eval_pipeline(cfg, split: str | None = None):
 def make_mesh(cfg):
   """The device mesh of a run: ('data', 'model') with config.mesh.model devices on 'model'."""
   return partitioning.make_mesh(model=cfg.mesh.model)
+
+
+def sharding_rule(cfg, mesh, params) -> partitioning.ShardingRule:
+  """config.mesh's parameter rule, checked against `params` (arrays or their abstract shapes):
+  ConfigError naming config.mesh.model when the 'model' axis would split no parameter."""
+  rule = partitioning.ShardingRule.from_config(cfg)
+  try:
+    partitioning.check_model_axis(params, mesh, rule)
+  except partitioning.MeshRuleError as e:
+    raise ConfigError(str(e)) from None
+  return rule
+
+
+BFLOAT16_BACKENDS = ("tpu", "gpu", "cuda", "rocm", "cpu")   # XLA computes bfloat16 on these (CPU: emulated)
+
+
+def compute_dtype(cfg):
+  """config.train.dtype as the networks' compute dtype: jnp.bfloat16, or None (= float32).
+  Parameters, BN statistics, logits and the loss stay float32 either way."""
+  return jax.numpy.bfloat16 if cfg.train.dtype == "bfloat16" else None
+
+
+def check_dtype(cfg) -> None:
+  """config.train.dtype = 'bfloat16' needs a backend XLA computes bfloat16 on: ConfigError naming
+  the key otherwise (before any compile). On the CPU it runs, emulated: the depthwise convs'
+  host kernels compute in float32 and the matmuls are usually slower than in float32."""
+  if cfg.train.dtype != "bfloat16":
+    return
+  backend = jax.default_backend()
+  if backend not in BFLOAT16_BACKENDS:
+    raise ConfigError(f"config.train.dtype = 'bfloat16' is not supported on the {backend!r} backend (supported: "
+                      f"{', '.join(BFLOAT16_BACKENDS)}); use config.train.dtype='float32'")
+
+
+def check_sharding(cfg) -> None:
+  """Before any dataset build or compile: with config.mesh.model > 1, the network the mode
+  trains (the supernet of config.space, or config.train.arch) must have a parameter the 'model'
+  axis splits. Abstract shapes only (`jax.eval_shape`: traced, not compiled)."""
+  if cfg.mesh.model <= 1 or cfg.mode not in ("search", "demo", "train", "eval"):
+    return
+  if cfg.mode in ("search", "demo"):
+    from autox3d_jax.search import supernet as sn
+    space = build_space(cfg, classes=cfg.space.num_classes if cfg.space.num_classes > 0 else 2)
+    c = space.config
+    clip = jax.ShapeDtypeStruct((1, c.num_frames, c.crop_size, c.crop_size, c.in_channels), jax.numpy.float32)
+    params = jax.eval_shape(lambda x: sn.Supernet(space).init(jax.random.PRNGKey(0), x, sn.uniform_arch(space),
+                                                              train=False), clip)["params"]
+  else:
+    from autox3d_jax.models import builder
+    spec = load_arch(cfg.train.arch or "x3d_s")
+    params = jax.eval_shape(lambda: builder.init_variables(spec, jax.random.PRNGKey(0)))["params"]
+  sharding_rule(cfg, make_mesh(cfg), params)
 
 
 def ensure_dataset(cfg) -> None:

@@ -54,9 +54,7 @@ class TrainResult:
   input: dict = dataclasses.field(default_factory=dict)
 
 
-def compute_dtype(cfg) -> jnp.dtype | None:
-  """config.train.dtype as the builder's compute dtype (None = float32, parameters stay float32)."""
-  return jnp.bfloat16 if cfg.train.dtype == "bfloat16" else None
+compute_dtype = setup.compute_dtype   # train_loop.compute_dtype: its public name before setup had it
 
 
 def init_state(cfg: ml_collections.ConfigDict, spec: ArchSpec, tx: optax.GradientTransformation,
@@ -69,10 +67,11 @@ def init_state(cfg: ml_collections.ConfigDict, spec: ArchSpec, tx: optax.Gradien
                     tx.init(variables["params"]), rng)
 
 
-def state_shardings(state: TrainState, mesh) -> TrainState:
-  """Params by the logical rule and their optimizer moments the same way; the rest replicated."""
+def state_shardings(state: TrainState, mesh, rule: partitioning.ShardingRule | None = None) -> TrainState:
+  """Params by the parameter rule (`partitioning.ShardingRule`) and their optimizer moments the
+  same way; the rest replicated."""
   rep = partitioning.replicated(mesh)
-  params_sh = partitioning.param_shardings(state.params, mesh)
+  params_sh = partitioning.param_shardings(state.params, mesh, rule)
   return TrainState(rep, params_sh, jax.tree_util.tree_map(lambda _: rep, state.batch_stats),
                     partitioning.optimizer_shardings(state.opt_state, state.params, params_sh, mesh), rep)
 
@@ -154,7 +153,10 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   steps = cfg.train.steps
   mesh = setup.make_mesh(cfg)
   state = init_state(cfg, spec, tx, init_variables)
-  shardings = state_shardings(state, mesh)
+  rule = setup.sharding_rule(cfg, mesh, state.params)
+  shardings = state_shardings(state, mesh, rule)
+  log.info("%s: sharding over mesh %s (%s):\n%s", name, dict(mesh.shape), rule,
+           partitioning.describe(state.params, shardings.params, state.opt_state, shardings.opt_state))
   jitted = jax.jit(step_fn, in_shardings=(shardings, partitioning.batch_sharding(mesh)),
                    out_shardings=(shardings, partitioning.replicated(mesh)), donate_argnums=(0,))
   restored = ckpt.restore(abstract_like(state, shardings))
