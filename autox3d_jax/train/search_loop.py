@@ -124,8 +124,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   program = build_search_step(cfg, space, table, cost_target)
   dist, strategy, model = program.dist, program.strategy, program.model
   mesh = setup.make_mesh(cfg)
-  rule = setup.sharding_rule(cfg, mesh, jax.eval_shape(program.init_state).params)
   state = program.init_state()
+  rule = setup.sharding_rule(cfg, mesh, state.params)   # main checked it before any build (check_sharding)
   jitted, shardings = ss.jit_search_step(program.step, state, mesh, rule)
 
   history = {"steps": [], "probs": {}, "metrics": []}
