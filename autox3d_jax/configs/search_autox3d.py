@@ -8,7 +8,8 @@ skeleton at that variant's input, a FLOPs target equal to the X3D network's (Aut
 Arguments: target=XS|S|M|L; strategy=probabilistic|dnas|gdas|spos|msg; runlocal.
 Paper hyper-parameters (AutoX3D supplement): weights SGD cosine lr 1.6 (batch 192), architecture Adam
 lr 0.025, 600 epochs with the first 200 as warm-up (architecture frozen). The search computes in
-float32 (config.train.dtype applies to standalone training).
+bfloat16 (config.train.dtype; parameters, BN statistics and the loss stay float32); `runlocal`,
+meant for a CPU, in float32.
 """
 from autox3d_jax.config import STRATEGIES, base_config, parse_config_arg
 from autox3d_jax.models import zoo
@@ -35,7 +36,9 @@ def get_config(arg: str = "target=S"):
   c.search.penalty_weight = 1.0
   c.search.weight_opt.lr = 1.6
   c.search.arch_opt.lr = 0.025
+  c.train.dtype = "bfloat16"
   if args["runlocal"]:
+    c.train.dtype = "float32"
     c.data.name = "moving_digits/motion"
     c.data.num_frames = 8
     c.data.crop_size = 48
