@@ -208,14 +208,43 @@ def params_from_pytorchvideo(state_dict: Mapping[str, np.ndarray], spec: ArchSpe
   return out
 
 
-def load_torch_checkpoint(path: str) -> dict[str, np.ndarray]:
+TRUST_PICKLE_FLAG = "trust_pickle"
+
+
+def load_torch_checkpoint(path: str, trust_pickle: bool = False) -> dict[str, np.ndarray]:
   """A `.pyth` / `.pt` file -> {key: numpy array}. Imports torch lazily (only this needs it).
 
   Unwraps SlowFast / pytorchvideo's {'model_state': ...} (also 'state_dict' / 'model') wrappers and a
   DataParallel 'module.' prefix. Only tensors are kept.
+
+  Safety: a checkpoint is a pickle, and unpickling arbitrary objects runs arbitrary code. By
+  default the file is read with `torch.load(weights_only=True)`, whose unpickler accepts only
+  tensors, containers and plain values -- what pytorchvideo state_dicts and SlowFast's
+  {'epoch', 'model_state', 'optimizer_state', 'cfg' (a YAML string)} checkpoints hold. A file that
+  needs anything else raises CheckpointError naming `trust_pickle`; `trust_pickle=True` loads it
+  with the full unpickler (only for a file from a source you trust), with a warning.
   """
+  import pickle
+  import warnings
+
   import torch  # pylint: disable=import-outside-toplevel
-  obj = torch.load(path, map_location="cpu", weights_only=False)
+  if trust_pickle:
+    warnings.warn(f"{path}: loading with the full unpickler ({TRUST_PICKLE_FLAG}=True): any code the file "
+                  "holds runs now; do this only for checkpoints from a source you trust", stacklevel=2)
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+  except pickle.UnpicklingError as e:
+    first = str(e).strip().splitlines()
+    reason = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+    raise CheckpointError(
+        f"{path} holds objects other than tensors and plain values ({reason}); it was not loaded, since "
+        f"unpickling them could run code. If the file comes from a source you trust, pass "
+        f"{TRUST_PICKLE_FLAG}=True (--{TRUST_PICKLE_FLAG})") from None
+  except (RuntimeError, EOFError, OSError) as e:
+    if isinstance(e, OSError) and e.filename is not None:
+      raise
+    raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or another format): "
+                          f"{' '.join(str(e).split())[:200]}") from None
   for wrapper in ("model_state", "state_dict", "model"):
     if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
       obj = obj[wrapper]
