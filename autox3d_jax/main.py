@@ -21,7 +21,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the report.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and the report: a local "
+                                "path or gs://bucket/path.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -86,25 +87,91 @@ class _one_line_errors:
 
 
 def check_workdir(workdir: str) -> str:
-  """The workdir, checked before anything is built: not empty, not a file, creatable and writable
-  here. A remote path (gs://...) is passed through: its first write reports a problem."""
+  """The workdir, checked before anything is built: not empty, on a supported scheme (a local
+  path or gs:// with a valid bucket name), and creatable and writable from here. A local one is
+  created and a file written in it and deleted; a gs:// one is probed within a bound
+  (`_check_remote_workdir`). Returns `workdir`; raises ConfigError naming --workdir and the cause."""
+  from autox3d_jax import paths
   from autox3d_jax.config import ConfigError
   if not workdir or not workdir.strip():
     raise ConfigError("--workdir is empty: pass the directory for checkpoints, logs and the report "
                       "(it is created if missing)")
-  if "://" in workdir:
+  try:
+    remote = paths.check_scheme(workdir)
+  except ValueError as e:
+    raise ConfigError(f"--workdir={workdir}: {e}") from None
+  if remote:
+    _check_remote_workdir(workdir)
     return workdir
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if paths.exists(workdir) and not paths.isdir(workdir):
     raise ConfigError(f"--workdir={workdir} is a file, not a directory: pass a directory")
   try:
-    os.makedirs(workdir, exist_ok=True)
-    import tempfile
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_check_"):
-      pass
+    paths.makedirs(workdir)
+    marker = paths.join(workdir, f".write_check_{os.getpid()}")
+    paths.write_bytes(marker, b"")
+    paths.remove(marker)
   except OSError as e:
     raise ConfigError(f"--workdir={workdir} cannot be created or written: {e.strerror or e}; pass a "
                       f"directory this user can write") from None
   return workdir
+
+
+# How long start-up waits for a gs:// workdir to answer (its bucket looked up, a small object
+# written and deleted). Clients retry an unreachable endpoint for minutes; this bounds the wait.
+WORKDIR_CHECK_TIMEOUT_ENV_VAR = "AUTOX3D_WORKDIR_CHECK_TIMEOUT_S"
+WORKDIR_CHECK_TIMEOUT_S = 60.0
+
+
+def _check_remote_workdir(workdir: str) -> None:
+  """A gs:// workdir's bucket exists and this process can write and delete an object under the
+  workdir, found within $AUTOX3D_WORKDIR_CHECK_TIMEOUT_S seconds (default WORKDIR_CHECK_TIMEOUT_S):
+  else ConfigError with the cause (a missing bucket, the client's error, or no answer in time), so
+  a wrong bucket or a machine without access fails at start-up, not at the first checkpoint."""
+  import socket
+  import threading
+  from autox3d_jax import paths
+  from autox3d_jax.config import ConfigError
+  raw = os.environ.get(WORKDIR_CHECK_TIMEOUT_ENV_VAR, "")
+  try:
+    timeout = float(raw) if raw else WORKDIR_CHECK_TIMEOUT_S
+    if not timeout > 0:
+      raise ValueError
+  except ValueError:
+    raise ConfigError(f"{WORKDIR_CHECK_TIMEOUT_ENV_VAR}={raw!r}: pass a number of seconds > 0") from None
+  scheme, rest = workdir.split("://", 1)
+  bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+  outcome: dict[str, str] = {}
+
+  def probe():
+    try:
+      if not paths.exists(bucket):
+        outcome["error"] = f"bucket {bucket} does not exist or this machine's credentials cannot see it"
+        return
+      marker = paths.join(workdir, f".write_check_{socket.gethostname()}_{os.getpid()}")
+      paths.write_bytes(marker, b"ok")
+      paths.remove(marker)
+    except Exception as e:  # pylint: disable=broad-except  (any client's error is the cause to report)
+      outcome["error"] = _one_line(e)
+
+  # A daemon thread: a client stuck retrying cannot keep the process from exiting.
+  thread = threading.Thread(target=probe, name="workdir-check", daemon=True)
+  thread.start()
+  thread.join(timeout)
+  if thread.is_alive():
+    raise ConfigError(f"--workdir={workdir}: {bucket} did not answer within {timeout:g} s (looking up the "
+                      f"bucket, writing a small object): check the network and the bucket name "
+                      f"({WORKDIR_CHECK_TIMEOUT_ENV_VAR} sets the wait)")
+  if "error" in outcome:
+    raise ConfigError(f"--workdir={workdir} cannot be used: {outcome['error']}; pass a gs://bucket/path "
+                      f"this machine can write (its credentials: the VM's service account or "
+                      f"`gcloud auth application-default login`)")
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """'Type: message' of `error` on one line (clients put URLs and JSON bodies on several), at most
+  `limit` characters."""
+  text = " ".join(f"{type(error).__name__}: {error}".split())
+  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _init_distributed():

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from autox3d_jax import config as config_lib
+from autox3d_jax import paths as paths_lib
 from autox3d_jax import report
 from autox3d_jax.cost import latency as latency_lib
 from autox3d_jax.cost.analytic import arch_cost
@@ -113,7 +113,7 @@ def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
   """config.train.arch is an ArchSpec file or a zoo name (ConfigError otherwise), checked before
   the dataset is read or built."""
   name = cfg.train.arch or "x3d_s"
-  if not os.path.exists(name):
+  if not paths_lib.exists(name):
     load_arch(name)
 
 
@@ -151,8 +151,8 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
 
 
 def report_mode(cfg: ml_collections.ConfigDict, workdir: str):
-  results = report.read_results(os.path.join(workdir, "report"), as_specs=True)
-  paths = report.write_report(os.path.join(workdir, "report"), results)
+  results = report.read_results(paths_lib.join(workdir, "report"), as_specs=True)
+  paths = report.write_report(paths_lib.join(workdir, "report"), results)
   print(json.dumps(paths, indent=1))
 
 
@@ -196,7 +196,7 @@ def latency(cfg: ml_collections.ConfigDict, workdir: str):
   space = setup.build_space(cfg)
   path = setup.latency_table_path(cfg, workdir)
   table = latency_lib.load_or_build(space, cfg.latency, path)
-  out = latency_lib.validate_table(space, table, cfg.latency, os.path.join(workdir, "report"))
+  out = latency_lib.validate_table(space, table, cfg.latency, paths_lib.join(workdir, "report"))
   print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (list, dict))}, indent=1, default=str))
   return out
 
@@ -258,4 +258,4 @@ def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result
                               "derived_cost": search_result.cost, "point": search_result.point})
   if jax.process_index() != 0:
     return {}
-  return report.write_report(os.path.join(workdir, "report"), results)
+  return report.write_report(paths_lib.join(workdir, "report"), results)

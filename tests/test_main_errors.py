@@ -30,7 +30,9 @@ def test_check_workdir_rejects_empty_a_file_and_uncreatable(tmp_path):
     main_lib.check_workdir(str(a_file / "run"))
   assert main_lib.check_workdir(str(tmp_path / "new" / "run")) == str(tmp_path / "new" / "run")
   assert os.path.isdir(tmp_path / "new" / "run") and os.listdir(tmp_path / "new" / "run") == []
-  assert main_lib.check_workdir("gs://bucket/run") == "gs://bucket/run"
+  for url in ("s3://bucket/run", "foo://x"):   # a gs:// workdir is probed: tests/test_gcs.py
+    with pytest.raises(config_lib.ConfigError, match=f"--workdir={url}: .* is not supported"):
+      main_lib.check_workdir(url)
 
 
 def test_a_workdir_that_is_a_file_fails_in_one_line_before_the_dataset_is_built(tmp_path):

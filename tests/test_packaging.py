@@ -8,7 +8,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPORT_NAMES = {"orbax-checkpoint": "orbax", "absl-py": "absl", "tensorflow-cpu": "tensorflow",
                 "tensorflow-datasets": "tensorflow_datasets", "scikit-learn": "sklearn", "pillow": "PIL"}
 # Needed at run time without an import of ours.
-NOT_IMPORTED = {"tensorboard": "clu.metric_writers writes TensorBoard event files through it"}
+NOT_IMPORTED = {"tensorboard": "clu.metric_writers writes TensorBoard event files through it",
+                "google-cloud-storage": "orbax lists a gs:// checkpoint directory's steps through it",
+                "gcsfs": "etils.epath's gs:// backend where TF's file system is not used (EPATH_USE_TF=false)"}
 
 
 def install_requires():

@@ -3,9 +3,10 @@
     plot_pareto(results, path)               Results (or a results dict) -> path of pareto.png, or None
     plot_decisions(history, path, title="")  DecisionHistory (or its dict) -> path of decisions.png, or None
 
-Both return None, writing nothing, when there is nothing to draw. Plots are drawn on stand-alone Agg
-canvases (`matplotlib.figure.Figure` + `FigureCanvasAgg`), never through pyplot: nothing is displayed,
-no global backend is switched (an inline Colab session keeps its backend), and no figure is left
+Both return None, writing nothing, when there is nothing to draw; `path` may be local or gs://
+(written through `autox3d_jax.paths`). Plots are drawn on stand-alone Agg canvases
+(`matplotlib.figure.Figure` + `FigureCanvasAgg`), never through pyplot: nothing is displayed, no
+global backend is switched (an inline Colab session keeps its backend), and no figure is left
 registered with pyplot.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from autox3d_jax import paths
 from autox3d_jax.report.results import DecisionHistory, Results
 
 MAX_DECISION_PANELS = 24  # above this many decision labels, decisions.png switches to the summary view
@@ -133,8 +135,7 @@ def plot_pareto(results: Results | Mapping, path: str) -> str | None:
   ax.set_title(title, fontsize=11)
   # Outside the axes, so it never hides a point or a label.
   ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
-  fig.savefig(path)
-  return path
+  return paths.save_figure(fig, path)
 
 
 def _normalized_rows(rows) -> "np.ndarray":
@@ -252,7 +253,6 @@ def plot_decisions(history: DecisionHistory | Mapping, path: str, title: str = "
   for n in range(len(panels), nrows * ncols):
     axes[n // ncols][n % ncols].set_visible(False)
   fig.suptitle(f"{title + ': ' if title else ''}decision distributions over the search\n{what}", fontsize=10)
-  fig.savefig(path)
-  return path
+  return paths.save_figure(fig, path)
 
 

@@ -1,4 +1,5 @@
-"""A report folder on disk: `write_report` writes it, `read_results` reads its results.json back.
+"""A report folder, local or gs:// (every file through `autox3d_jax.paths`): `write_report` writes
+it, `read_results` reads its results.json back.
 
     paths = write_report(dir, results)        Results or results dict -> {key: path written}
     d = read_results(dir, as_specs=False)     -> the results.json dict (archs as dicts or ArchSpecs)
@@ -48,16 +49,16 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
   for i, m in enumerate(res.models):
     if m.arch is not None:
       fname = _file_stem(m.name, taken) + ".json"
-      m.arch.save(os.path.join(report_dir, fname))
+      paths[f"arch:{m.name}"] = paths_lib.join(report_dir, fname)
+      m.arch.save(paths[f"arch:{m.name}"])
       arch_files[i] = fname
-      paths[f"arch:{m.name}"] = os.path.join(report_dir, fname)
 
   # results.json: everything, ArchSpecs as dicts, NaN as null.
-  paths["results"] = os.path.join(report_dir, "results.json")
+  paths["results"] = paths_lib.join(report_dir, "results.json")
   paths_lib.write_json(paths["results"], res.to_dict(), indent=2)
 
   # Plots.
-  pareto = plot_pareto(res, os.path.join(report_dir, "pareto.png"))
+  pareto = plot_pareto(res, paths_lib.join(report_dir, "pareto.png"))
   if pareto:
     paths["pareto"] = pareto
   else:
@@ -66,7 +67,7 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
   if res.decision_history is None:
     paths["decisions_skipped"] = "no decision_history given"
   else:
-    decisions = plot_decisions(res.decision_history, os.path.join(report_dir, "decisions.png"), res.title)
+    decisions = plot_decisions(res.decision_history, paths_lib.join(report_dir, "decisions.png"), res.title)
     if decisions:
       paths["decisions"] = decisions
     else:
@@ -75,7 +76,7 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
   md = report_markdown(res, written=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), arch_files=arch_files,
                        pareto_skipped=None if pareto else paths["pareto_skipped"],
                        decisions_skipped=None if decisions else paths["decisions_skipped"])
-  paths["report"] = os.path.join(report_dir, "report.md")
+  paths["report"] = paths_lib.join(report_dir, "report.md")
   paths_lib.write_text(paths["report"], md)
   return paths
 
@@ -86,8 +87,8 @@ def read_results(report_dir: str | os.PathLike, *, as_specs: bool = False) -> di
   Archs come back as dicts (as stored) unless `as_specs`, which turns them into ArchSpecs. The dict can
   be passed to `write_report` again to re-render a report, or to `Results.from_dict`."""
   path = os.fspath(report_dir)
-  if os.path.isdir(path):
-    path = os.path.join(path, "results.json")
+  if paths_lib.isdir(path):
+    path = paths_lib.join(path, "results.json")
   results = paths_lib.read_json(path)
   if as_specs:
     for m in results.get("models", []):

@@ -57,14 +57,16 @@ class RunDirs:
 
 def run_dirs(workdir: str, kind: str, name: str = "") -> RunDirs:
   """'search': workdir/checkpoints/search and workdir/tensorboard. 'train' (a standalone network
-  called `name`): workdir/checkpoints/train_<name> and workdir/train_<name>/tensorboard."""
+  called `name`): workdir/checkpoints/train_<name> and workdir/train_<name>/tensorboard. A gs://
+  workdir gives gs:// directories (joined by `paths`, which os.path would mangle)."""
+  from autox3d_jax import paths
   if kind == "search":
-    return RunDirs(os.path.join(workdir, "checkpoints", "search"), os.path.join(workdir, "tensorboard"))
+    return RunDirs(paths.join(workdir, "checkpoints", "search"), paths.join(workdir, "tensorboard"))
   if kind == "train":
     if not name:
       raise ValueError("run_dirs('train', name): a standalone run needs the network's name")
     tag = f"train_{safe_name(name)}"
-    return RunDirs(os.path.join(workdir, "checkpoints", tag), os.path.join(workdir, tag, "tensorboard"))
+    return RunDirs(paths.join(workdir, "checkpoints", tag), paths.join(workdir, tag, "tensorboard"))
   raise ValueError(f"run_dirs: kind must be 'search' or 'train', got {kind!r}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any, Callable
 
@@ -181,7 +180,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
   arch = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)
   if jax.process_index() == 0:
-    _write_search_outputs(os.path.join(workdir, "search"), arch, point, logits, history,
+    _write_search_outputs(paths.join(workdir, "search"), arch, point, logits, history,
                           {"arch": arch.name, "cost_metric": table.metric, "cost": float(cost),
                            "cost_target": float(cost_target), "steps": cfg.search.steps, "input": skipped})
   ckpt.close()
@@ -206,10 +205,13 @@ def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_tar
 
 
 def _write_search_outputs(out_dir, arch, point, logits, history, result):
-  arch.save(os.path.join(out_dir, "arch.json"))
+  """arch.json, point.json, logits.json, history.json and result.json into `out_dir` (local or
+  gs://), each written whole through `paths`; result.json last, so its presence means the rest
+  are there."""
+  arch.save(paths.join(out_dir, "arch.json"))
   for name, data, indent in (("point", point, 1), ("logits", {k: np.asarray(v).tolist() for k, v in logits.items()},
                                                    None), ("history", history, None), ("result", result, 1)):
-    paths.write_json(os.path.join(out_dir, f"{name}.json"), data, indent=indent)
+    paths.write_json(paths.join(out_dir, f"{name}.json"), data, indent=indent)
 
 
 def _record(history, step, values, logits):

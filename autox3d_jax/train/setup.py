@@ -10,7 +10,7 @@ import os
 import jax
 import ml_collections
 
-from autox3d_jax import labels
+from autox3d_jax import labels, paths
 from autox3d_jax.config import ConfigError
 from autox3d_jax.cost import latency
 from autox3d_jax.data import pipeline as data_pipeline
@@ -39,7 +39,7 @@ def build_space(cfg: ml_collections.ConfigDict, classes: int | None = None) -> S
 
 def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
   """An ArchSpec JSON file, or a zoo name ('x3d_s')."""
-  if os.path.exists(name_or_path):
+  if paths.is_remote(name_or_path) or os.path.exists(name_or_path):
     spec = ArchSpec.load(name_or_path)
     if num_classes and spec.head.num_classes != num_classes:
       spec = spec.replace(head=spec.head.__class__(**{**spec.head.__dict__, "num_classes": num_classes}))
@@ -52,10 +52,12 @@ def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
 
 
 def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
-  """config.latency.path, else `workdir/latency_table.json` (where mode=latency writes it)."""
+  """config.latency.path, else `workdir/latency_table.json` (where mode=latency writes it; a
+  gs:// workdir gives a gs:// path, read and written through `autox3d_jax.paths`)."""
+  from autox3d_jax import paths
   if cfg.latency.path:
     return cfg.latency.path
-  return os.path.join(workdir, "latency_table.json") if workdir else None
+  return paths.join(workdir, "latency_table.json") if workdir else None
 
 
 def build_cost_table(space: SearchSpace, cfg: ml_collections.ConfigDict, workdir: str | None = None) -> CostTable:

@@ -2,15 +2,17 @@
 
 `plot_validation(result, path)` takes `validate_table`'s result (archs with predicted_ms,
 measured_ms, gflops, memory, optional predicted_same_session_ms; kendall_tau, mean_abs_rel_error,
-flops_kendall_tau, same_session, settings, meta) and writes the scatter plot to `path`, returning
-`path`. matplotlib is imported only here, only when a plot is drawn.
+flops_kendall_tau, same_session, settings, meta) and writes the scatter plot to `path` (local or
+gs://, through `autox3d_jax.paths`), returning `path`. matplotlib is imported only here, only when
+a plot is drawn.
 """
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 import numpy as np
+
+from autox3d_jax import paths
 
 
 def plot_validation(result: Mapping, path: str) -> str:
@@ -56,6 +58,4 @@ def plot_validation(result: Mapping, path: str) -> str:
   m = result["meta"]
   fig.suptitle(f"{m['backend']} / {m['device_kind']}, batch {s['batch_size']}, {s['dtype']}, "
                f"{s['num_frames']}x{s['crop_size']}, {result['num_archs']} random archs", fontsize=10)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path)
-  return path
+  return paths.save_figure(fig, path)   # creates the folder; local or gs://

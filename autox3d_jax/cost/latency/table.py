@@ -184,7 +184,7 @@ def load_or_build(space, latency_cfg, path: str | None = None, *, dtype: str | N
   path = path or latency_cfg.path or None
   wanted = current_meta(space, batch_size, dtype, statistic)
   reason = "no table path given" if path is None else f"no table at {path}"
-  if path is not None and os.path.exists(path):
+  if path is not None and paths.exists(path):
     try:
       stored = LatencyTable.load(path)
       diffs = meta_mismatch(stored.meta, wanted)

@@ -218,9 +218,9 @@ def validate_table(space, table: LatencyTable, latency_cfg, out_dir: str | None 
       "meta": table.meta, "archs": archs,
   }
   if out_dir:
-    json_path = paths.write_json(os.path.join(out_dir, "latency_validation.json"), _jsonable(result), indent=1)
+    json_path = paths.write_json(paths.join(out_dir, "latency_validation.json"), _jsonable(result), indent=1)
     result["json_path"] = json_path
-    result["plot_path"] = plot_validation(result, os.path.join(out_dir, "latency_validation.png"))
+    result["plot_path"] = plot_validation(result, paths.join(out_dir, "latency_validation.png"))
   return result
 
 
