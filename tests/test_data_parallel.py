@@ -69,4 +69,9 @@ def test_workers_of_a_shut_down_pool_are_killed_from_the_table_taken_before_shut
   pool.shutdown(wait=False, cancel_futures=True)
   assert pool._processes is None
   parallel._kill_workers([table])
+  # The pool's manager thread may reap the worker concurrently with _kill_workers' join, and a
+  # Popen.poll that loses that race reports it alive once: wait a moment for the reaped state.
+  deadline = time.time() + 10   # the worker sleeps 60 s: only the kill ends it this soon
+  while any(w.is_alive() for w in workers) and time.time() < deadline:
+    time.sleep(0.05)
   assert workers and not any(w.is_alive() for w in workers)
