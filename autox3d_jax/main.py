@@ -46,6 +46,7 @@ def main(argv):
     setup.check_space(cfg)
     setup.check_sharding(cfg)
     setup.check_dtype(cfg)
+    _check_preemption_env()
     workdir = check_workdir(_WORKDIR.value)
   setup.enable_compilation_cache(cfg)
   from autox3d_jax.cpu import hostmem
@@ -174,18 +175,70 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
   return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _check_preemption_env() -> None:
+  """AUTOX3D_PREEMPTION_DATA_GRACE_S (read by the data feed with several processes), checked at
+  start-up: ConfigError naming it when it is not a number of seconds >= 0."""
+  from autox3d_jax import preemption
+  from autox3d_jax.config import ConfigError
+  try:
+    preemption.data_wait_grace_s()
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+
+
+def distributed_env(environ=os.environ) -> tuple[str, int, int] | None:
+  """(coordinator "host:port", number of processes, this process's id) from AUTOX3D_COORDINATOR,
+  AUTOX3D_NUM_PROCESSES and AUTOX3D_PROCESS_ID (local CPU processes, e.g. tests), or None when
+  AUTOX3D_COORDINATOR is unset. Raises ConfigError naming the variable and the fix when one is
+  missing, not an integer, or out of range."""
+  from autox3d_jax.config import ConfigError
+  coordinator = environ.get("AUTOX3D_COORDINATOR")
+  if not coordinator:
+    return None
+  host, _, port = coordinator.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ConfigError(f"AUTOX3D_COORDINATOR={coordinator!r}: pass host:port of process 0, e.g. 127.0.0.1:12355")
+  numbers = {}
+  for name, least in (("AUTOX3D_NUM_PROCESSES", 1), ("AUTOX3D_PROCESS_ID", 0)):
+    raw = environ.get(name)
+    if raw is None:
+      raise ConfigError(f"AUTOX3D_COORDINATOR is set but {name} is not: set AUTOX3D_NUM_PROCESSES (the number "
+                        f"of processes) and AUTOX3D_PROCESS_ID (this one's index, 0 to AUTOX3D_NUM_PROCESSES - 1)")
+    try:
+      value = int(raw)
+    except ValueError:
+      value = least - 1   # not an integer: reported like one out of range
+    if value < least:
+      raise ConfigError(f"{name}={raw!r}: pass an integer >= {least}")
+    numbers[name] = value
+  count, index = numbers["AUTOX3D_NUM_PROCESSES"], numbers["AUTOX3D_PROCESS_ID"]
+  if index >= count:
+    raise ConfigError(f"AUTOX3D_PROCESS_ID={index} is not below AUTOX3D_NUM_PROCESSES={count}: pass 0 to {count - 1}")
+  return coordinator, count, index
+
+
 def _init_distributed():
-  """Multi-host: AUTOX3D_COORDINATOR/NUM_PROCESSES/PROCESS_ID for local CPU processes (gloo), or the
-  TPU VM environment, which jax.distributed discovers by itself. Single host: nothing to do."""
+  """Multi-host: `distributed_env()` for local CPU processes (gloo collectives), or the TPU VM
+  environment (TPU_WORKER_HOSTNAMES lists several hosts), which jax.distributed discovers by
+  itself. Single host: nothing to do. A missing or bad variable ends the process with one
+  `error:` line naming it (exit 2), before anything connects.
+
+  JAX's preemption service is turned off: its C++ SIGTERM handler would swallow a SIGTERM outside
+  the step loop (the process would go on), and inside the loop `preemption.SigtermFlag` replaces
+  it anyway; the processes agree on the step to save with `preemption.ProcessVote` instead."""
   import jax
-  coordinator = os.environ.get("AUTOX3D_COORDINATOR")
-  if coordinator:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator,
-                               num_processes=int(os.environ["AUTOX3D_NUM_PROCESSES"]),
-                               process_id=int(os.environ["AUTOX3D_PROCESS_ID"]))
-  elif len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1:
+  with _one_line_errors():
+    local = distributed_env()
+  multi_tpu = len(os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+  if local is None and not multi_tpu:
+    return
+  jax.config.update("jax_enable_preemption_service", False)
+  if local is None:
     jax.distributed.initialize()
+    return
+  coordinator, count, index = local
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=coordinator, num_processes=count, process_id=index)
 
 
 def _quiet_libraries():

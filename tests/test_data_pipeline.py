@@ -322,3 +322,55 @@ def test_sigterm_ends_a_wait_for_data_that_never_comes(monkeypatch):
     signal.signal(signal.SIGTERM, original)
     release.set()
   assert _wait_until(lambda: not _input_threads(), 10)
+
+
+@pytest.mark.parametrize("released_after_s, grace_s, gets_batch", [(0.5, 5.0, True), (None, 0.6, False)])
+def test_with_several_processes_a_sigterm_waits_a_grace_for_the_batch(monkeypatch, released_after_s, grace_s,
+                                                                       gets_batch):
+  """Several processes (the grace patched in): after SIGTERM the wait goes on for the grace, so a
+  batch that arrives within it is delivered (the step can run on every process); one that does not
+  ends the wait with Interrupted once the grace is over, not before."""
+  import signal
+  import threading
+  import time
+  from autox3d_jax import preemption
+  from autox3d_jax.data import feed
+
+  release = threading.Event()
+
+  class Blocking:
+    def as_numpy_iterator(self):
+      release.wait(60)
+      yield {"x": np.ones(1)}
+
+  class Counters:
+    def __init__(self):
+      import tensorflow as tf
+      for k in ("decode_successes", "invalid_records", "lost_records", "decode_attempts"):
+        setattr(self, k, tf.Variable(0, dtype=tf.int64))
+    def summary(self):
+      return "nothing skipped"
+
+  monkeypatch.setattr(preemption, "data_wait_grace_s", lambda: grace_s)
+  original = signal.signal(signal.SIGTERM, lambda *a: None)
+  try:
+    with preemption.SigtermFlag():
+      batches = feed.guarded_batches(Blocking(), Counters(), what="slow/train", pass_size=10, in_flight=0,
+                                     poll_s=0.05)
+      os.kill(os.getpid(), signal.SIGTERM)
+      _wait_until(preemption.requested, 5)
+      began = time.monotonic()
+      if released_after_s is not None:
+        threading.Timer(released_after_s, release.set).start()
+      if gets_batch:
+        assert next(batches)["x"].tolist() == [1.0]
+        assert time.monotonic() - began < grace_s
+      else:
+        with pytest.raises(preemption.Interrupted, match="SIGTERM while waiting for slow/train"):
+          next(batches)
+        assert grace_s <= time.monotonic() - began < grace_s + 5
+      batches.close()
+  finally:
+    signal.signal(signal.SIGTERM, original)
+    release.set()
+  assert _wait_until(lambda: not _input_threads(), 10)

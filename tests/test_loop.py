@@ -243,6 +243,121 @@ def test_sigterm_while_waiting_for_data_saves_the_steps_done_and_resume_continue
   assert empty.latest_step() is None
 
 
+# ------------------------------------------------------------------- several processes: the vote
+class FakeVote:
+  """A stand-in for preemption.ProcessVote: records each ballot (the local flag and the step's
+  outputs) and answers True from the ballot `agreed_from` on (another process got SIGTERM)."""
+  processes = 2
+
+  def __init__(self, agreed_from=None):
+    self.agreed_from, self.ballots = agreed_from, []
+
+  def __call__(self, local, step_outputs):
+    self.ballots.append((bool(local), step_outputs))
+    return bool(local) or (self.agreed_from is not None and len(self.ballots) >= self.agreed_from)
+
+
+def test_every_step_casts_one_ballot_with_its_outputs(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  vote = FakeVote()
+  loop_spec, _ = spec(total=6, log_every=100, checkpoint_every=100)
+  final = loop.run_steps(loop_spec, start_state(), FakeStep(), batches(), ckpt, Writer(), agreement=vote)
+  assert int(final.step) == 6 and len(vote.ballots) == 6
+  assert [local for local, _ in vote.ballots] == [False] * 6
+  assert [float(out["loss"]) for _, out in vote.ballots] == pytest.approx([1 / n for n in range(1, 7)])
+  assert list(ckpt.manager.all_steps()) == [6]
+  ckpt.close()
+
+
+def test_a_sigterm_on_another_process_saves_the_agreed_step_here_and_resume_continues(tmp_path):
+  """This process never got SIGTERM; the vote after step 4 says another one did: this one saves
+  step 4 too (orbax's save barrier needs every process), names it, and a restart resumes from it."""
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  vote = FakeVote(agreed_from=4)
+  step = FakeStep()
+  loop_spec, _ = spec(total=10, log_every=100, checkpoint_every=100)
+  with pytest.raises(loop.Preempted, match=re.escape(
+      f"SIGTERM (on another process): saved step 4 to {ckpt.directory}; restart to resume")):
+    loop.run_steps(loop_spec, start_state(), step, batches(), ckpt, Writer(), agreement=vote)
+  assert step.ran == [1, 2, 3, 4] and len(vote.ballots) == 4
+  again = Checkpointer(str(tmp_path / "ckpt"))
+  assert again.latest_step() == 4
+  state, _ = again.restore(abstract_like(start_state()))
+  final = loop.run_steps(loop_spec, state, FakeStep(), batches(start=4), again, Writer(), agreement=FakeVote())
+  assert (int(final.step), int(final.total)) == (10, sum(range(1, 11)))
+  again.close()
+
+
+def test_with_several_processes_a_sigterm_while_waiting_for_data_exits_without_saving(tmp_path, monkeypatch):
+  """The wait for step 6's batch gave up (Interrupted, after its grace): the other processes may be
+  inside step 6, so this one must not enter orbax's save barrier. It exits 143 at once
+  (preemption.exit_now, stubbed here), naming the step and the intact checkpoint of step 4."""
+  from autox3d_jax import preemption
+  exits = []
+
+  def exit_now(message):
+    exits.append(message)
+    raise SystemExit(preemption.EXIT_CODE)
+
+  monkeypatch.setattr(preemption, "exit_now", exit_now)
+
+  def stalling(after):
+    for n, b in enumerate(batches()):
+      if n == after:
+        raise preemption.Interrupted("SIGTERM while waiting for toy/train")
+      yield b
+
+  ckpt = Checkpointer(str(tmp_path / "ckpt"))
+  writer = Writer()
+  loop_spec, _ = spec(total=10, log_every=100, checkpoint_every=4)
+  with pytest.raises(SystemExit) as stop:
+    loop.run_steps(loop_spec, start_state(), FakeStep(), stalling(5), ckpt, writer, agreement=FakeVote())
+  assert stop.value.code == 143 and writer.flushes >= 1
+  assert len(exits) == 1 and "at step 6 of toy, one of 2 processes: not saved" in exits[0]
+  assert f"the last checkpoint (step 4) in {ckpt.directory} is intact" in exits[0]
+  assert Checkpointer(str(tmp_path / "ckpt")).latest_step() == 4     # step 5 was not saved
+
+
+def test_one_process_votes_locally_without_a_collective():
+  from autox3d_jax import preemption
+  vote = preemption.agreement()
+  assert isinstance(vote, preemption.LocalAgreement) and vote.processes == 1
+  assert vote(True, None) is True and vote(False, {"loss": 1.0}) is False
+
+
+def test_the_process_vote_on_one_process_returns_the_local_flag_and_counts_ballots():
+  """ProcessVote's collective (a max over one int32 per process) with a single process: the
+  reduction of one ballot is the ballot. Two processes: tests/test_multihost_preemption.py."""
+  from autox3d_jax import preemption
+  vote = preemption.ProcessVote()
+  assert vote.processes == 1
+  outputs = {"loss": jnp.float32(1.0)}
+  assert [vote(flag, outputs) for flag in (False, True, False)] == [False, True, False]
+  assert vote.ballots == 3
+
+
+@pytest.mark.parametrize("raw, processes, expected", [
+    (None, 2, 60.0), ("", 2, 60.0), ("5", 2, 5.0), ("0", 2, 0.0), ("5", 1, 0.0), (None, 1, 0.0)])
+def test_the_data_wait_grace_after_sigterm(monkeypatch, raw, processes, expected):
+  from autox3d_jax import preemption
+  monkeypatch.setattr(preemption, "_process_count", lambda: processes)
+  if raw is None:
+    monkeypatch.delenv(preemption.DATA_GRACE_ENV_VAR, raising=False)
+  else:
+    monkeypatch.setenv(preemption.DATA_GRACE_ENV_VAR, raw)
+  assert preemption.data_wait_grace_s() == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon", "nan"])
+def test_a_bad_data_wait_grace_is_rejected_naming_the_variable(monkeypatch, raw):
+  from autox3d_jax import preemption
+  monkeypatch.setenv(preemption.DATA_GRACE_ENV_VAR, raw)
+  for processes in (1, 2):   # rejected with one process too: never silently ignored
+    monkeypatch.setattr(preemption, "_process_count", lambda: processes)
+    with pytest.raises(ValueError, match=f"AUTOX3D_PREEMPTION_DATA_GRACE_S={raw!r}: pass a number of seconds >= 0"):
+      preemption.data_wait_grace_s()
+
+
 # ------------------------------------------------------------------------------------ run dirs
 def test_run_dirs():
   search = loop.run_dirs("/w", "search")

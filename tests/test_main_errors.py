@@ -227,3 +227,42 @@ def test_other_errors_and_the_traceback_switch_let_the_error_through(monkeypatch
   with pytest.raises(config_lib.ConfigError):
     with main_lib._one_line_errors():
       raise config_lib.ConfigError("config.seed must be >= 0")
+
+
+# --------------------------------------------------------------------------- several processes
+@pytest.mark.parametrize("env, message", [
+    ({"AUTOX3D_COORDINATOR": "localhost"}, "AUTOX3D_COORDINATOR='localhost': pass host:port of process 0"),
+    ({"AUTOX3D_COORDINATOR": "h:99999"}, "AUTOX3D_COORDINATOR='h:99999': pass host:port"),
+    ({"AUTOX3D_COORDINATOR": "h:1234"}, "AUTOX3D_COORDINATOR is set but AUTOX3D_NUM_PROCESSES is not"),
+    ({"AUTOX3D_COORDINATOR": "h:1234", "AUTOX3D_NUM_PROCESSES": "2"},
+     "AUTOX3D_COORDINATOR is set but AUTOX3D_PROCESS_ID is not"),
+    ({"AUTOX3D_COORDINATOR": "h:1234", "AUTOX3D_NUM_PROCESSES": "two", "AUTOX3D_PROCESS_ID": "0"},
+     "AUTOX3D_NUM_PROCESSES='two': pass an integer >= 1"),
+    ({"AUTOX3D_COORDINATOR": "h:1234", "AUTOX3D_NUM_PROCESSES": "2", "AUTOX3D_PROCESS_ID": "-1"},
+     "AUTOX3D_PROCESS_ID='-1': pass an integer >= 0"),
+    ({"AUTOX3D_COORDINATOR": "h:1234", "AUTOX3D_NUM_PROCESSES": "2", "AUTOX3D_PROCESS_ID": "2"},
+     "AUTOX3D_PROCESS_ID=2 is not below AUTOX3D_NUM_PROCESSES=2: pass 0 to 1"),
+])
+def test_bad_multi_process_variables_are_rejected_naming_the_variable(env, message):
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    main_lib.distributed_env(env)
+
+
+def test_multi_process_variables_are_read():
+  assert main_lib.distributed_env({}) is None
+  env = {"AUTOX3D_COORDINATOR": "10.0.0.2:8476", "AUTOX3D_NUM_PROCESSES": "4", "AUTOX3D_PROCESS_ID": "3"}
+  assert main_lib.distributed_env(env) == ("10.0.0.2:8476", 4, 3)
+
+
+@pytest.mark.parametrize("variables, line", [
+    ({"AUTOX3D_COORDINATOR": "127.0.0.1:1", "AUTOX3D_NUM_PROCESSES": "2", "AUTOX3D_PROCESS_ID": "5"},
+     "error: AUTOX3D_PROCESS_ID=5 is not below AUTOX3D_NUM_PROCESSES=2: pass 0 to 1"),
+    ({"AUTOX3D_PREEMPTION_DATA_GRACE_S": "-3"},
+     "error: AUTOX3D_PREEMPTION_DATA_GRACE_S='-3': pass a number of seconds >= 0"),
+])
+def test_bad_process_variables_end_main_in_one_line_before_anything_is_built(tmp_path, variables, line):
+  env = {**env_for(tmp_path / "data"), **variables}
+  out = subprocess.run(main_cmd(tmp_path / "w"), capture_output=True, text=True, env=env, timeout=300)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert out.stderr.strip().splitlines()[-1] == line
+  assert not (tmp_path / "data").exists() and not (tmp_path / "w").exists()

@@ -7,7 +7,10 @@ batch in a helper thread, on demand (no batch is held beyond what the pipeline i
 prefetches), while the caller's thread waits in short slices and checks, between them:
 
   * SIGTERM (`autox3d_jax.preemption.requested()`): raises `preemption.Interrupted`, so the loop
-    can save what it has and exit;
+    can save what it has and exit -- at once with one process; with several, after waiting
+    `preemption.data_wait_grace_s()` more for the batch (the others may be inside this step's
+    collectives, waiting for this process: a batch that arrives lets the step run and all
+    processes agree on the step to save);
   * a stall: the pipeline skipped a whole pass over this host's records (plus the records that
     may be in flight) without producing one valid clip. The stream is then stopped (the
     pipeline's `stop` variable ends it, so the helper thread ends too) and `NoValidInputError`
@@ -63,11 +66,13 @@ def guarded_batches(dataset, stats, *, what: str, pass_size: int, in_flight: int
   thread = threading.Thread(target=produce, name=f"input-{what}", daemon=True)
   thread.start()
   watch = _StallWatch(stats, what, pass_size + in_flight, pass_size)
+  grace_s = preemption.data_wait_grace_s()
   try:
     while True:
       requests.put(True)
       waited_since = time.monotonic()
       warned_at = waited_since
+      sigterm_seen_at = None   # when this wait first saw SIGTERM: its grace counts from there
       watch.reset()
       while True:
         try:
@@ -76,7 +81,13 @@ def guarded_batches(dataset, stats, *, what: str, pass_size: int, in_flight: int
         except queue.Empty:
           pass
         if preemption.requested():
-          raise preemption.Interrupted(f"SIGTERM while waiting for {what}")
+          if sigterm_seen_at is None:
+            sigterm_seen_at = time.monotonic()
+            if grace_s > 0:
+              log.warning("SIGTERM while waiting for %s: waiting up to %g s more for it, so that all "
+                          "processes can save the same step (%s)", what, grace_s, preemption.DATA_GRACE_ENV_VAR)
+          if time.monotonic() - sigterm_seen_at >= grace_s:
+            raise preemption.Interrupted(f"SIGTERM while waiting for {what}")
         watch.check()
         now = time.monotonic()
         if now - warned_at >= warn_every_s:

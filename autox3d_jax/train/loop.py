@@ -180,16 +180,45 @@ class _InputWatch:
     return scalars, (f"; input: {skipped} records skipped ({100 * fraction:.2g}%)" if skipped else "")
 
 
+def _leave_without_saving(loop: LoopSpec, step: int, ckpt: Checkpointer, writer, processes: int) -> None:
+  """SIGTERM ended this process's wait for input before step `step + 1` in a run of `processes` > 1
+  processes: flush the writer, log, and exit 143 at once without saving (`preemption.exit_now`).
+  Why not save: the other processes may be inside step `step + 1`'s collectives, waiting for this
+  one, so orbax's save barrier (and jax.distributed's shutdown barrier at a normal exit) would wait
+  for them forever. The last checkpoint is intact; a restart resumes from it. Never returns."""
+  from autox3d_jax import preemption
+  writer.flush()
+  saved = ckpt.latest_step()
+  kept = f"the last checkpoint (step {saved}) in {ckpt.directory} is intact" if saved is not None else \
+      "no checkpoint had been written yet"
+  message = (f"SIGTERM while waiting for data at step {step + 1} of {loop.name}, one of {processes} processes: "
+             f"not saved (the others may be inside that step, waiting for this process); {kept}; restart to resume")
+  log.warning("%s", message)
+  preemption.exit_now(message)
+
+
 def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[tuple], ckpt: Checkpointer,
-              writer) -> Any:
+              writer, agreement: Callable[[bool, Any], bool] | None = None) -> Any:
   """Run `state, metrics = step_fn(state, *next(batches))` from state.step to loop.total_steps.
 
   Logs (and records) at every log_every-th step, every checkpoint step, the last step and on
   SIGTERM; saves at every checkpoint_every-th step, the last step and on SIGTERM (then raises
   Preempted); stops with NonFiniteLossError, before saving, when the loss is not finite.
   Returns the final state.
+
+  agreement: `agreed = agreement(local_flag, metrics)`, called once per step on every process
+    after the step is dispatched; default `preemption.agreement()`: the local flag with one
+    process (no collective, no wait), a vote all-reduced over the processes with several
+    (`preemption.ProcessVote`, which waits for the step first), so that every process saves the
+    same step after a SIGTERM that reached only some of them. Its `.processes` (default 1) says
+    whether other processes take part. Tests pass fakes.
+  SIGTERM while waiting for input (`Interrupted`): with one process, the steps done are saved and
+  Preempted raised; with several, the wait has already given the batch a grace period
+  (`preemption.data_wait_grace_s`) and the process exits 143 at once without saving
+  (`_leave_without_saving`).
   """
   from clu import periodic_actions
+  from autox3d_jax import preemption
   start = int(state.step)
   report = periodic_actions.ReportProgress(num_train_steps=loop.total_steps, writer=writer, every_secs=None,
                                            every_steps=loop.log_every)
@@ -197,10 +226,14 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
   last_saved = start
   input_watch = _InputWatch(loop)
   with SigtermFlag() as sigterm:
+    agree = agreement if agreement is not None else preemption.agreement()
+    processes = getattr(agree, "processes", 1)
     for step in range(start, loop.total_steps):
       try:
         batch = next(batches)
       except Interrupted:   # SIGTERM while waiting for input: nothing of this step has run
+        if processes > 1:
+          _leave_without_saving(loop, step, ckpt, writer, processes)
         writer.flush()
         if step > start and ckpt.latest_step() != step:
           ckpt.save(step, state, loop.meta())
@@ -217,9 +250,15 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
         progress.restart(done)
       report(done)
       is_last = done == loop.total_steps
-      # Read the flag once: a SIGTERM landing between the save and the exit below must not make the
-      # loop exit without having saved the step its message names (it waits for the next step).
-      preempted = sigterm.raised
+      # Read the flag once, and vote once, every step on every process: a SIGTERM landing between
+      # the save and the exit below must not make the loop exit without having saved the step its
+      # message names (it waits for the next step), and every process must cast the same ballots.
+      if processes > 1:   # wait for the step (the vote does anyway): a SIGTERM during it counts now
+        jax.block_until_ready(metrics)
+      local = sigterm.raised
+      preempted = agree(local, metrics)
+      if preempted and not local:
+        log.warning("%s: another process got SIGTERM: saving step %d and exiting with the others", loop.name, done)
       save = done % loop.checkpoint_every == 0 or is_last or preempted
       if done % loop.log_every == 0 or save:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -242,6 +281,7 @@ def run_steps(loop: LoopSpec, state: Any, step_fn: Callable, batches: Iterator[t
       if preempted and not is_last:
         writer.flush()
         ckpt.close()
-        raise Preempted(f"SIGTERM: saved step {done} to {ckpt.directory}; restart to resume")
+        where = "" if local else " (on another process)"
+        raise Preempted(f"SIGTERM{where}: saved step {done} to {ckpt.directory}; restart to resume")
   writer.flush()
   return state
