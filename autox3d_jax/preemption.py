@@ -168,13 +168,11 @@ class ProcessVote:
     * on every device the order is step k, ballot k, step k + 1: the ballot is cast only once the
       step's outputs are ready here, and the next step is dispatched only once the ballot's result
       is here. Without that order the CPU runtime runs a ballot and a step that do not depend on
-      each other at the same time, and the processes' collectives interleave differently: gloo
-      aborts ("Received data size doesn't match expected size"), measured with a ballot left in
-      flight during the next step;
-    * the cost per step is one scalar all-reduce (0.5 ms between two local CPU processes, gloo;
-      a few microseconds over ICI) plus the lost overlap of the host's dispatch of the next step
-      with the device's computation of this one. It also bounds the steps in flight to one
-      (gloo hangs with ~200 cross-process steps queued, measured);
+      each other at the same time, the processes' collectives interleave differently, and gloo
+      aborts ("Received data size doesn't match expected size");
+    * the cost per step is one scalar all-reduce plus the lost overlap of the host's dispatch of
+      the next step with the device's computation of this one. It also bounds the steps in flight
+      to one (gloo hangs with a few hundred cross-process steps queued);
     * no process can skip a ballot while the others cast it: the loop calls it every step,
       whatever its local flag. A process stuck waiting for input delays everyone's next ballot;
       see `data_wait_grace_s` for what a SIGTERM does then.
@@ -182,10 +180,8 @@ class ProcessVote:
   Why not `jax.experimental.multihost_utils.reached_preemption_sync_point` (jax 0.10.2): it learns
   of the preemption from the C++ SIGTERM handler that `jax.distributed.initialize` installs (the
   preemption service); `SigtermFlag`'s handler replaces that one (it must: the second SIGTERM's
-  hard exit and the early end of a wait for data need it), and then the sync point never fires
-  -- measured with two local CPU processes: with the flag installed it stayed False for the 279
-  steps after a SIGTERM, without the flag it fired 8 steps after it. `main` therefore turns that
-  service off. A flag in the coordination service's key-value store would not be exact either
+  hard exit and the early end of a wait for data need it), and then the sync point never fires.
+  `main` therefore turns that service off. A flag in the coordination service's key-value store would not be exact either
   (two processes can read it at different steps).
   """
 
