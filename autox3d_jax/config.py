@@ -20,10 +20,12 @@ import math
 
 import ml_collections
 
-MODES = ("search", "train", "eval", "report", "demo", "latency", "summary")
+MODES = ("search", "train", "eval", "report", "demo", "latency", "summary", "export")
 STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
+EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite")   # mode=export; autox3d_jax/export writes them
+EXPORT_INPUTS = ("uint8", "float32")
 # Strategies whose architecture gradient flows through relaxed / straight-through weights.
 GRADIENT_STRATEGIES = ("dnas", "gdas", "msg")
 # Strategies whose weight step trains sampled single paths (search.sandwich, search.largest_warmup_steps).
@@ -126,6 +128,16 @@ def base_config() -> ml_collections.ConfigDict:
       dtype="float32",                # float32 | bfloat16: the dtype the table is measured in
       num_archs=30, seed=0,           # mode=latency: random architectures timed end to end
       path=""))                       # '' = workdir/latency_table.json
+  c.export = ml_collections.ConfigDict(dict(
+      formats="stablehlo,saved_model,tflite",   # mode=export: comma-separated, see autox3d_jax/export
+      weights="trained",              # trained (a training checkpoint of train.arch) | random (size/latency only)
+      checkpoint="",                  # weights=trained: a training run's checkpoint dir; '' = train.arch's in workdir
+      input="uint8",                  # uint8: frames 0..255, normalised inside | float32: normalised clips
+      batch_size=1,
+      int8=False,                     # also an int8 post-training-quantised TFLite model (needs 'tflite')
+      calibration_batches=4,          # train-split batches the int8 quantisation calibrates on
+      eval_clips=256,                 # int8: top-1 of the float and int8 TFLite models on this many eval clips
+      dir=""))                        # '' = workdir/export/<network name>
   c.mesh = ml_collections.ConfigDict(dict(
       model=1,                        # devices on the 'model' axis (tensor-parallel); the rest form 'data'
       fsdp=True,                      # split parameters and optimizer state over 'data' too (ZeRO-3 / FSDP)
@@ -236,6 +248,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy config.data.crop_size ({c.data.crop_size}) "
                       f"<= min <= max")
   _ranges(c)
+  _export_section(c.export)
   _space_section(c.space)
   _resume_keys(c)
   _unused_sections(c)
@@ -281,6 +294,32 @@ def _ranges(c):
   if c.search.target_arch and c.search.target_arch.upper() not in X3D_TARGETS:
     raise ConfigError(f"config.search.target_arch = {c.search.target_arch!r} is not allowed; choose '' (use "
                       f"config.search.cost_target) or one of {list(X3D_TARGETS)}")
+
+
+def _export_section(e):
+  """config.export: known formats (at least one), a weights source, an input kind, an int8 model only
+  together with 'tflite'."""
+  formats = [f.strip() for f in str(e.formats).split(",") if f.strip()]
+  if not formats:
+    raise ConfigError(f"config.export.formats is empty; pass a comma-separated subset of {list(EXPORT_FORMATS)}")
+  for f in formats:
+    _choice(f, EXPORT_FORMATS, "export.formats")
+  _choice(e.weights, ("trained", "random"), "export.weights")
+  _choice(e.input, EXPORT_INPUTS, "export.input")
+  for key in ("batch_size", "calibration_batches", "eval_clips"):
+    _positive_int(e, key, prefix="export.")
+  if not isinstance(e.int8, bool):
+    raise ConfigError(f"config.export.int8 must be True or False, got {e.int8!r}")
+  if e.int8 and "tflite" not in formats:
+    raise ConfigError("config.export.int8 = True quantises the TFLite model: add 'tflite' to config.export.formats")
+  defaults = base_config().export
+  for key in ("calibration_batches", "eval_clips"):
+    if not e.int8 and e[key] != defaults[key]:
+      raise ConfigError(f"config.export.{key} is set but config.export.int8 is False: it only applies to the int8 "
+                        f"TFLite model")
+  if e.weights == "random" and e.checkpoint:
+    raise ConfigError("config.export.checkpoint is set but config.export.weights is 'random': set "
+                      "config.export.weights=trained to export that checkpoint's weights")
 
 
 def _space_section(s):

@@ -224,8 +224,14 @@ def summary(cfg: ml_collections.ConfigDict, workdir: str):
   return info
 
 
+def export(cfg: ml_collections.ConfigDict, workdir: str):
+  """config.train.arch with its trained weights as deployable artifacts (`autox3d_jax.export.mode`)."""
+  from autox3d_jax.export import mode as export_mode
+  return export_mode.run(cfg, workdir)
+
+
 MODES = {"search": search, "train": train, "eval": evaluate, "report": report_mode, "demo": demo,
-         "latency": latency, "summary": summary}
+         "latency": latency, "summary": summary, "export": export}
 assert tuple(MODES) == config_lib.MODES, "run.MODES and config.MODES name the same modes, in order"
 
 

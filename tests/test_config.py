@@ -341,6 +341,16 @@ def _latency_path(cfg):
   return setup.latency_table_path(cfg, "/work")
 
 
+def _export_plan(cfg):
+  """What mode=export plans for a small network in /work (formats, signature, where, weights, int8)."""
+  import dataclasses
+  from autox3d_jax.export import mode as export_mode
+  from autox3d_jax.models import zoo
+  spec = zoo.x3d("S", num_classes=5, num_frames=4, crop_size=64, depths=(1, 1, 1, 1), widths=(8, 16, 24, 32))
+  todo = export_mode.plan(cfg, "/work", spec)
+  return repr({**dataclasses.asdict(todo), "signature": todo.signature.to_json()})
+
+
 # key -> (non-default valid value, probes, base overrides the probe needs)
 KEYS = {
     "mode": ("search", [_run_mode], {}),
@@ -441,6 +451,15 @@ KEYS = {
     "mesh.model": (2, [_mesh], {}),
     "mesh.fsdp": (False, [_param_shardings], {"mesh.shard_min_size": 16}),
     "mesh.shard_min_size": (16, [_param_shardings], {}),
+    "export.formats": ("stablehlo", [_export_plan], {}),
+    "export.weights": ("random", [_export_plan], {}),
+    "export.checkpoint": ("/runs/train_X/ckpt", [_export_plan], {}),
+    "export.input": ("float32", [_export_plan], {}),
+    "export.batch_size": (4, [_export_plan], {}),
+    "export.int8": (True, [_export_plan], {}),
+    "export.calibration_batches": (2, [_export_plan], {"export.int8": True}),
+    "export.eval_clips": (32, [_export_plan], {"export.int8": True}),
+    "export.dir": ("/deploy/net", [_export_plan], {}),
 }
 
 

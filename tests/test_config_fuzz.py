@@ -28,7 +28,10 @@ WORKS = {
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
-        "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache")},
+        "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache", "export.checkpoint",
+        "export.dir")},
+    ("export.checkpoint", "unknown"): "checked by export.mode.check before the dataset (test_export: no checkpoint)",
+    ("export.dir", "unknown"): "a directory name: the export creates it",
     ("data.data_dir", "unknown"): "a directory name: created by the build or named by the dataset error",
     ("latency.path", "unknown"): "a file name: the table is written there",
     ("compilation_cache", "unknown"): "a directory name: JAX creates it",

@@ -116,6 +116,28 @@ def test_shift_matches_lax(kernel, stride):
   _assert_matches_lax("shift", x, k, g, stride)
 
 
+@pytest.mark.parametrize("kernel,stride", [((3, 3, 3), 2), ((5, 1, 1), 1), ((1, 5, 5), 1), ((3, 3, 3), 1)])
+def test_frames_matches_lax(kernel, stride):
+  """The exporters' form (2-D depthwise convs per temporal tap), odd sizes included, with grads."""
+  x, k, g = _case((2, 5, 9, 9, C), kernel, stride, seed=6)
+  _assert_matches_lax("frames", x, k, g, stride)
+
+
+def test_forced_impl_wins_over_the_environment_and_nests(monkeypatch):
+  monkeypatch.setenv(D.ENV_VAR, "shift")
+  assert D.resolved_impl() == "shift"
+  with D.forced_impl("frames"):
+    assert D.resolved_impl() == "frames"
+    with D.forced_impl("lax"):
+      assert D.resolved_impl() == "lax"
+    assert D.resolved_impl() == "frames"
+    assert D.resolved_impl("shift") == "shift"     # an explicit impl is not overridden
+  assert D.resolved_impl() == "shift"
+  with pytest.raises(ValueError, match="unknown depthwise impl 'conv'"):
+    with D.forced_impl("conv"):
+      pass
+
+
 @pytest.mark.parametrize("transport", BOTH)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_vmap_over_x_and_kernel(monkeypatch, transport, stride):

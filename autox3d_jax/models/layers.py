@@ -133,8 +133,8 @@ class SqueezeExcite(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    s = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    s = jnp.mean(x, axis=(1, 2, 3))   # (N, C): the FCs on 2-D, which every exporter handles
     s = nn.Dense(se_width(c, self.ratio), dtype=self.dtype, name="reduce")(s)
     s = nn.relu(s)
     s = nn.Dense(c, dtype=self.dtype, name="expand")(s)
-    return x * jax.nn.sigmoid(s)
+    return x * jax.nn.sigmoid(s)[:, None, None, None, :]

@@ -21,6 +21,7 @@ Implementations (`impl=`):
   'lax'    grouped conv (reference; used on TPU/GPU).
   'numba'  custom_vjp; see `execution_plan` for which parts run in numba.
   'shift'  custom_vjp, all XLA: the fallback when numba cannot be imported.
+  'frames' kt 2-D depthwise convs (`depthwise_conv3d_frames`): for exporters (TFLite) only.
   'auto'   one CPU device -> 'numba' ('shift' with a one-time warning without numba); several
            CPU devices -> 'shift'; TPU/GPU -> 'lax'.
 AUTOX3D_DEPTHWISE_IMPL=lax|shift|numba overrides what 'auto' resolves to (debugging);
@@ -30,11 +31,13 @@ numba is never imported by importing this module: only when a numba plan is firs
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from autox3d_jax.cpu import depthwise as _cpu
@@ -45,7 +48,7 @@ from autox3d_jax.ops._geometry import output_shape, padding as _padding  # noqa:
 _log = logging.getLogger(__name__)
 
 ENV_VAR = "AUTOX3D_DEPTHWISE_IMPL"
-IMPLS = ("lax", "shift", "numba")
+IMPLS = ("lax", "shift", "numba", "frames")
 
 
 def depthwise_conv3d_lax(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
@@ -55,6 +58,24 @@ def depthwise_conv3d_lax(x: jax.Array, kernel: jax.Array, stride: int = 1) -> ja
       x, kernel[..., None, :].reshape(kernel.shape[:3] + (1, c)),
       window_strides=(1, stride, stride), padding=_padding(kernel.shape),
       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), feature_group_count=c)
+
+
+def depthwise_conv3d_frames(x: jax.Array, kernel: jax.Array, stride: int = 1) -> jax.Array:
+  """The same conv as a sum over the kt temporal taps of 2-D depthwise convs of the temporally
+  shifted frames. Why: a runtime with a 2-D depthwise conv but no grouped 3-D conv (TFLite:
+  DEPTHWISE_CONV_2D, float and int8) runs this natively, kt ops per conv; the 'shift' form would
+  be kt*kh*kw multiply-adds, each rounded again when quantised to int8."""
+  n, t, h, w, c = x.shape
+  kt, kh, kw, _ = kernel.shape
+  padded = jnp.pad(x, ((0, 0), (kt // 2, kt // 2), (0, 0), (0, 0), (0, 0)))
+  out = None
+  for dt in range(kt):
+    frames = padded[:, dt:dt + t].reshape((n * t, h, w, c))
+    y = lax.conv_general_dilated(frames, kernel[dt][:, :, None, :], window_strides=(stride, stride),
+                                 padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)],
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    out = y if out is None else out + y
+  return out.reshape((n, t) + out.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,8 +92,8 @@ def execution_plan(impl: str = "auto") -> tuple[str, str, str]:
   part in XLA) goes to numba.
   """
   impl = resolved_impl(impl)
-  if impl == "lax":
-    return ("lax",) * 3
+  if impl in ("lax", "frames"):
+    return (impl,) * 3
   if impl == "shift":
     return ("xla",) * 3
   return ("numba",) * 3 if _cpu.host_transport() == "buffer" else ("xla", "xla", "numba")
@@ -83,12 +104,34 @@ def _warn_once(message: str) -> None:
   _log.warning(message)
 
 
+_FORCED: list[str] = []   # a stack: the innermost `forced_impl` wins
+
+
+@contextlib.contextmanager
+def forced_impl(impl: str):
+  """Within this block (at trace time), 'auto' resolves to `impl` (one of IMPLS),
+  before AUTOX3D_DEPTHWISE_IMPL and the backend are consulted. For code that needs one op form
+  whatever the machine, e.g. an export: 'lax' (one grouped conv, what TPU/GPU run) for a portable
+  StableHLO artifact, 'frames' (2-D depthwise convs) where the consumer has no grouped 3D conv
+  (the TFLite runtime)."""
+  if impl not in IMPLS:
+    raise ValueError(f"unknown depthwise impl {impl!r}; expected one of {IMPLS}")
+  _FORCED.append(impl)
+  try:
+    yield
+  finally:
+    _FORCED.pop()
+
+
 def resolved_impl(impl: str = "auto") -> str:
   """The implementation `depthwise_conv3d(..., impl=impl)` actually runs (decided at trace time).
 
-  'auto' honours the AUTOX3D_DEPTHWISE_IMPL override, then picks by `jax.default_backend()`.
-  'numba' degrades to 'shift' (with a one-time warning) when numba cannot be imported.
+  'auto' honours `forced_impl`, then the AUTOX3D_DEPTHWISE_IMPL override, then picks by
+  `jax.default_backend()`. 'numba' degrades to 'shift' (with a one-time warning) when numba
+  cannot be imported.
   """
+  if impl == "auto" and _FORCED:
+    impl = _FORCED[-1]
   if impl == "auto":
     impl = os.environ.get(ENV_VAR, "").strip().lower() or "auto"
   if impl == "auto":
@@ -121,7 +164,7 @@ def _check_args(x, kernel, stride):
 
 
 def depthwise_conv3d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str = "auto") -> jax.Array:
-  """Depthwise 3D conv; `impl` in {'auto', 'lax', 'shift', 'numba'} (see the module docstring).
+  """Depthwise 3D conv; `impl` in {'auto'} + IMPLS (see the module docstring).
 
   x: (N, T, H, W, C); kernel: (kt, kh, kw, C); symmetric k//2 padding; spatial `stride` 1 or 2.
   The fast paths compute in float32 (float64 for float64 input) and return x's dtype promoted with
@@ -131,4 +174,6 @@ def depthwise_conv3d(x: jax.Array, kernel: jax.Array, stride: int = 1, impl: str
   plan = execution_plan(impl)
   if plan[0] == "lax":
     return depthwise_conv3d_lax(x, kernel, stride)
+  if plan[0] == "frames":
+    return depthwise_conv3d_frames(x, kernel, stride)
   return _cpu.depthwise_conv3d_cpu(x, kernel, int(stride), plan)

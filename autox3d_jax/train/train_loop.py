@@ -120,10 +120,16 @@ def evaluate(cfg, spec: ArchSpec, variables, mesh=None) -> tuple[float, float, i
 
 def restore_trained(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name: str) -> dict:
   """{'params', 'batch_stats'} of the latest training checkpoint of network `name` in workdir."""
-  ckpt = Checkpointer(loop.run_dirs(workdir, "train", name).checkpoints)
+  return restore_trained_from(cfg, loop.run_dirs(workdir, "train", name).checkpoints, spec)
+
+
+def restore_trained_from(cfg: ml_collections.ConfigDict, directory: str, spec: ArchSpec) -> dict:
+  """{'params', 'batch_stats'} of the latest training checkpoint of `spec` in `directory` (a
+  training run's checkpoint directory); FileNotFoundError when it holds none."""
+  ckpt = Checkpointer(directory)
   try:
     if ckpt.latest_step() is None:
-      raise FileNotFoundError(f"no training checkpoint for {name} in {ckpt.directory}; run mode=train first")
+      raise FileNotFoundError(f"no training checkpoint for {spec.name} in {ckpt.directory}; run mode=train first")
     like = init_state(cfg, spec, make_optimizer(cfg.train.optimizer, cfg.train.steps))
     state, _ = ckpt.restore(abstract_like(like))
     return {"params": state.params, "batch_stats": state.batch_stats}
