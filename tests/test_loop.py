@@ -67,6 +67,16 @@ def batches(start=0):
     yield (jnp.int32(n),)
 
 
+def stalling(after):
+  """batches(), until the wait for batch `after` (0-based) ends with Interrupted, as the pipeline's
+  wait does on SIGTERM."""
+  from autox3d_jax import preemption
+  for n, b in enumerate(batches()):
+    if n == after:
+      raise preemption.Interrupted("SIGTERM while waiting for toy/train")
+    yield b
+
+
 def spec(total=7, log_every=3, checkpoint_every=5, **kwargs):
   logged = []
   defaults = dict(name="toy", total_steps=total, log_every=log_every, checkpoint_every=checkpoint_every,
@@ -218,14 +228,6 @@ def test_sigterm_at_the_last_step_saves_once_and_returns(tmp_path):
 def test_sigterm_while_waiting_for_data_saves_the_steps_done_and_resume_continues(tmp_path):
   """The wait for step 4's batch ends with Interrupted (the pipeline's reaction to SIGTERM): the
   state after 3 steps is saved, Preempted names it, and a restart resumes from it."""
-  from autox3d_jax import preemption
-
-  def stalling(after):
-    for n, b in enumerate(batches()):
-      if n == after:
-        raise preemption.Interrupted("SIGTERM while waiting for toy/train")
-      yield b
-
   ckpt = Checkpointer(str(tmp_path / "ckpt"))
   loop_spec, _ = spec(total=7, log_every=100, checkpoint_every=100)
   with pytest.raises(loop.Preempted, match=re.escape(f"SIGTERM while waiting for data: saved step 3 to {ckpt.directory}")):
@@ -300,12 +302,6 @@ def test_with_several_processes_a_sigterm_while_waiting_for_data_exits_without_s
     raise SystemExit(preemption.EXIT_CODE)
 
   monkeypatch.setattr(preemption, "exit_now", exit_now)
-
-  def stalling(after):
-    for n, b in enumerate(batches()):
-      if n == after:
-        raise preemption.Interrupted("SIGTERM while waiting for toy/train")
-      yield b
 
   ckpt = Checkpointer(str(tmp_path / "ckpt"))
   writer = Writer()
