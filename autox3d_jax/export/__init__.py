@@ -93,12 +93,15 @@ def inference_fn(spec: ArchSpec, variables: dict, sig: Signature) -> Callable[[j
   return fn
 
 
-def reference_logits(spec: ArchSpec, variables: dict, sig: Signature, clips: np.ndarray) -> np.ndarray:
+def reference_logits(spec: ArchSpec, variables: dict, sig: Signature, clips: np.ndarray,
+                     chunk: int = 32) -> np.ndarray:
   """What every artifact must reproduce: the flax module's logits for `clips` (normalised here
-  exactly as the pipeline does for a uint8 signature), on the lax depthwise path, jitted."""
+  exactly as the pipeline does for a uint8 signature), on the lax depthwise path, one jit applied
+  `chunk` clips at a time (at most two compiles: the full chunk and the last one)."""
   from autox3d_jax.ops import depthwise
   with depthwise.forced_impl("lax"):
-    return np.asarray(jax.jit(inference_fn(spec, variables, sig))(clips))
+    forward = jax.jit(inference_fn(spec, variables, sig))
+    return np.concatenate([np.asarray(forward(clips[i:i + chunk])) for i in range(0, len(clips), chunk)])
 
 
 def example_clips(sig: Signature, seed: int = 0) -> np.ndarray:

@@ -169,10 +169,7 @@ def _tflite_accuracy(cfg, spec, variables, sig, out_dir: str, limit: int) -> dic
   usable = len(clips) - len(clips) % sig.batch_size
   clips, labels = clips[:usable], labels[:usable]
   out = {"split": cfg.data.eval_split, "clips": int(usable)}
-  from autox3d_jax.ops import depthwise
-  with depthwise.forced_impl("lax"):   # traced once per chunk shape: one jit, at most two compiles
-    forward = jax.jit(export_lib.inference_fn(spec, variables, sig))
-    reference = np.concatenate([np.asarray(forward(clips[i:i + 32])) for i in range(0, usable, 32)])
+  reference = export_lib.reference_logits(spec, variables, sig, clips)
   out["jax_top1"] = float(np.mean(np.argmax(reference, -1) == labels))
   for key, file in (("float32_top1", tensorflow.TFLITE_FILE), ("int8_top1", tensorflow.TFLITE_INT8_FILE)):
     logits = tensorflow.run_tflite(paths.read_bytes(paths.join(out_dir, file)), clips)
