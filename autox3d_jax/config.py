@@ -20,11 +20,12 @@ import math
 
 import ml_collections
 
-MODES = ("search", "train", "eval", "report", "demo", "latency", "summary", "export")
+MODES = ("search", "train", "eval", "report", "demo", "latency", "summary", "export", "import")
 STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
-EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite")   # mode=export; autox3d_jax/export writes them
+EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite", "torch")   # mode=export; autox3d_jax/export writes them
+IMPORT_LAYOUTS = ("auto", "pytorchvideo", "slowfast")   # mode=import (autox3d_jax/pretrained.py)
 EXPORT_INPUTS = ("uint8", "float32")
 # Strategies whose architecture gradient flows through relaxed / straight-through weights.
 GRADIENT_STRATEGIES = ("dnas", "gdas", "msg")
@@ -118,9 +119,18 @@ def base_config() -> ml_collections.ConfigDict:
       steps=1000, label_smoothing=0.0,
       dtype="float32",                # float32 | bfloat16: compute dtype of the search and training steps
       init_from_supernet=False,       # train mode: start from the weights of workdir's search checkpoint
+      init_from="",                   # train mode: start from a checkpoint dir (mode=import's, or a training run's)
       seeds=1,                        # demo: retrain each network with seeds seed .. seed+N-1, report the mean
       optimizer=optimizer_section(lr=0.1, warmup_steps=50)))
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=3))
+  c.eval = ml_collections.ConfigDict(dict(
+      checkpoint=""))                 # mode=eval: a checkpoint dir (mode=import's or a training run's); '' = train.arch's run
+  c.pretrained = ml_collections.ConfigDict(dict(
+      source="",                      # mode=import: a pytorchvideo / SlowFast X3D checkpoint (.pyth / .pt)
+      variant="",                     # the network it holds: x3d_xs | x3d_s | x3d_m | x3d_l or an ArchSpec JSON
+      layout="auto",                  # auto | pytorchvideo | slowfast
+      trust_pickle=False,             # True: unpickle any object (runs the file's code; trusted files only)
+      dir=""))                        # '' = workdir/pretrained/<network name>
   c.latency = ml_collections.ConfigDict(dict(
       batch_size=1, repeats=5, warmup=2,
       min_time_s=0.2,                 # each timing repeats until it has run this long (<= 200 repeats)
@@ -131,7 +141,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.export = ml_collections.ConfigDict(dict(
       formats="stablehlo,saved_model,tflite",   # mode=export: comma-separated, see autox3d_jax/export
       weights="trained",              # trained (a training checkpoint of train.arch) | random (size/latency only)
-      checkpoint="",                  # weights=trained: a training run's checkpoint dir; '' = train.arch's in workdir
+      checkpoint="",                  # weights=trained: a checkpoint dir (mode=import's or a training run's); '' = train.arch's run
       input="uint8",                  # uint8: frames 0..255, normalised inside | float32: normalised clips
       batch_size=1,
       int8=False,                     # also an int8 post-training-quantised TFLite model (needs 'tflite')
@@ -249,6 +259,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"<= min <= max")
   _ranges(c)
   _export_section(c.export)
+  _weights_sources(c)
   _space_section(c.space)
   _resume_keys(c)
   _unused_sections(c)
@@ -320,6 +331,27 @@ def _export_section(e):
   if e.weights == "random" and e.checkpoint:
     raise ConfigError("config.export.checkpoint is set but config.export.weights is 'random': set "
                       "config.export.weights=trained to export that checkpoint's weights")
+
+
+def _weights_sources(c):
+  """Keys that read or write network weights apply to one mode each: set in another, they would be ignored."""
+  defaults = base_config()
+  if c.mode != "import":
+    changed = sorted(k for k, v in c.pretrained.items() if v != defaults.pretrained[k])
+    if changed:
+      raise ConfigError(f"config.pretrained.{changed[0]} is set but config.mode is {c.mode!r}: config.pretrained "
+                        f"describes mode=import")
+  _choice(c.pretrained.layout, IMPORT_LAYOUTS, "pretrained.layout")
+  if not isinstance(c.pretrained.trust_pickle, bool):
+    raise ConfigError(f"config.pretrained.trust_pickle must be True or False, got {c.pretrained.trust_pickle!r}")
+  if c.train.init_from and c.mode != "train":
+    raise ConfigError(f"config.train.init_from is set but config.mode is {c.mode!r}: it applies to mode=train "
+                      f"(for mode=eval use config.eval.checkpoint, for mode=export config.export.checkpoint)")
+  if c.train.init_from and c.train.init_from_supernet:
+    raise ConfigError("config.train.init_from and config.train.init_from_supernet are both set: choose one source "
+                      "of initial weights")
+  if c.eval.checkpoint and c.mode != "eval":
+    raise ConfigError(f"config.eval.checkpoint is set but config.mode is {c.mode!r}: it applies to mode=eval")
 
 
 def _space_section(s):

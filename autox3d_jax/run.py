@@ -25,7 +25,7 @@ from autox3d_jax.models import builder, zoo
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search.space import SearchSpace
-from autox3d_jax.train import setup, train_loop
+from autox3d_jax.train import loop, setup, train_loop, weights
 from autox3d_jax.train.setup import load_arch  # noqa: F401  (run.load_arch: public name)
 from autox3d_jax.train.search_loop import restore_supernet_variables, run_search
 from autox3d_jax.train.train_loop import restore_trained, run_train
@@ -117,21 +117,45 @@ def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
     load_arch(name)
 
 
-def _standalone_spec(cfg: ml_collections.ConfigDict) -> ArchSpec:
-  """config.train.arch (default X3D-S) at config.data's clip, with the dataset's classes."""
-  check_arch_name(cfg)
-  spec = load_arch(cfg.train.arch or "x3d_s", setup.num_classes(cfg))
-  return spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+def _classes_in(variables: dict) -> int | None:
+  bias = variables.get("params", {}).get("head", {}).get("classifier", {}).get("bias")
+  return None if bias is None else int(bias.shape[0])
+
+
+def initial_weights(cfg: ml_collections.ConfigDict) -> str | None:
+  """Where mode=train's starting weights come from: 'supernet' (the workdir's search,
+  config.train.init_from_supernet), a checkpoint directory (config.train.init_from), or None (a
+  fresh initialisation from config.seed)."""
+  if cfg.train.init_from_supernet:
+    return "supernet"
+  return cfg.train.init_from or None
+
+
+def evaluated_weights(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec) -> str:
+  """The checkpoint directory mode=eval reads: config.eval.checkpoint, else the workdir's
+  training run of `spec`."""
+  return cfg.eval.checkpoint or loop.run_dirs(workdir, "train", spec.name).checkpoints
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str):
+  """Train config.train.arch (or, with config.train.init_from and no train.arch, the imported
+  checkpoint's network) on config.data, from scratch, from config.train.init_from's weights (a
+  classifier of another class count is re-initialised) or from the workdir's supernet."""
   check_arch_name(cfg)
+  source = initial_weights(cfg)
+  imported = start = None
+  if source not in (None, "supernet"):   # checked against the network before the dataset is built
+    imported = weights.arch_of(source, "train.init_from")
+    start = weights.read(source, "train.init_from")
+    weights.fit(start, setup.network_spec(cfg, imported, _classes_in(start)), "train.init_from")
   setup.ensure_dataset(cfg)          # the network's classes come from the dataset
-  spec = _standalone_spec(cfg)
+  spec = setup.network_spec(cfg, imported, setup.num_classes(cfg))
   init = None
-  if cfg.train.init_from_supernet:
+  if source == "supernet":
     space = setup.build_space(cfg)
     init = derive_lib.inherit_variables(space, space.point_of(spec), restore_supernet_variables(workdir), spec)
+  elif start is not None:
+    init = weights.fit(start, spec, "train.init_from", new_classes=True, seed=cfg.seed)
   result = run_train(cfg, workdir, spec, spec.name, init)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% (%d videos), %.4f GFLOPs", result.name, 100 * result.top1,
            100 * result.top5, result.eval_examples, result.gflops)
@@ -140,9 +164,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str):
 
 
 def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
-  """Evaluate the latest training checkpoint of config.train.arch with the multi-view protocol."""
-  spec = _standalone_spec(cfg)
-  variables = restore_trained(cfg, workdir, spec, spec.name)
+  """Evaluate config.eval.checkpoint's weights, else the latest training checkpoint of
+  config.train.arch in the workdir, with the multi-view protocol."""
+  check_arch_name(cfg)
+  imported = weights.arch_of(cfg.eval.checkpoint, "eval.checkpoint") if cfg.eval.checkpoint else None
+  spec = setup.network_spec(cfg, imported, setup.num_classes(cfg))
+  if cfg.eval.checkpoint:
+    variables = weights.load(evaluated_weights(cfg, workdir, spec), spec, "eval.checkpoint")
+  else:
+    variables = restore_trained(cfg, workdir, spec, spec.name)
   top1, top5, n = train_loop.evaluate(cfg, spec, variables)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% over %d videos (%dx%d views)", spec.name, 100 * top1, 100 * top5, n,
            cfg.data.num_temporal_views, cfg.data.num_spatial_crops)
@@ -230,8 +260,15 @@ def export(cfg: ml_collections.ConfigDict, workdir: str):
   return export_mode.run(cfg, workdir)
 
 
+def import_mode(cfg: ml_collections.ConfigDict, workdir: str):
+  """config.pretrained.source (a pytorchvideo / SlowFast checkpoint) as a weights checkpoint
+  (`autox3d_jax.pretrained`)."""
+  from autox3d_jax import pretrained
+  return pretrained.run(cfg, workdir)
+
+
 MODES = {"search": search, "train": train, "eval": evaluate, "report": report_mode, "demo": demo,
-         "latency": latency, "summary": summary, "export": export}
+         "latency": latency, "summary": summary, "export": export, "import": import_mode}
 assert tuple(MODES) == config_lib.MODES, "run.MODES and config.MODES name the same modes, in order"
 
 

@@ -275,8 +275,8 @@ def _retraining_seeds(cfg):
 
 
 def _standalone_arch(cfg):
-  from autox3d_jax import run
-  return run._standalone_spec(cfg)
+  from autox3d_jax.train import setup
+  return setup.network_spec(cfg, classes=setup.num_classes(cfg))
 
 
 def _init_from_supernet(cfg):
@@ -349,6 +349,24 @@ def _export_plan(cfg):
   spec = zoo.x3d("S", num_classes=5, num_frames=4, crop_size=64, depths=(1, 1, 1, 1), widths=(8, 16, 24, 32))
   todo = export_mode.plan(cfg, "/work", spec)
   return repr({**dataclasses.asdict(todo), "signature": todo.signature.to_json()})
+
+
+def _import_plan(cfg):
+  """What mode=import plans (source, variant, layout, unpickler, output dir) in /work."""
+  import dataclasses
+  from autox3d_jax import pretrained
+  return repr(dataclasses.asdict(pretrained.plan(cfg, "/work")))
+
+
+def _initial_weights(cfg):
+  from autox3d_jax import run
+  return run.initial_weights(cfg)
+
+
+def _evaluated_weights(cfg):
+  from autox3d_jax import run
+  from autox3d_jax.models import zoo
+  return run.evaluated_weights(cfg, "/work", zoo.get("x3d_s"))
 
 
 # key -> (non-default valid value, probes, base overrides the probe needs)
@@ -460,6 +478,13 @@ KEYS = {
     "export.calibration_batches": (2, [_export_plan], {"export.int8": True}),
     "export.eval_clips": (32, [_export_plan], {"export.int8": True}),
     "export.dir": ("/deploy/net", [_export_plan], {}),
+    "train.init_from": ("/imported/X3D-S", [_initial_weights], {"mode": "train"}),
+    "eval.checkpoint": ("/imported/X3D-S", [_evaluated_weights], {"mode": "eval"}),
+    "pretrained.source": ("/ckpt/x3d_s.pyth", [_import_plan], {"mode": "import"}),
+    "pretrained.variant": ("x3d_m", [_import_plan], {"mode": "import"}),
+    "pretrained.layout": ("slowfast", [_import_plan], {"mode": "import"}),
+    "pretrained.trust_pickle": (True, [_import_plan], {"mode": "import"}),
+    "pretrained.dir": ("/weights/x3d", [_import_plan], {"mode": "import"}),
 }
 
 

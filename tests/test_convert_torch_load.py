@@ -32,7 +32,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_by_default_naming_the_flag(
   marker = tmp_path / "ran"
   path = tmp_path / "evil.pyth"
   torch.save({"model_state": _state_dict(), "payload": _RunsCode(marker)}, path)
-  with pytest.raises(CheckpointError, match=r"trust_pickle=True \(--trust_pickle\)") as err:
+  with pytest.raises(CheckpointError, match=r"trust_pickle=True \(config.pretrained.trust_pickle=True in mode=import\)") as err:
     load_torch_checkpoint(str(path))
   assert "could run code" in str(err.value) and str(path) in str(err.value)
   assert not marker.exists(), "the payload ran"

@@ -55,7 +55,7 @@ zoo_nb = new_notebook(cells=[
         "X3D-XS/S/M/L as built here (equal to pytorchvideo's, see `tests/test_torch_equivalence.py`): "
         "parameters and FLOPs from the analytic cost model next to the paper's figures, a forward-pass "
         "timing on this runtime, and one rendered clip through a network. Weights are random here (nothing "
-        "is downloaded); `python -m autox3d_jax.models.convert_torch` imports pytorchvideo checkpoints."),
+        "is downloaded); `mode=import` (`--config.mode=import --config.pretrained.source=x3d_s.pyth --config.pretrained.variant=x3d_s`) imports pytorchvideo or SlowFast checkpoints."),
     new_code_cell(INSTALL),
     new_code_cell(
         "from autox3d_jax.cost.analytic import arch_cost\n"

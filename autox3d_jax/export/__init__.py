@@ -7,8 +7,9 @@ Formats (`FORMATS`), each written by its own module:
                  the TFLite converter; the same StableHLO inside one XlaCallModule op.
   'tflite'       a TFLite flatbuffer (tensorflow.py), float32 or int8 post-training quantised:
                  depthwise convs as shifted multiply-adds (TFLite has no grouped 3D conv).
+  'torch'        a PyTorch state_dict for pytorchvideo's create_x3d (torch.py), X3D points only.
 
-Every artifact computes `inference_fn`: eval mode (BN statistics folded in by XLA, dropout off),
+Every artifact but 'torch' computes `inference_fn`: eval mode (BN statistics folded in by XLA, dropout off),
 input clips (N, T, H, W, 3) at the spec's frames and crop, output logits (N, classes) float32.
 With `input_kind='uint8'` (the default) the input is RGB frames as decoded (0..255) and the
 artifact applies the pipeline's normalisation itself, so a device needs only to sample and crop
@@ -28,6 +29,7 @@ from autox3d_jax.models import builder
 from autox3d_jax.models.spec import ArchSpec
 
 FORMATS = config.EXPORT_FORMATS
+ANY_NETWORK_FORMATS = ("stablehlo", "saved_model", "tflite")   # 'torch' holds X3D points only
 INPUT_KINDS = config.EXPORT_INPUTS
 
 
@@ -126,7 +128,7 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
   return tuple(out)
 
 
-def export_network(spec: ArchSpec, variables: dict, out_dir: str, formats: Sequence[str] = FORMATS, *,
+def export_network(spec: ArchSpec, variables: dict, out_dir: str, formats: Sequence[str] = ANY_NETWORK_FORMATS, *,
                    sig: Signature | None = None, calibration: Any = None) -> dict:
   """Write `spec` with `variables` to `out_dir` in each of `formats`, check each artifact's logits
   against the flax module's on example clips, and write `out_dir/export.json` describing them.
@@ -152,6 +154,9 @@ def export_network(spec: ArchSpec, variables: dict, out_dir: str, formats: Seque
   if "tflite" in formats:
     from autox3d_jax.export import tensorflow
     artifacts.update(tensorflow.write_tflite(spec, variables, sig, out_dir, clips, expected, calibration))
+  if "torch" in formats:
+    from autox3d_jax.export import torch as torch_export
+    artifacts["torch"] = torch_export.write(spec, variables, out_dir)
   manifest = {"network": spec.name, "arch": spec.to_dict(), "signature": sig.to_json(), "artifacts": artifacts,
               "checked_on": f"{len(clips)} random clips, against the flax module's logits"}
   paths.write_json(paths.join(out_dir, "export.json"), manifest)

@@ -1,6 +1,7 @@
 """mode=export: config.train.arch (a zoo name or an ArchSpec file, e.g. a search's arch.json) with
-its trained weights (the workdir's training run of it, or config.export.checkpoint, e.g. one of the
-demo's retrainings), written in config.export.formats to config.export.dir.
+its trained weights (the workdir's training run of it, or config.export.checkpoint: one of the
+demo's retrainings, or what mode=import wrote, whose architecture is used when config.train.arch is
+''), written in config.export.formats to config.export.dir.
 
 Checked before any dataset build or conversion: the weights exist (a training checkpoint of that
 network in the workdir, or export.weights='random'), and a TFLite export's network keeps feature
@@ -73,6 +74,13 @@ def check(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec) -> None:
                         f"of {spec.name}: run mode=train with this config.train.arch and --workdir first, point "
                         f"config.export.checkpoint at a training run's checkpoint directory, or set "
                         f"config.export.weights=random (untrained weights: size and latency only)")
+  if "torch" in formats(cfg):
+    from autox3d_jax.export import torch as torch_export
+    from autox3d_jax.models.convert_torch import CheckpointError
+    try:
+      torch_export.check(spec)
+    except (CheckpointError, ImportError) as e:
+      raise ConfigError(f"config.export.formats has 'torch': {e}") from None
   if "tflite" in formats(cfg) and final_map_size(spec) < 2:
     raise ConfigError(f"the 'tflite' export needs feature maps larger than 1x1, but {spec.name} at "
                       f"config.data.crop_size={spec.crop_size} ends at 1x1 (the TFLite converter rejects a "
@@ -132,17 +140,16 @@ def plan(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec) -> Plan:
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Export as config.export says; prints and returns the manifest (also out_dir/export.json)."""
   from autox3d_jax.models import builder
-  from autox3d_jax.train import setup
-  from autox3d_jax.train.train_loop import restore_trained_from
-  name = cfg.train.arch or "x3d_s"
-  named = setup.load_arch(name).replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+  from autox3d_jax.train import setup, weights
+  imported = weights.arch_of(cfg.export.checkpoint, "export.checkpoint") if cfg.export.checkpoint else None
+  named = setup.network_spec(cfg, imported)
   check(cfg, workdir, named)
-  setup.ensure_dataset(cfg)   # the head's classes come from the dataset
-  spec = setup.load_arch(name, setup.num_classes(cfg)).replace(num_frames=cfg.data.num_frames,
-                                                                crop_size=cfg.data.crop_size)
+  if imported is None or cfg.train.arch or cfg.export.int8:
+    setup.ensure_dataset(cfg)   # the head's classes come from the dataset (int8: calibration and accuracy clips)
+  spec = setup.network_spec(cfg, imported, setup.num_classes(cfg) if imported is None or cfg.train.arch else None)
   todo = plan(cfg, workdir, spec)
   if todo.checkpoint is not None:
-    variables = restore_trained_from(cfg, todo.checkpoint, spec)
+    variables = weights.load(todo.checkpoint, spec, "export.checkpoint")
   else:
     variables = builder.init_variables(spec, jax.random.PRNGKey(cfg.seed))
   sig = todo.signature

@@ -71,6 +71,13 @@ def build(spec: ArchSpec, dtype: jnp.dtype | None = None) -> VideoNet:
   return VideoNet(registry.check_arch(spec), dtype)
 
 
+def variable_shapes(spec: ArchSpec) -> dict:
+  """{'params', 'batch_stats'} of `build(spec)` as ShapeDtypeStructs (traced, not compiled or run)."""
+  model = build(spec)
+  x = jax.ShapeDtypeStruct((1,) + spec.input_shape, jnp.float32)
+  return jax.eval_shape(lambda r, x: model.init(r, x, train=False), jax.random.PRNGKey(0), x)
+
+
 def init_variables(spec: ArchSpec, rng: jax.Array, batch_size: int = 1, num_frames: int | None = None,
                    crop_size: int | None = None) -> dict:
   """Initialise {'params', 'batch_stats'} with an abstract-shape dummy clip (no big allocation)."""

@@ -4,6 +4,8 @@ Kept apart from the loops so Colab and tests build exactly what `main.py` builds
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 
@@ -49,6 +51,20 @@ def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
   except ValueError:
     raise ConfigError(f"config.train.arch = {name_or_path!r} is neither an ArchSpec JSON file nor a zoo name "
                      f"{zoo.names()}") from None
+
+
+def network_spec(cfg: ml_collections.ConfigDict, imported: ArchSpec | None = None,
+                 classes: int | None = None) -> ArchSpec:
+  """The standalone network of modes train / eval / export: config.train.arch (a zoo name or an
+  ArchSpec file), or when that is '' the architecture of an imported weights checkpoint
+  (`imported`, `train.weights.arch_of`), else X3D-S; at config.data's clip, with `classes` outputs
+  (None: the zoo's 400 / the file's / the checkpoint's own)."""
+  if cfg.train.arch or imported is None:
+    spec = load_arch(cfg.train.arch or "x3d_s", classes)
+  else:
+    spec = imported if classes is None else imported.replace(head=dataclasses.replace(imported.head,
+                                                                                        num_classes=classes))
+  return spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
 
 
 def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
@@ -276,7 +292,7 @@ def check_sharding(cfg) -> None:
   else:
     from autox3d_jax.models import builder
     spec = load_arch(cfg.train.arch or "x3d_s")
-    params = jax.eval_shape(lambda: builder.init_variables(spec, jax.random.PRNGKey(0)))["params"]
+    params = builder.variable_shapes(spec)["params"]
   sharding_rule(cfg, make_mesh(cfg), params)
 
 

@@ -1,0 +1,153 @@
+"""A network's weights on disk apart from any run: what mode=import writes, and what
+config.train.init_from, config.eval.checkpoint and config.export.checkpoint read.
+
+A weights checkpoint is an orbax checkpoint (step 0, through `train.checkpoint.Checkpointer`) of
+{'params', 'batch_stats'} with JSON meta {'kind': 'weights', 'arch': <ArchSpec JSON>, ...} (the
+importer adds where the weights came from). `read` also takes a training run's checkpoint directory
+(the params and batch_stats of its latest TrainState), so each consumer accepts either; only a
+weights checkpoint names its architecture (`arch_of`), a training checkpoint records a hash of it.
+
+`fit` checks weights against the network that will use them, every tensor's path and shape, and
+names the first that does not fit with both shapes. Fine-tuning on a dataset with other classes
+(`new_classes=True`) keeps everything but the classifier, which is freshly initialised.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autox3d_jax import paths
+from autox3d_jax.models import builder
+from autox3d_jax.models.convert_torch import CheckpointError
+from autox3d_jax.models.spec import ArchSpec
+from autox3d_jax.train.checkpoint import Checkpointer
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_KIND = "weights"
+CLASSIFIER = ("params", "head", "classifier")
+
+
+def save(directory: str, spec: ArchSpec, variables: Mapping, meta: dict | None = None) -> str:
+  """Write {'params', 'batch_stats'} of `spec` as a weights checkpoint in `directory` (replacing one
+  there); returns the directory."""
+  ckpt = Checkpointer(directory, keep=1)
+  try:
+    state = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    ckpt.save(0, jax.tree_util.tree_map(np.asarray, state),
+              {"kind": WEIGHTS_KIND, "arch": spec.to_json(indent=None), **(meta or {})})
+  finally:
+    ckpt.close()
+  return ckpt.directory
+
+
+def _open(directory: str, key: str) -> Checkpointer:
+  """The Checkpointer of `directory`; CheckpointError naming `key` when it holds no checkpoint."""
+  ckpt = Checkpointer(directory) if paths.exists(directory) else None
+  if ckpt is None or ckpt.latest_step() is None:
+    if ckpt is not None:
+      ckpt.close()
+    raise CheckpointError(f"config.{key} = {directory!r} holds no checkpoint: point it at a directory that "
+                          f"mode=import wrote, or at a training run's checkpoints "
+                          f"(<workdir>/checkpoints/train_<network>)")
+  return ckpt
+
+
+def meta_of(directory: str, key: str) -> dict:
+  """The JSON meta of the latest checkpoint in `directory` (CheckpointError naming `key` if none)."""
+  ckpt = _open(directory, key)
+  try:
+    return ckpt.read_meta() or {}
+  finally:
+    ckpt.close()
+
+
+def arch_of(directory: str, key: str) -> ArchSpec | None:
+  """The architecture a weights checkpoint records; None for a training run's checkpoint."""
+  meta = meta_of(directory, key)
+  return ArchSpec.from_json(meta["arch"]) if meta.get("kind") == WEIGHTS_KIND else None
+
+
+def read(directory: str, key: str) -> dict:
+  """{'params', 'batch_stats'} (numpy) of the latest checkpoint in `directory`: a weights
+  checkpoint or a training run's."""
+  ckpt = _open(directory, key)
+  try:
+    state, _ = ckpt.restore()
+  finally:
+    ckpt.close()
+  if not isinstance(state, Mapping) or "params" not in state or "batch_stats" not in state:
+    raise CheckpointError(f"config.{key} = {directory!r} holds a checkpoint without network weights "
+                          f"(top-level entries: {sorted(state)[:6] if isinstance(state, Mapping) else type(state)})")
+  return jax.tree_util.tree_map(np.asarray, {"params": state["params"], "batch_stats": state["batch_stats"]})
+
+
+def _flat(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(_flat(v, prefix + (str(k),)))
+    else:
+      out[prefix + (str(k),)] = v
+  return out
+
+
+def _model_order(path: tuple[str, ...]):
+  """params before batch_stats; within each, stem, then s<i>_b<j> by stage and block, then head."""
+  collection = 0 if path[0] == "params" else 1
+  top = path[1] if len(path) > 1 else ""
+  if top == "stem":
+    return (collection, 0, 0, 0, path)
+  digits = [int(d) for d in re.findall(r"\d+", top)] if re.fullmatch(r"s\d+_b\d+", top) else []
+  if digits:
+    return (collection, 1, digits[0], digits[1], path)
+  return (collection, 2, 0, 0, path)
+
+
+def fit(variables: Mapping, spec: ArchSpec, key: str, *, new_classes: bool = False, seed: int = 0) -> dict:
+  """`variables` checked against `builder.build(spec)`: the same tensors with the same shapes, else
+  CheckpointError naming `key`, the first tensor that differs and both shapes. With `new_classes`,
+  a classifier of another class count is replaced by a fresh one (seeded by `seed`) and logged."""
+  want = dict(sorted(_flat(builder.variable_shapes(spec)).items(), key=lambda kv: _model_order(kv[0])))
+  got = _flat(variables)
+  fresh = None
+  for path in want:
+    if path not in got:
+      raise CheckpointError(f"config.{key}: the checkpoint has no tensor {'/'.join(path)}, which {spec.name} needs "
+                            f"(is it another architecture?)")
+    have, need = tuple(np.shape(got[path])), tuple(want[path].shape)
+    if have == need:
+      continue
+    if new_classes and path[:3] == CLASSIFIER:
+      if fresh is None:
+        fresh = _flat(builder.init_variables(spec, jax.random.PRNGKey(seed)))
+        log.info("config.%s: the checkpoint's classifier has %d classes, %s has %d: the classifier is "
+                 "freshly initialised, every other weight comes from the checkpoint", key,
+                 np.shape(got[CLASSIFIER + ("bias",)])[0], spec.name, spec.head.num_classes)
+      got[path] = fresh[path]
+      continue
+    hint = (f" (the checkpoint has {have[-1]} classes: fine-tune it with mode=train and config.train.init_from, "
+            f"which replaces the classifier)" if path[:3] == CLASSIFIER and not new_classes else "")
+    raise CheckpointError(f"config.{key}: tensor {'/'.join(path)} is {have} in the checkpoint but {spec.name} "
+                          f"needs {need}{hint}")
+  extra = [p for p in got if p not in want]
+  if extra:
+    raise CheckpointError(f"config.{key}: the checkpoint has tensor {'/'.join(extra[0])}, which {spec.name} does "
+                          f"not have ({len(extra)} such; is it another architecture?)")
+  out: dict = {}
+  for path in want:
+    node = out
+    for k in path[:-1]:
+      node = node.setdefault(k, {})
+    node[path[-1]] = jnp.asarray(got[path], want[path].dtype)
+  return out
+
+
+def load(directory: str, spec: ArchSpec, key: str, *, new_classes: bool = False, seed: int = 0) -> dict:
+  """`read` then `fit`: the weights in `directory` for `spec`."""
+  return fit(read(directory, key), spec, key, new_classes=new_classes, seed=seed)
