@@ -96,6 +96,9 @@ def base_config() -> ml_collections.ConfigDict:
       fair_channels=True,             # single-path strategies: roll channel masks (fair channel selection)
       derive="mode",                  # mode (argmax of the distribution) | evolution (SPOS)
       derive_within_target=True,      # mode above the cost target -> the most likely arch within it
+      init_from="",                   # a checkpoint dir (mode=import's or a training run's): its network's weights
+                                      # start the supernet at that network's point (search/adapt.py)
+      init_new_blocks="identity",     # init_from: blocks deeper than the network's: identity | copy_last (FNA)
       probabilistic=ml_collections.ConfigDict(dict(
           estimator="reinforce",      # reinforce (with baseline) | parsec (importance weights)
           baseline_decay=0.95, entropy_weight=0.0,
@@ -350,6 +353,13 @@ def _weights_sources(c):
   if c.train.init_from and c.train.init_from_supernet:
     raise ConfigError("config.train.init_from and config.train.init_from_supernet are both set: choose one source "
                       "of initial weights")
+  if c.search.init_from and c.mode not in ("search", "demo"):
+    raise ConfigError(f"config.search.init_from is set but config.mode is {c.mode!r}: it starts a search "
+                      f"(mode=search or demo); to fine-tune a network use config.train.init_from")
+  _choice(c.search.init_new_blocks, ("identity", "copy_last"), "search.init_new_blocks")
+  if not c.search.init_from and c.search.init_new_blocks != defaults.search.init_new_blocks:
+    raise ConfigError("config.search.init_new_blocks is set but config.search.init_from is empty: it says how a "
+                      "pretrained network fills the supernet's deeper blocks")
   if c.eval.checkpoint and c.mode != "eval":
     raise ConfigError(f"config.eval.checkpoint is set but config.mode is {c.mode!r}: it applies to mode=eval")
 

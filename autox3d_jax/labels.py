@@ -42,3 +42,11 @@ def block_decision(i: int, j: int, kind: str) -> str:
   if kind not in BLOCK_KINDS:
     raise ValueError(f"block decision kind must be one of {BLOCK_KINDS}, got {kind!r}")
   return f"{block(i, j)}_{kind}"
+
+
+def parse_block(label: str) -> tuple[int, int]:
+  """(i, j), 0-based, of a block label 's{i+1}_b{j+1}' (the inverse of `block`); ValueError otherwise."""
+  head, sep, tail = label.partition("_b")
+  if not (sep and head.startswith("s") and head[1:].isdigit() and tail.isdigit()):
+    raise ValueError(f"not a block label: {label!r}")
+  return int(head[1:]) - 1, int(tail) - 1

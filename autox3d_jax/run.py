@@ -27,7 +27,7 @@ from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.train import loop, setup, train_loop, weights
 from autox3d_jax.train.setup import load_arch  # noqa: F401  (run.load_arch: public name)
-from autox3d_jax.train.search_loop import restore_supernet_variables, run_search
+from autox3d_jax.train.search_loop import pretrained_network, restore_supernet_variables, run_search
 from autox3d_jax.train.train_loop import restore_trained, run_train
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,10 @@ def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float
 
 
 def search(cfg: ml_collections.ConfigDict, workdir: str):
+  pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
-  result = run_search(cfg, workdir, space)
+  result = run_search(cfg, workdir, space, pretrained)
   cost = arch_cost(result.spec)
   entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
            "params": cost.params, "arch": result.spec}
@@ -190,9 +191,10 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   """Search -> derive -> retrain the searched net and the X3D-like baseline (the search's FLOPs
   target, so matched) the same way -> evaluate both -> report."""
   start = time.time()
+  pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
-  result = run_search(cfg, workdir, space)
+  result = run_search(cfg, workdir, space, pretrained)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
   seeds = retraining_seeds(cfg)
   searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)", seeds)

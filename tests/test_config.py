@@ -9,6 +9,7 @@ A new key without an entry fails `test_every_key_has_a_probe`.
 import os
 import subprocess
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -369,6 +370,45 @@ def _evaluated_weights(cfg):
   return run.evaluated_weights(cfg, "/work", zoo.get("x3d_s"))
 
 
+PROBE_INIT_FROM = os.path.join(tempfile.mkdtemp(prefix="autox3d_probe_"), "search_init_from")
+
+
+def _search_init(cfg):
+  """What run_search starts from: config.search.init_from's network, read and checked against the
+  space (a weights checkpoint of the space's X3D-like point, written here on first use)."""
+  from autox3d_jax.models import builder
+  from autox3d_jax.train import search_loop, setup, weights
+  if cfg.search.init_from == PROBE_INIT_FROM and not os.path.exists(PROBE_INIT_FROM):
+    space = setup.build_space(cfg)
+    spec = space.to_arch(setup.x3d_like_point(space), name="probe")
+    weights.save(PROBE_INIT_FROM, spec, builder.init_variables(spec, jax.random.PRNGKey(0)))
+  found = search_loop.pretrained_network(cfg)
+  return None if found is None else (found[0].to_json(), jax.tree_util.tree_leaves(found[1])[:3])
+
+
+def _adapted_supernet(cfg):
+  """The supernet state run_search starts from with a network (a tiny space's smallest point) in it."""
+  import flax
+  from autox3d_jax.search import derive as derive_lib
+  from autox3d_jax.search import supernet as sn
+  from autox3d_jax.search.space import Op
+  from autox3d_jax.train import search_loop
+  from test_supernet import toy_space
+
+  @flax.struct.dataclass
+  class State:
+    params: dict
+    batch_stats: dict
+
+  space = toy_space(ops=(Op("x3d", (3, 3, 3)),))
+  initial = sn.init_supernet(space, jax.random.PRNGKey(0))
+  point = {d.label: 0 for d in space.decisions}
+  spec = space.to_arch(point)
+  network = derive_lib.inherit_variables(space, point, initial, spec)
+  state = search_loop._adapted(cfg, space, State(initial["params"], initial["batch_stats"]), (spec, network))
+  return state.params["s2_b3"]
+
+
 # key -> (non-default valid value, probes, base overrides the probe needs)
 KEYS = {
     "mode": ("search", [_run_mode], {}),
@@ -479,6 +519,8 @@ KEYS = {
     "export.eval_clips": (32, [_export_plan], {"export.int8": True}),
     "export.dir": ("/deploy/net", [_export_plan], {}),
     "train.init_from": ("/imported/X3D-S", [_initial_weights], {"mode": "train"}),
+    "search.init_from": (PROBE_INIT_FROM, [_search_init], {"mode": "search"}),
+    "search.init_new_blocks": ("copy_last", [_adapted_supernet], {"search.init_from": "/w"}),
     "eval.checkpoint": ("/imported/X3D-S", [_evaluated_weights], {"mode": "eval"}),
     "pretrained.source": ("/ckpt/x3d_s.pyth", [_import_plan], {"mode": "import"}),
     "pretrained.variant": ("x3d_m", [_import_plan], {"mode": "import"}),

@@ -29,7 +29,9 @@ WORKS = {
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
         "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache", "export.checkpoint",
-        "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir")},
+        "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir", "search.init_from")},
+    ("search.init_from", "unknown"): "a checkpoint directory, read by search_loop.pretrained_network before the "
+                                     "dataset (test_adapt: 'holds no checkpoint')",
     **{(k, "empty"): "'' is the default; mode=import requires it when the run starts (test_pretrained: an "
        "incomplete import fails naming it)" for k in ("pretrained.source", "pretrained.variant")},
     ("export.checkpoint", "unknown"): "checked by export.mode.check before the dataset (test_export: no checkpoint)",

@@ -107,13 +107,55 @@ def _video_label(batch):
   return {"video": batch["video"], "label": batch["label"]}
 
 
-def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace) -> SearchResult:
+def pretrained_network(cfg: ml_collections.ConfigDict) -> tuple[ArchSpec, dict] | None:
+  """config.search.init_from's network and weights (None when unset), checked against config.space
+  before any dataset build: the checkpoint exists, records its architecture, holds that
+  architecture's tensors, and the architecture is a point of the space (its class count aside).
+  Raises CheckpointError / ConfigError naming config.search.init_from."""
+  if not cfg.search.init_from:
+    return None
+  from autox3d_jax.config import ConfigError
+  from autox3d_jax.models.convert_torch import CheckpointError
+  from autox3d_jax.models.spec import SpecError
+  from autox3d_jax.search import adapt
+  from autox3d_jax.train import weights
+  key = "search.init_from"
+  spec = weights.arch_of(cfg.search.init_from, key)
+  if spec is None:
+    raise CheckpointError(f"config.{key} = {cfg.search.init_from!r} does not record its architecture (a training "
+                          "checkpoint written before architectures were recorded): retrain it, or import it with "
+                          "mode=import")
+  variables = weights.fit(weights.read(cfg.search.init_from, key), spec, key)
+  try:
+    adapt.point_of_network(setup.build_space(cfg, classes=spec.head.num_classes), spec)
+  except SpecError as e:
+    raise ConfigError(f"config.{key}: the network is not a point of config.space: {e}") from None
+  return spec, variables
+
+
+def _adapted(cfg, space: SearchSpace, state, pretrained: tuple[ArchSpec, dict]):
+  """`state` with the pretrained network's weights in the supernet's slots (`search.adapt`)."""
+  from autox3d_jax.search import adapt
+  spec, variables = pretrained
+  placed = adapt.supernet_from_network(space, spec, variables, supernet_variables(state), cfg.search.init_new_blocks)
+  log.info("supernet initialised from %s (%s) at its point; new blocks: %s", cfg.search.init_from, spec.name,
+           cfg.search.init_new_blocks)
+  return state.replace(params=jax.tree_util.tree_map(jnp.asarray, placed["params"]),
+                       batch_stats=jax.tree_util.tree_map(jnp.asarray, placed["batch_stats"]))
+
+
+def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
+               pretrained: tuple[ArchSpec, dict] | None = None) -> SearchResult:
   """Search `space` as config.search says and derive the architecture; returns a SearchResult and
   writes workdir/search/{arch,point,logits,history,result}.json. Builds the missing embedded
   dataset first (config.data.build_if_missing), resumes from workdir's search checkpoint if there
-  is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss."""
+  is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss.
+  A fresh search starts from config.search.init_from's network when set (`pretrained`: what
+  `pretrained_network(cfg)` returned, read here when not given)."""
   start_time = time.time()
   setup.check_devices(cfg)
+  if pretrained is None:
+    pretrained = pretrained_network(cfg)
   dirs = loop.run_dirs(workdir, "search")
   run_identity = identity.of_search(cfg)
   ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what="search")   # checked before any build
@@ -136,6 +178,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace)
     input_before = meta.get("input")
     log.info("resumed search from step %d", int(state.step))
   else:
+    if pretrained is not None:
+      state = _adapted(cfg, space, state, pretrained)
     state = jax.device_put(state, shardings)
   start = int(state.step)
   weight_split, arch_split = split_names(cfg)

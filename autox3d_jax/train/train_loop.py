@@ -177,7 +177,8 @@ def run_train(cfg: ml_collections.ConfigDict, workdir: str, spec: ArchSpec, name
   spec_loop = loop.LoopSpec.from_config(
       cfg, name=name, total_steps=steps, loss_key="loss", optimizer_key="train.optimizer",
       describe=lambda v: f"loss {v['loss']:.4f} top1 {v['top1']:.3f}",
-      meta=lambda: {"name": name, "input": input_report(), "identity": run_identity}, input_report=input_report)
+      meta=lambda: {"name": name, "arch": spec.to_json(indent=None), "input": input_report(), "identity": run_identity},
+      input_report=input_report)
   state = loop.run_steps(spec_loop, state, jitted, batches, ckpt, _Prefixed(writer, "train_"))
   skipped = input_report()
   ckpt.close()

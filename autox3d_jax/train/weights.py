@@ -4,8 +4,8 @@ config.train.init_from, config.eval.checkpoint and config.export.checkpoint read
 A weights checkpoint is an orbax checkpoint (step 0, through `train.checkpoint.Checkpointer`) of
 {'params', 'batch_stats'} with JSON meta {'kind': 'weights', 'arch': <ArchSpec JSON>, ...} (the
 importer adds where the weights came from). `read` also takes a training run's checkpoint directory
-(the params and batch_stats of its latest TrainState), so each consumer accepts either; only a
-weights checkpoint names its architecture (`arch_of`), a training checkpoint records a hash of it.
+(the params and batch_stats of its latest TrainState), so each consumer accepts either; both record
+their architecture's JSON in the meta (`arch_of`; training checkpoints written before that do not).
 
 `fit` checks weights against the network that will use them, every tensor's path and shape, and
 names the first that does not fit with both shapes. Fine-tuning on a dataset with other classes
@@ -68,9 +68,10 @@ def meta_of(directory: str, key: str) -> dict:
 
 
 def arch_of(directory: str, key: str) -> ArchSpec | None:
-  """The architecture a weights checkpoint records; None for a training run's checkpoint."""
+  """The architecture a checkpoint records (weights checkpoints, and training runs since the meta
+  has an 'arch'); None for an older training checkpoint."""
   meta = meta_of(directory, key)
-  return ArchSpec.from_json(meta["arch"]) if meta.get("kind") == WEIGHTS_KIND else None
+  return ArchSpec.from_json(meta["arch"]) if "arch" in meta else None
 
 
 def read(directory: str, key: str) -> dict:
