@@ -80,15 +80,15 @@ def _read_state_dict(source: str, trust_pickle: bool) -> dict[str, np.ndarray]:
 
 
 def classes_of(state_dict: dict[str, np.ndarray], layout: str) -> int:
-  """The class count of an X3D state_dict: its classifier bias's length."""
-  for key in ("head.projection.bias",) if layout == "slowfast" else ():
-    if key in state_dict:
-      return int(state_dict[key].shape[0])
-  candidates = [k for k in state_dict if k.endswith(".proj.bias") and k.startswith("blocks.")]
-  if layout == "pytorchvideo" and candidates:
-    return int(state_dict[candidates[0]].shape[0])
-  raise convert_torch.CheckpointError(f"the {layout} state_dict has no classifier bias "
-                                      f"({'head.projection.bias' if layout == 'slowfast' else 'blocks.N.proj.bias'})")
+  """The class count of an X3D state_dict in `layout`: its classifier bias's length."""
+  if layout == "slowfast":
+    keys = [k for k in state_dict if k == "head.projection.bias"]
+  else:
+    keys = [k for k in state_dict if k.startswith("blocks.") and k.endswith(".proj.bias")]
+  if not keys:
+    raise convert_torch.CheckpointError(f"the {layout} state_dict has no classifier bias "
+                                        f"({'head.projection.bias' if layout == 'slowfast' else 'blocks.N.proj.bias'})")
+  return int(np.shape(state_dict[keys[0]])[0])
 
 
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:

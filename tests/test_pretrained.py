@@ -244,27 +244,20 @@ def test_a_bad_checkpoint_writes_nothing(tmp_path, slowfast):
   assert not (tmp_path / "w" / "pretrained").exists()
 
 
-def test_bad_import_settings_are_rejected_naming_the_key():
-  with pytest.raises(config_lib.ConfigError, match=r"config.pretrained.layout = 'caffe2' is not allowed"):
-    import_config(layout="caffe2")
+@pytest.mark.parametrize("keys, message", [
+    ({"mode": "import", "pretrained.layout": "caffe2"}, r"config.pretrained.layout = 'caffe2' is not allowed"),
+    ({"pretrained.source": "x.pyth"}, r"config.pretrained.source is set but config.mode is 'demo'"),
+    ({"train.init_from": "/ckpt"}, r"config.train.init_from is set but config.mode is 'demo'"),
+    ({"mode": "train", "train.init_from": "/ckpt", "train.init_from_supernet": True},
+     r"init_from and config.train.init_from_supernet are both set"),
+    ({"eval.checkpoint": "/ckpt"}, r"config.eval.checkpoint is set but config.mode is 'demo'"),
+])
+def test_bad_import_settings_are_rejected_naming_the_key(keys, message):
+  import toys
   cfg = config_lib.base_config()
   cfg.search.target_arch = "X3D"
-  cfg.pretrained.source = "x.pyth"
-  with pytest.raises(config_lib.ConfigError, match=r"config.pretrained.source is set but config.mode is 'demo'"):
-    config_lib.validate(cfg)
-  cfg = config_lib.base_config()
-  cfg.search.target_arch = "X3D"
-  cfg.train.init_from = "/ckpt"
-  with pytest.raises(config_lib.ConfigError, match=r"config.train.init_from is set but config.mode is 'demo'"):
-    config_lib.validate(cfg)
-  cfg.mode, cfg.train.init_from_supernet = "train", True
-  with pytest.raises(config_lib.ConfigError, match=r"init_from and config.train.init_from_supernet are both set"):
-    config_lib.validate(cfg)
-  cfg = config_lib.base_config()
-  cfg.search.target_arch = "X3D"
-  cfg.eval.checkpoint = "/ckpt"
-  with pytest.raises(config_lib.ConfigError, match=r"config.eval.checkpoint is set but config.mode is 'demo'"):
-    config_lib.validate(cfg)
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(toys.set_keys(cfg, keys))
 
 
 def test_mode_import_through_main_fails_in_one_line_and_builds_no_dataset(tmp_path, slowfast):

@@ -53,7 +53,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from autox3d_jax import labels
-from autox3d_jax.models.spec import ArchSpec
+from autox3d_jax.models.spec import ArchSpec, round_width
 
 
 class CheckpointError(ValueError):
@@ -356,18 +356,6 @@ _PV_STEM_DIM_IN = 12
 _PV_STAGE_DEPTHS = (1, 2, 5, 3)
 
 
-def _pv_round_width(width, multiplier, min_width=8, divisor=8):
-  """pytorchvideo.layers.utils.round_width (ceil=False), the same float arithmetic."""
-  if not multiplier:
-    return width
-  width *= multiplier
-  min_width = min_width or divisor
-  width_out = max(min_width, int(width + divisor / 2) // divisor * divisor)
-  if width_out < 0.9 * width:
-    width_out += divisor
-  return int(width_out)
-
-
 def _pv_round_repeats(repeats, multiplier):
   return repeats if not multiplier else int(math.ceil(multiplier * repeats))
 
@@ -375,7 +363,7 @@ def _pv_round_repeats(repeats, multiplier):
 def _pv_stage_dims() -> list[int]:
   dims = [_PV_STEM_DIM_IN]
   for _ in range(3):
-    dims.append(_pv_round_width(dims[-1], 2.0, divisor=8))
+    dims.append(round_width(dims[-1], 2.0, divisor=8))
   return dims
 
 
@@ -410,8 +398,8 @@ def create_x3d_kwargs(spec: ArchSpec) -> dict:
     if block.se_ratio != (spec.stages[0].blocks[0].se_ratio if j % 2 == 0 else 0.0):
       raise no(f"{labels.block(i, j)} has SE ratio {block.se_ratio} (create_x3d: one ratio, on every other block)")
   dims = _pv_stage_dims()
-  fits_width = lambda w: (_pv_round_width(_PV_STEM_DIM_IN, w) == spec.stem.width   # noqa: E731
-                          and all(_pv_round_width(d, w) == wd for d, wd in zip(dims, widths)))
+  fits_width = lambda w: (round_width(_PV_STEM_DIM_IN, w) == spec.stem.width   # noqa: E731
+                          and all(round_width(d, w) == wd for d, wd in zip(dims, widths)))
   width_factor = _first_fitting([wd / d for d, wd in zip(dims[::-1], widths[::-1])]
                                 + [k / 100 for k in range(1, 1001)], fits_width)
   if width_factor is None:
