@@ -92,6 +92,8 @@ def base_config() -> ml_collections.ConfigDict:
           alpha=0.2, beta=0.6,        # search.penalty=fbnet: loss = CE * alpha * log(cost)^beta
           cost_unit=0.0)),            # cost unit of the log; 0 = the metric's: 1e6 FLOPs/params, 1 ms
       sandwich=False,                 # probabilistic/spos: weight-step group 0 = the largest architecture
+      distill="none",                 # none | inplace (BigNAS, needs sandwich): the groups share the clips, the last
+                                      # trains the smallest child, all but group 0 learn group 0's soft predictions
       largest_warmup_steps=0,         # probabilistic/spos: the first N weight steps train only the largest
       fair_channels=True,             # single-path strategies: roll channel masks (fair channel selection)
       derive="mode",                  # mode (argmax of the distribution) | evolution (SPOS)
@@ -202,7 +204,7 @@ def _unused_sections(c):
       raise ConfigError(f"config.search.{name}.{changed[0]} is set but config.search.strategy is "
                         f"{c.search.strategy!r}: it only applies to strategy={name!r}")
   if c.search.strategy not in SINGLE_PATH_WEIGHT_STEP:
-    for key in ("sandwich", "largest_warmup_steps"):
+    for key in ("sandwich", "largest_warmup_steps", "distill"):
       if c.search[key] != defaults[key]:
         raise ConfigError(f"config.search.{key} applies to strategies {list(SINGLE_PATH_WEIGHT_STEP)}, "
                           f"not to {c.search.strategy!r}")
@@ -226,6 +228,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for name in ("dnas", "gdas", "msg"):
     _choice(s[name].tau_schedule, ("exp", "linear"), f"search.{name}.tau_schedule")
   _choice(s.derive, ("mode", "evolution"), "search.derive")
+  _choice(s.distill, ("none", "inplace"), "search.distill")
+  if s.distill == "inplace" and not s.sandwich:
+    raise ConfigError("config.search.distill = 'inplace' distils from the largest child, which only the sandwich rule "
+                      "trains: set config.search.sandwich=True")
+  if s.distill == "inplace" and s.num_groups < 2:
+    raise ConfigError(f"config.search.distill = 'inplace' needs config.search.num_groups >= 2 (a teacher and a "
+                      f"student), got {s.num_groups}")
   _choice(c.train.dtype, ("float32", "bfloat16"), "train.dtype")
   _choice(c.latency.dtype, ("float32", "bfloat16"), "latency.dtype")
   _choice(c.latency.statistic, ("median", "mean"), "latency.statistic")

@@ -252,6 +252,12 @@ class SearchSpace:
         point[d.label] = d.size - 1
     return point
 
+  def smallest_point(self) -> dict[str, int]:
+    """Every decision at its cheapest choice (ops: the one with the fewest kernel taps; choices are
+    in increasing order, so index 0 elsewhere)."""
+    taps = [o.kernel[0] * o.kernel[1] * o.kernel[2] for o in self.config.ops]
+    return {d.label: (taps.index(min(taps)) if d.kind == "op" else 0) for d in self.decisions}
+
 
 def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,
                               num_classes: int | None = None) -> SpaceConfig:

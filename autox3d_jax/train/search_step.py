@@ -19,7 +19,7 @@ from autox3d_jax.search import supernet as sn
 from autox3d_jax.search.distribution import ArchDistribution
 from autox3d_jax.search.strategies import Strategy
 from autox3d_jax.train import partitioning
-from autox3d_jax.train.losses import cross_entropy, top1
+from autox3d_jax.train.losses import cross_entropy, inplace_distillation, top1
 
 
 @flax.struct.dataclass
@@ -52,10 +52,13 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
   the strategy's K groups. The weight update trains `strategy.weight_archs` on train_batch; the
   architecture update (frozen for search.arch_warmup_steps) follows `strategy.arch_objective` on
   val_batch. `table` (a CostTable) adds the expected cost to the metrics. cfg: the run's config
-  (search.arch_warmup_steps, train.label_smoothing are read here)."""
+  (search.arch_warmup_steps, search.distill, train.label_smoothing are read here)."""
   k_groups = strategy.num_groups
   warmup = int(cfg.search.arch_warmup_steps)
   smoothing = float(cfg.train.label_smoothing)
+  # BigNAS in-place distillation (search.distill): the groups share the clips, and every group but
+  # the largest (group 0) learns the largest's soft predictions instead of the labels.
+  distill = cfg.search.distill == "inplace"
 
   # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
   # soft weights or gradients w.r.t. the arch weights need every family.
@@ -77,16 +80,24 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
     archs, shifts = strategy.weight_archs(k_sample, jax.lax.stop_gradient(state.logits), state.strategy,
                                           state.step)
 
+    video, labels = train_batch["video"], train_batch["label"]
+    if distill:   # every group sees the same clips: the first N / K, tiled
+      n = video.shape[0] // k_groups
+      video = jnp.tile(video[:n], (k_groups,) + (1,) * (video.ndim - 1))
+      labels = jnp.tile(labels[:n], k_groups)
+
     def weight_loss(params):
-      per_group, logits, stats = group_ce(params, state.batch_stats, train_batch["video"],
-                                          train_batch["label"], archs, k_drop, shifts)
+      per_group, logits, stats = group_ce(params, state.batch_stats, video, labels, archs, k_drop, shifts)
+      if distill:
+        loss, _ = inplace_distillation(logits.reshape((k_groups, -1) + logits.shape[1:]), labels[:n], smoothing)
+        return loss, (logits, stats)
       return jnp.mean(per_group), (logits, stats)
 
     (loss, (logits, stats)), grads = jax.value_and_grad(weight_loss, has_aux=True)(state.params)
     updates, weight_opt = w_tx.update(grads, state.weight_opt, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": loss,
-               "train_top1": top1(logits, train_batch["label"]),
+               "train_top1": top1(logits, labels),
                "grad_norm": optax.global_norm(grads)}
 
     logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy

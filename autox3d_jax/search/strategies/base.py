@@ -150,6 +150,7 @@ class Strategy:
       so the children start from weights that already solve the task.
     * The sandwich rule's upper slice (search.sandwich, BigNAS/OFA): group 0 trains the largest
       architecture, so the shared weights learn the task about as fast as one big network does.
+      With search.distill='inplace' the full rule: the last group trains the smallest.
     Only the weight step: the architecture step samples its own points.
     """
     largest = self.dist.space.largest_point()
@@ -159,7 +160,11 @@ class Strategy:
       points = {l: jnp.where(warming, jnp.full_like(v, largest[l]), v) for l, v in points.items()}
     if not self.cfg.sandwich:
       return points
-    return {l: v.at[0].set(largest[l]) for l, v in points.items()}
+    points = {l: v.at[0].set(largest[l]) for l, v in points.items()}
+    if self.cfg.distill == "inplace":   # the full sandwich: the smallest child in the last group
+      smallest = self.dist.space.smallest_point()
+      points = {l: v.at[-1].set(smallest[l]) for l, v in points.items()}
+    return points
 
   def weight_archs(self, key, logits, state, step):
     raise NotImplementedError

@@ -1,0 +1,108 @@
+"""search.distill='inplace': BigNAS's sandwich rule with in-place distillation.
+
+The loss equals a hand computation; its gradient moves a student's logits towards the teacher's and
+gives the teacher none from the students; the weight step puts the largest child in group 0 and the
+smallest in the last group, every group on the same clips; bad settings are rejected."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autox3d_jax import config as config_lib
+from autox3d_jax.search import strategies
+from autox3d_jax.search.cost_table import CostTable
+from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.train.losses import inplace_distillation
+
+import toys
+from test_strategies import search_cfg, toy_space
+
+
+def _softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_the_loss_equals_a_hand_computation():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((3, 4, 5)).astype(np.float32)
+  labels = np.array([0, 3, 1, 4])
+  loss, per_group = inplace_distillation(jnp.asarray(logits), jnp.asarray(labels), smoothing=0.1)
+  onehot = np.eye(5)[labels] * 0.9 + 0.1 / 5
+  teacher = _softmax(logits[0].astype(np.float64))
+  hand = [np.mean(-np.sum(onehot * np.log(_softmax(logits[0].astype(np.float64))), -1))]
+  hand += [np.mean(-np.sum(teacher * np.log(_softmax(logits[g].astype(np.float64))), -1)) for g in (1, 2)]
+  np.testing.assert_allclose(per_group, hand, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.mean(hand), rtol=1e-5)
+
+
+def test_the_gradient_moves_students_towards_the_teacher_and_leaves_the_teacher_to_the_labels():
+  rng = np.random.default_rng(1)
+  logits = jnp.asarray(rng.standard_normal((3, 6, 5)).astype(np.float32) * 2)
+  labels = jnp.asarray(rng.integers(0, 5, 6))
+  grads = jax.grad(lambda lg: inplace_distillation(lg, labels)[0])(logits)
+
+  def kl_to_teacher(student):
+    t, s = _softmax(np.asarray(logits[0], np.float64)), _softmax(np.asarray(student, np.float64))
+    return float(np.mean(np.sum(t * (np.log(t) - np.log(s)), -1)))
+
+  for g in (1, 2):
+    stepped = logits[g] - 0.5 * grads[g]
+    assert kl_to_teacher(stepped) < kl_to_teacher(logits[g])
+  # The teacher's gradient is that of its own label cross-entropy (divided by K), nothing from the students.
+  ce_grad = jax.grad(lambda t: jnp.mean(-jnp.sum(jax.nn.one_hot(labels, 5) * jax.nn.log_softmax(t), -1)) / 3)(logits[0])
+  np.testing.assert_allclose(grads[0], ce_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["probabilistic", "spos"])
+def test_the_full_sandwich_puts_the_largest_first_and_the_smallest_last(name):
+  space = toy_space()
+  dist = ArchDistribution(space)
+  strategy = strategies.make(dist, CostTable.build(space),
+                             search_cfg(name, num_groups=4, sandwich=True, distill="inplace"))
+  archs, _ = strategy.weight_archs(jax.random.PRNGKey(0), dist.init_logits(), strategy.init_state(), 0)
+  point = lambda g: {l: int(jnp.argmax(a[g])) for l, a in archs.items()}   # noqa: E731
+  assert point(0) == space.largest_point() and point(3) == space.smallest_point()
+  table = CostTable.build(space)
+  assert table.of_point(point(3)) <= min(table.of_point(point(g)) for g in range(4))
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"search.distill": "kd"}, r"config.search.distill = 'kd' is not allowed"),
+    ({"search.distill": "inplace"}, r"distils from the largest child, which only the sandwich rule trains"),
+    ({"search.distill": "inplace", "search.sandwich": True, "search.num_groups": 1}, r"num_groups >= 2"),
+    ({"search.distill": "inplace", "search.sandwich": True, "search.strategy": "dnas"},
+     r"config.search.sandwich applies to strategies"),
+])
+def test_bad_distillation_settings_are_rejected_naming_the_key(keys, message):
+  cfg = config_lib.base_config()
+  cfg.search.target_arch = "X3D"
+  with pytest.raises(config_lib.ConfigError, match=message):
+    config_lib.validate(toys.set_keys(cfg, keys))
+
+
+@pytest.mark.slow   # compiles a full supernet step (about a minute)
+def test_the_search_step_distils_on_shared_clips():
+  """The jitted step's weight loss equals `inplace_distillation` of the supernet's group logits on
+  the first N / K clips tiled K times (the step's own samples: the same key derivation as
+  `make_search_step`; the toy head has no dropout)."""
+  from autox3d_jax.models.spec import HeadSpec
+  from autox3d_jax.search import supernet as sn
+  from autox3d_jax.train import partitioning, search_loop
+  from test_search_step import batches, tiny_setup
+  cfg, step, state = tiny_setup("probabilistic", num_groups=2, sandwich=True, distill="inplace")
+  train, val = next(iter(batches(1, seed=0))), next(iter(batches(1, seed=1)))
+  mesh = partitioning.make_mesh()
+  _, metrics = jax.jit(step)(state, partitioning.global_batch(train, mesh), partitioning.global_batch(val, mesh))
+
+  space = toys.tiny_space(head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3))
+  strategy = search_loop.make_strategy(cfg, ArchDistribution(space), CostTable.build(space), 0.0)
+  k_sample = jax.random.split(jax.random.fold_in(state.rng, state.step), 4)[0]
+  archs, shifts = strategy.weight_archs(k_sample, state.logits, state.strategy, state.step)
+  n = train["video"].shape[0] // 2
+  video = jnp.tile(jnp.asarray(train["video"])[:n], (2, 1, 1, 1, 1))
+  logits, _ = sn.apply_groups(sn.Supernet(space, exclusive=True), {"params": state.params,
+                                                                    "batch_stats": state.batch_stats},
+                              video, archs, train=True, rngs={"dropout": jax.random.PRNGKey(0)}, shifts=shifts)
+  expected, _ = inplace_distillation(logits.reshape(2, n, -1), jnp.asarray(train["label"])[:n])
+  np.testing.assert_allclose(metrics["train_loss"], expected, rtol=1e-4)
