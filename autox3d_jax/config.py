@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
       cost_target=0.0,                # absolute target in table units; 0 = from target_arch
       target_arch="",                 # 'X3D': the target is the X3D-like point's cost in this space
       penalty="hinge", penalty_weight=1.0,
+      ssr_weight=0.0,                 # dnas/gdas/msg: weight of the solution-space regulariser (our reading of SSR)
       fbnet=ml_collections.ConfigDict(dict(
           alpha=0.2, beta=0.6,        # search.penalty=fbnet: loss = CE * alpha * log(cost)^beta
           cost_unit=0.0)),            # cost unit of the log; 0 = the metric's: 1e6 FLOPs/params, 1 ms
@@ -208,6 +209,9 @@ def _unused_sections(c):
       if c.search[key] != defaults[key]:
         raise ConfigError(f"config.search.{key} applies to strategies {list(SINGLE_PATH_WEIGHT_STEP)}, "
                           f"not to {c.search.strategy!r}")
+  if c.search.ssr_weight != defaults.ssr_weight and c.search.strategy not in GRADIENT_STRATEGIES:
+    raise ConfigError(f"config.search.ssr_weight regularises the soft architecture weights of strategies "
+                      f"{list(GRADIENT_STRATEGIES)}, not of {c.search.strategy!r}")
   if c.search.penalty == "fbnet" and c.search.strategy not in GRADIENT_STRATEGIES:
     raise ConfigError(f"config.search.penalty = 'fbnet' (a loss factor on the architecture gradient) "
                       f"applies to strategies {list(GRADIENT_STRATEGIES)}, not to {c.search.strategy!r}; "
@@ -249,7 +253,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("search.arch_opt.beta1", "search.arch_opt.beta2", "search.probabilistic.baseline_decay",
               "data.max_skipped_fraction"):
     _number(c, key, low=0, high=1)
-  for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps",
+  for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps", "search.ssr_weight",
               "search.largest_warmup_steps", "search.cost_target", "search.penalty_weight",
               "train.label_smoothing"):
     _number(c, key, low=0)

@@ -459,6 +459,7 @@ KEYS = {
     "search.fbnet.cost_unit": (1e3, [_strategy], {"search.strategy": "dnas", "search.penalty": "fbnet"}),
     "search.sandwich": (True, [_strategy], {}),
     "search.distill": ("inplace", [_strategy, _search_step], {"search.sandwich": True}),
+    "search.ssr_weight": (0.5, [_strategy], {"search.strategy": "dnas"}),
     "search.largest_warmup_steps": (10, [_strategy], {}),
     "search.fair_channels": (False, [_strategy], {}),
     "search.derive": ("evolution", [_derive], {}),

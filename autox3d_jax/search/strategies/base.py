@@ -46,6 +46,15 @@ def fbnet_factor(cost, fbnet: ml_collections.ConfigDict, metric: str = "flops"):
   return fbnet.alpha * jnp.log(scaled) ** fbnet.beta
 
 
+def ssr_loss(probs: dict) -> jax.Array:
+  """Solution-space regularisation, our reading of SSR (Ye et al., arXiv 2208.05271; its formula is
+  not public, shared/REFERENCES-round2.md section 10): the mean over decisions of the Gini impurity
+  1 - sum_i p_i^2 of the architecture weights. It is zero exactly at one-hot weights, positive
+  elsewhere, and its minima are the vertices, so it pulls the soft architecture towards a discrete
+  one (the support shrinks, as under an L0 penalty) and narrows the discretisation gap."""
+  return jnp.mean(jnp.stack([1.0 - jnp.sum(jnp.square(p)) for p in probs.values()]))
+
+
 def temperature(step, schedule: ml_collections.ConfigDict, total_steps: int):
   """Gumbel temperature (a strategy's section of config.search): FBNet's exponential decay
   tau_max * exp(-tau_decay * step) floored at tau_min, or GDAS's linear tau_max -> tau_min over
@@ -190,5 +199,6 @@ class GradientStrategy(Strategy):
     archs, tau = self._archs(key, logits, step)
     ce = jnp.mean(group_losses(archs))
     cost = jnp.mean(jax.vmap(self.table.expected)(archs))
-    loss = ce * self.loss_factor(cost) + self.penalty(cost)
-    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau})
+    ssr = ssr_loss(self.dist.probs(logits))
+    loss = ce * self.loss_factor(cost) + self.penalty(cost) + self.cfg.ssr_weight * ssr
+    return loss, (state, {"arch_val_loss": ce, "sampled_cost": cost, "temperature": tau, "ssr": ssr})

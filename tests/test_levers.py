@@ -1,8 +1,11 @@
-"""search.distill='inplace': BigNAS's sandwich rule with in-place distillation.
+"""The supernet-training levers (#24): in-place distillation and the SSR regulariser.
 
-The loss equals a hand computation; its gradient moves a student's logits towards the teacher's and
-gives the teacher none from the students; the weight step puts the largest child in group 0 and the
-smallest in the last group, every group on the same clips; bad settings are rejected."""
+search.distill='inplace' (BigNAS's sandwich rule with in-place distillation): the loss equals a hand
+computation; its gradient moves a student's logits towards the teacher's and gives the teacher none
+from the students; the weight step puts the largest child in group 0 and the smallest in the last
+group, every group on the same clips. search.ssr_weight (our reading of SSR): zero at one-hot
+weights, positive elsewhere, pulls towards the most likely choice, added to the gradient
+strategies' objective. Bad settings are rejected naming the key."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,3 +109,53 @@ def test_the_search_step_distils_on_shared_clips():
                               video, archs, train=True, rngs={"dropout": jax.random.PRNGKey(0)}, shifts=shifts)
   expected, _ = inplace_distillation(logits.reshape(2, n, -1), jnp.asarray(train["label"])[:n])
   np.testing.assert_allclose(metrics["train_loss"], expected, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- SSR
+def test_ssr_is_zero_at_one_hot_weights_and_positive_elsewhere():
+  from autox3d_jax.search.strategies.base import ssr_loss
+  one_hot = {"a": jnp.array([0.0, 1.0, 0.0]), "b": jnp.array([1.0, 0.0])}
+  assert float(ssr_loss(one_hot)) == 0.0
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    probs = {k: jnp.asarray(_softmax(rng.standard_normal(v.shape) * 3)) for k, v in one_hot.items()}
+    assert float(ssr_loss(probs)) > 0.0
+  uniform = {"a": jnp.full(3, 1 / 3), "b": jnp.full(2, 1 / 2)}
+  np.testing.assert_allclose(ssr_loss(uniform), np.mean([1 - 1 / 3, 1 - 1 / 2]), rtol=1e-6)
+
+
+def test_ssr_pulls_the_architecture_towards_its_most_likely_choice():
+  """Gradient descent on SSR through the softmax raises each decision's largest probability."""
+  from autox3d_jax.search.strategies.base import ssr_loss
+  logits = {"a": jnp.array([0.3, 0.1, -0.2]), "b": jnp.array([-0.5, 0.4])}
+  loss = lambda lg: ssr_loss({k: jax.nn.softmax(v) for k, v in lg.items()})   # noqa: E731
+  stepped = jax.tree_util.tree_map(lambda v, g: v - 1.0 * g, logits, jax.grad(loss)(logits))
+  for k in logits:
+    before, after = jax.nn.softmax(logits[k]), jax.nn.softmax(stepped[k])
+    assert int(jnp.argmax(after)) == int(jnp.argmax(before)) and float(after.max()) > float(before.max())
+  assert float(loss(stepped)) < float(loss(logits))
+
+
+@pytest.mark.parametrize("name", ["dnas", "gdas", "msg"])
+def test_the_gradient_strategies_add_the_weighted_ssr_to_their_objective(name):
+  space = toy_space()
+  dist = ArchDistribution(space)
+  table = CostTable.build(space)
+  logits = {d.label: jnp.linspace(-1.0, 1.0, d.size) for d in space.decisions}
+  losses = lambda archs: jax.vmap(table.expected)(archs) / 1e6   # noqa: E731
+  out = {}
+  for weight in (0.0, 2.0):
+    strategy = strategies.make(dist, table, search_cfg(name, num_groups=2, ssr_weight=weight))
+    out[weight] = strategy.arch_objective(jax.random.PRNGKey(0), logits, strategy.init_state(), 0, losses)
+  from autox3d_jax.search.strategies.base import ssr_loss
+  ssr = float(ssr_loss(dist.probs(logits)))
+  assert float(out[2.0][1][1]["ssr"]) == pytest.approx(ssr)
+  assert float(out[2.0][0]) == pytest.approx(float(out[0.0][0]) + 2.0 * ssr, rel=1e-5)
+
+
+def test_ssr_is_rejected_for_strategies_without_soft_weights():
+  cfg = config_lib.base_config()
+  cfg.search.target_arch = "X3D"
+  cfg.search.ssr_weight = 0.1
+  with pytest.raises(config_lib.ConfigError, match=r"config.search.ssr_weight regularises .* not of 'probabilistic'"):
+    config_lib.validate(cfg)
