@@ -46,6 +46,9 @@ def main():
   parser.add_argument("--workdir", default="", help="'' = a temporary directory (kept runs resume)")
   args = parser.parse_args()
 
+  import jax
+  import numpy as np
+
   from autox3d_jax import configs
   from autox3d_jax.cpu import hostmem
   from autox3d_jax.search import derive as derive_lib
@@ -88,7 +91,7 @@ def main():
     _write({"what": "search", "start": start_from, "task": cfg_b.data.name, "steps": cfg_b.search.steps,
             "arch": found.spec.to_dict(), "cost": found.cost, "cost_target": found.cost_target,
             "seconds": round(time.time() - t0, 1)})
-    supernet = restore_supernet_variables(workdir)
+    supernet = jax.tree_util.tree_map(np.asarray, restore_supernet_variables(workdir))   # the train step donates
     point = space.point_of(found.spec)
     results[start_from] = []
     for seed in seeds:

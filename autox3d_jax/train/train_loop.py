@@ -59,9 +59,11 @@ compute_dtype = setup.compute_dtype   # train_loop.compute_dtype: its public nam
 
 def init_state(cfg: ml_collections.ConfigDict, spec: ArchSpec, tx: optax.GradientTransformation,
                variables: dict | None = None) -> TrainState:
-  """Step 0 of training `spec`: `variables` (e.g. inherited from a supernet) or a fresh init from
-  config.seed, the optimizer state, and the dropout RNG."""
+  """Step 0 of training `spec`: a copy of `variables` (e.g. inherited from a supernet) or a fresh
+  init from config.seed, the optimizer state, and the dropout RNG."""
   rng = jax.random.PRNGKey(cfg.seed)
+  if variables is not None:   # copies: the jitted step donates the state, the caller keeps its arrays
+    variables = jax.tree_util.tree_map(jnp.array, variables)
   variables = variables or builder.init_variables(spec, jax.random.fold_in(rng, 1))
   return TrainState(jnp.zeros((), jnp.int32), variables["params"], variables["batch_stats"],
                     tx.init(variables["params"]), rng)
