@@ -91,12 +91,39 @@ def classes_of(state_dict: dict[str, np.ndarray], layout: str) -> int:
   return int(np.shape(state_dict[keys[0]])[0])
 
 
+def _existing_import(todo: Plan) -> dict | None:
+  """The meta of an import of the same source and variant already in `todo.out_dir` (a rerun does
+  nothing), None when the directory holds no checkpoint; ConfigError naming config.pretrained.dir
+  when it holds other weights (they are not overwritten)."""
+  from autox3d_jax.train import checkpoint
+  if not paths.exists(todo.out_dir):
+    return None
+  ckpt = checkpoint.Checkpointer(todo.out_dir)
+  try:
+    meta = ckpt.read_meta() if ckpt.latest_step() is not None else None
+  finally:
+    ckpt.close()
+  if meta is None:
+    return None
+  if meta.get("source") == todo.source and meta.get("variant") == todo.variant:
+    return {**meta, "arch_name": ArchSpec.from_json(meta["arch"]).name}
+  raise ConfigError(f"{todo.out_dir} already holds other weights ({meta.get('source', 'a training run')}); they are "
+                    f"not overwritten: set config.pretrained.dir to another directory, or delete that one")
+
+
 def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Import config.pretrained.source; prints and returns what was written."""
   from autox3d_jax.cost.analytic import arch_cost
   from autox3d_jax.train import setup, weights
   check(cfg)
   todo = plan(cfg, workdir)
+  existing = _existing_import(todo)
+  if existing is not None:
+    log.info("%s already holds %s imported from %s: nothing to do", todo.out_dir, existing["arch_name"], todo.source)
+    summary = {"network": existing["arch_name"], "layout": existing.get("layout"), "dir": todo.out_dir,
+               "already_imported": True}
+    print(json.dumps(summary, indent=1))
+    return summary
   state_dict = _read_state_dict(todo.source, todo.trust_pickle)
   layout = convert_torch.detect_layout(state_dict) if todo.layout == "auto" else todo.layout
   spec = setup.load_arch(todo.variant, classes_of(state_dict, layout))
@@ -105,7 +132,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   weights.save(out, spec, variables, {"source": todo.source, "layout": layout, "variant": todo.variant})
   cost = arch_cost(spec)
   summary = {"network": spec.name, "layout": layout, "classes": spec.head.num_classes, "params": cost.params,
-             "clip": f"{spec.num_frames}x{spec.crop_size}x{spec.crop_size}", "dir": out}
+             "clip": f"{spec.num_frames}x{spec.crop_size}x{spec.crop_size}", "dir": out, "already_imported": False}
   log.info("imported %s (%s layout, %d classes) from %s into %s", spec.name, layout, spec.head.num_classes,
            todo.source, out)
   print(json.dumps(summary, indent=1))

@@ -221,6 +221,20 @@ def test_mode_import_writes_a_weights_checkpoint_of_the_slowfast_network(tmp_pat
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, expected)
 
 
+def test_importing_again_does_nothing_and_other_weights_are_not_overwritten(tmp_path, slowfast):
+  spec_file = tmp_path / "tiny.json"
+  spec_file.write_text(slowfast["spec"].to_json())
+  source = _save_pyth(tmp_path / "tiny.pyth", slowfast["sd"])
+  cfg = import_config(source=source, variant=str(spec_file), dir=str(tmp_path / "out"))
+  assert pretrained.run(cfg, str(tmp_path / "w"))["already_imported"] is False
+  assert pretrained.run(cfg, str(tmp_path / "w"))["already_imported"] is True
+  other = _save_pyth(tmp_path / "other.pyth", slowfast["sd"])
+  with pytest.raises(config_lib.ConfigError, match=r"already holds other weights \(.*tiny.pyth\); they are not "
+                                                   r"overwritten: set config.pretrained.dir"):
+    pretrained.run(import_config(source=other, variant=str(spec_file), dir=str(tmp_path / "out")), str(tmp_path / "w"))
+  assert weights.meta_of(str(tmp_path / "out"), "k")["source"] == source
+
+
 @pytest.mark.parametrize("keys, message", [
     (dict(), "mode=import needs config.pretrained.source"),
     (dict(source="/nowhere/x.pyth"), "mode=import needs config.pretrained.variant"),
