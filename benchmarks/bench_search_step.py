@@ -5,6 +5,7 @@ read as a fraction of what the device can do.
     python benchmarks/bench_search_step.py                                  # configs/demo.py, its clip
     python benchmarks/bench_search_step.py --config search_autox3d --arg target=S --batch 32   # TPU/GPU
     python benchmarks/bench_search_step.py --dtypes float32 --steps 5 --no-save
+    python benchmarks/bench_search_step.py --dtypes float32 --compare search.distill=inplace   # a lever's cost
 
 The step is `search_loop.build_search_step` for the named shipped config (`autox3d_jax.configs.get`),
 with its space at its clip, `--batch` clips per train and val batch and random clips; its state
@@ -83,6 +84,9 @@ def main(argv=None):
   p.add_argument("--matmul-size", type=int, default=2048)
   p.add_argument("--copy-mib", type=int, default=256)
   p.add_argument("--note", default="")
+  p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
+                 help="also time the step with this config override (repeatable; each a variant of every "
+                      "dtype, interleaved with the plain step)")
   p.add_argument("--no-save", action="store_true")
   args = p.parse_args(argv)
 
@@ -116,9 +120,20 @@ def main(argv=None):
   classes = 12
   rs = np.random.default_rng(0)
   runners = {}
-  for dtype in args.dtypes.split(","):
+  variants = [(dtype, {}) for dtype in args.dtypes.split(",")]
+  for item in args.compare:
+    key, _, value = item.partition("=")
+    variants += [(f"{dtype} {key}={value}", {key: value}) for dtype in args.dtypes.split(",")]
+  for name, overrides in variants:
+    dtype = name.split()[0]
     cfg = base.copy_and_resolve_references()
     cfg.train.dtype = dtype
+    for key, value in overrides.items():
+      *parents, leaf = key.split(".")
+      node = cfg
+      for part in parents:
+        node = node[part]
+      node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
     space = setup.build_space(cfg, classes=classes)
     table = CostTable.build(space, "flops")
     program = search_loop.build_search_step(cfg, space, table, setup.resolve_cost_target(space, table, cfg))
@@ -138,20 +153,25 @@ def main(argv=None):
       jax.block_until_ready(metrics)
     for _ in range(args.warmup):
       one()
-    runners[dtype] = (one, dict(batch=shape[0], frames=c.num_frames, crop=c.crop_size, compile_s=compile_s,
+    runners[name] = (one, dict(batch=shape[0], frames=c.num_frames, crop=c.crop_size, compile_s=compile_s,
                                 xla_flops=flops, xla_bytes=nbytes))
   times = {d: [] for d in runners}
   for _ in range(args.steps):
     for dtype, (one, _) in runners.items():
       times[dtype].extend(_time(one, 1))
-  for dtype, (_, info) in runners.items():
-    median = statistics.median(times[dtype])
-    emit({"what": "step", "dtype": dtype, **info, "median_s": median, "min_s": min(times[dtype]),
+  for name, (_, info) in runners.items():
+    dtype = name.split()[0]
+    median = statistics.median(times[name])
+    emit({"what": "step", "dtype": dtype, "variant": name, **info, "median_s": median, "min_s": min(times[name]),
           "steps": args.steps, "achieved_flops_per_s": info["xla_flops"] / median,
           "achieved_bytes_per_s": info["xla_bytes"] / median,
           "fraction_of_matmul_rate": info["xla_flops"] / median / refs[f"matmul_{dtype}_flops_per_s"],
           "fraction_of_copy_bandwidth": info["xla_bytes"] / median / refs["copy_bytes_per_s"]})
-  if len(runners) == 2 and "float32" in times and "bfloat16" in times:
+  for name in runners:
+    if " " in name:
+      emit({"what": "compare", "variant": name, "vs_plain_step": statistics.median(times[name])
+            / statistics.median(times[name.split()[0]])})
+  if "float32" in times and "bfloat16" in times:
     emit({"what": "summary", "bf16_vs_fp32_step": statistics.median(times["bfloat16"]) / statistics.median(times["float32"]),
           "load_after": load_avg()})
   if not args.no_save:
