@@ -95,15 +95,10 @@ def _existing_import(todo: Plan) -> dict | None:
   """The meta of an import of the same source and variant already in `todo.out_dir` (a rerun does
   nothing), None when the directory holds no checkpoint; ConfigError naming config.pretrained.dir
   when it holds other weights (they are not overwritten)."""
-  from autox3d_jax.train import checkpoint
-  if not paths.exists(todo.out_dir):
-    return None
-  ckpt = checkpoint.Checkpointer(todo.out_dir)
+  from autox3d_jax.train import weights
   try:
-    meta = ckpt.read_meta() if ckpt.latest_step() is not None else None
-  finally:
-    ckpt.close()
-  if meta is None:
+    meta = weights.meta_of(todo.out_dir, "pretrained.dir")
+  except convert_torch.CheckpointError:   # no checkpoint there
     return None
   if meta.get("source") == todo.source and meta.get("variant") == todo.variant:
     return {**meta, "arch_name": ArchSpec.from_json(meta["arch"]).name}

@@ -28,7 +28,7 @@ from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.train import loop, setup, train_loop, weights
 from autox3d_jax.train.setup import load_arch  # noqa: F401  (run.load_arch: public name)
 from autox3d_jax.train.search_loop import pretrained_network, restore_supernet_variables, run_search
-from autox3d_jax.train.train_loop import restore_trained, run_train
+from autox3d_jax.train.train_loop import run_train
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +118,6 @@ def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
     load_arch(name)
 
 
-def _classes_in(variables: dict) -> int | None:
-  bias = variables.get("params", {}).get("head", {}).get("classifier", {}).get("bias")
-  return None if bias is None else int(bias.shape[0])
-
-
 def initial_weights(cfg: ml_collections.ConfigDict) -> str | None:
   """Where mode=train's starting weights come from: 'supernet' (the workdir's search,
   config.train.init_from_supernet), a checkpoint directory (config.train.init_from), or None (a
@@ -148,7 +143,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str):
   if source not in (None, "supernet"):   # checked against the network before the dataset is built
     imported = weights.arch_of(source, "train.init_from")
     start = weights.read(source, "train.init_from")
-    weights.fit(start, setup.network_spec(cfg, imported, _classes_in(start)), "train.init_from")
+    weights.fit(start, setup.network_spec(cfg, imported, weights.classes_in(start)), "train.init_from")
   setup.ensure_dataset(cfg)          # the network's classes come from the dataset
   spec = setup.network_spec(cfg, imported, setup.num_classes(cfg))
   init = None
@@ -170,10 +165,11 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
   check_arch_name(cfg)
   imported = weights.arch_of(cfg.eval.checkpoint, "eval.checkpoint") if cfg.eval.checkpoint else None
   spec = setup.network_spec(cfg, imported, setup.num_classes(cfg))
+  directory = evaluated_weights(cfg, workdir, spec)
   if cfg.eval.checkpoint:
-    variables = weights.load(evaluated_weights(cfg, workdir, spec), spec, "eval.checkpoint")
+    variables = weights.load(directory, spec, "eval.checkpoint")
   else:
-    variables = restore_trained(cfg, workdir, spec, spec.name)
+    variables = train_loop.restore_trained_from(cfg, directory, spec)
   top1, top5, n = train_loop.evaluate(cfg, spec, variables)
   log.info("%s: top-1 %.2f%% top-5 %.2f%% over %d videos (%dx%d views)", spec.name, 100 * top1, 100 * top5, n,
            cfg.data.num_temporal_views, cfg.data.num_spatial_crops)

@@ -51,6 +51,7 @@ import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
 from autox3d_jax import labels
 from autox3d_jax.models.spec import ArchSpec, round_width
@@ -229,22 +230,6 @@ def _expected_shapes(spec: ArchSpec) -> dict:
   return builder.variable_shapes(spec)
 
 
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for k in path[:-1]:
-    tree = tree.setdefault(k, {})
-  tree[path[-1]] = value
-
-
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Drop a DataParallel 'module.' prefix (when every key has it)."""
   keys = list(state_dict)
@@ -271,21 +256,19 @@ def params_from_state_dict(state_dict: Mapping[str, np.ndarray], spec: ArchSpec,
   else:
     raise ValueError(f"layout must be 'auto' or one of {LAYOUTS}, got {layout!r}")
   expected = _expected_shapes(spec)
-  want = {(col,) + path: leaf.shape for col in ("params", "batch_stats")
-          for path, leaf in _flatten(expected.get(col, {})).items()}
-  out: dict = {"params": {}, "batch_stats": {}}
-  filled = set()
+  want = {path: leaf.shape for path, leaf in flatten_dict(expected).items()}
+  flat: dict = {}
   for key, col, path, transform in entries:
     full = (col,) + path
     if full not in want:  # the key map and the builder disagree: a bug here, not in the checkpoint.
       raise CheckpointError(f"internal: '{key}' maps to {'/'.join(full)}, which {spec.name} does not have")
     converted = _converted(sd, key, transform, want[full], f"{'/'.join(full)} of {spec.name}")
-    _set(out[col], path, np.ascontiguousarray(converted, dtype=dtype))
-    filled.add(full)
-  unfilled = [k for k in want if k not in filled]
+    flat[full] = np.ascontiguousarray(converted, dtype=dtype)
+  unfilled = [k for k in want if k not in flat]
   if unfilled:
     raise CheckpointError(f"internal: {'/'.join(unfilled[0])} of {spec.name} has no {layout} key "
                           f"({len(unfilled)} unfilled)")
+  out = unflatten_dict(flat)
   used = {e[0] for e in entries}
   for prefix, block in folds:
     _fold_shortcut_bn(sd, prefix, out["params"][block], dtype)
@@ -333,19 +316,14 @@ def _fold_shortcut_bn(sd: Mapping[str, Any], prefix: str, block: dict, dtype) ->
   block["bn_c"]["bias"] = np.ascontiguousarray(block["bn_c"]["bias"] + shift, dtype=dtype)
 
 
-def _get(tree: Mapping, path: tuple[str, ...]):
-  for k in path:
-    tree = tree[k]
-  return tree
-
-
 def pytorchvideo_state_dict(variables: Mapping, spec: ArchSpec) -> dict[str, np.ndarray]:
   """{'params', 'batch_stats'} of `builder.build(spec)` -> the state_dict (numpy float32 arrays, plus
   an int64 `num_batches_tracked` of 0 per BN) that pytorchvideo's `create_x3d(**create_x3d_kwargs(spec))`
   loads with `load_state_dict(..., strict=True)`. The inverse of `params_from_pytorchvideo`."""
+  flat = flatten_dict(variables)
   out: dict[str, np.ndarray] = {}
   for key, col, path, transform in pytorchvideo_key_map(spec):
-    out[key] = np.ascontiguousarray(transform.inverse(np.asarray(_get(variables[col], path))), dtype=np.float32)
+    out[key] = np.ascontiguousarray(transform.inverse(np.asarray(flat[(col,) + path])), dtype=np.float32)
     if key.endswith(".running_var"):
       out[key[:-len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
   return out

@@ -28,7 +28,7 @@ import numpy as np
 
 from autox3d_jax import labels
 from autox3d_jax.models.spec import ArchSpec, SpecError
-from autox3d_jax.search.derive import SKELETON, _family_of
+from autox3d_jax.search.derive import SKELETON, family_of
 from autox3d_jax.search.space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def supernet_from_network(space: SearchSpace, spec: ArchSpec, variables: Mapping
         continue
       src_name = labels.block(i, src_j)
       op_index = int(point[labels.block_decision(i, src_j, "op")])
-      family = _family_of(space, op_index)
+      family = family_of(space, op_index)
       block = source[src_name]
       if src_j != j:   # a copied block: a non-first block has no projection shortcut
         block = {k: v for k, v in block.items() if k not in ("shortcut", "shortcut_bn") or k in super_sub}

@@ -26,7 +26,7 @@ def _prefix_slice(array, target):
   return array[tuple(slice(0, s) for s in shape)]
 
 
-def _family_of(space: SearchSpace, op_index: int) -> str:
+def family_of(space: SearchSpace, op_index: int) -> str:
   for name, members in families(space.config.ops).items():
     if op_index in members:
       return name
@@ -61,7 +61,7 @@ def inherit_variables(space: SearchSpace, point: Mapping[str, int], supernet_var
         tree[name] = jax.tree_util.tree_map(_prefix_slice, source_tree[name], target)
       else:
         op_index = int(point[f"{name}_op"])
-        family = _family_of(space, op_index)
+        family = family_of(space, op_index)
         tree[name] = _inherit_block(source_tree[name], target, family, space.config.ops[op_index].label)
     out[collection] = tree
   return out

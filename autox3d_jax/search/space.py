@@ -241,9 +241,13 @@ class SearchSpace:
     """Inactive decisions set to 0, so equal architectures have equal points."""
     return {l: (int(v) if self.active(point, l) else 0) for l, v in point.items()}
 
+  def _op_taps(self) -> list[int]:
+    """Kernel taps (kt * kh * kw) of each op, in order."""
+    return [o.kernel[0] * o.kernel[1] * o.kernel[2] for o in self.config.ops]
+
   def largest_point(self) -> dict[str, int]:
     """Every decision at its costliest choice (ops: the one with the most kernel taps)."""
-    taps = [o.kernel[0] * o.kernel[1] * o.kernel[2] for o in self.config.ops]
+    taps = self._op_taps()
     point = {}
     for d in self.decisions:
       if d.kind == "op":
@@ -255,7 +259,7 @@ class SearchSpace:
   def smallest_point(self) -> dict[str, int]:
     """Every decision at its cheapest choice (ops: the one with the fewest kernel taps; choices are
     in increasing order, so index 0 elsewhere)."""
-    taps = [o.kernel[0] * o.kernel[1] * o.kernel[2] for o in self.config.ops]
+    taps = self._op_taps()
     return {d.label: (taps.index(min(taps)) if d.kind == "op" else 0) for d in self.decisions}
 
 

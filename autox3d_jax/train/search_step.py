@@ -22,6 +22,12 @@ from autox3d_jax.train import partitioning
 from autox3d_jax.train.losses import cross_entropy, inplace_distillation, top1
 
 
+def tile_for_groups(video: jax.Array, labels: jax.Array, k_groups: int) -> tuple[jax.Array, jax.Array]:
+  """(video, labels) repeated k_groups times along the batch: group g of the result is a copy of
+  the input, so every group runs on the same clips."""
+  return jnp.tile(video, (k_groups,) + (1,) * (video.ndim - 1)), jnp.tile(labels, k_groups)
+
+
 @flax.struct.dataclass
 class SearchState:
   step: jax.Array
@@ -83,8 +89,7 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
     video, labels = train_batch["video"], train_batch["label"]
     if distill:   # every group sees the same clips: the first N / K, tiled
       n = video.shape[0] // k_groups
-      video = jnp.tile(video[:n], (k_groups,) + (1,) * (video.ndim - 1))
-      labels = jnp.tile(labels[:n], k_groups)
+      video, labels = tile_for_groups(video[:n], labels[:n], k_groups)
 
     def weight_loss(params):
       per_group, logits, stats = group_ce(params, state.batch_stats, video, labels, archs, k_drop, shifts)
@@ -105,8 +110,7 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
       def group_losses(candidate_archs):
         video, labels = val_batch["video"], val_batch["label"]
         if shared_val:   # group g = copy g of the whole val batch
-          video = jnp.tile(video, (k_groups,) + (1,) * (video.ndim - 1))
-          labels = jnp.tile(labels, k_groups)
+          video, labels = tile_for_groups(video, labels, k_groups)
         return group_ce(params, stats, video, labels, candidate_archs, k_drop_val, net=arch_model)[0]
 
       def arch_loss(lg):

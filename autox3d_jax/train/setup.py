@@ -5,7 +5,6 @@ Kept apart from the loops so Colab and tests build exactly what `main.py` builds
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import os
 

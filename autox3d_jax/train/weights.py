@@ -14,14 +14,14 @@ names the first that does not fit with both shapes. Fine-tuning on a dataset wit
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
 
-from autox3d_jax import paths
+from autox3d_jax import labels, paths
 from autox3d_jax.models import builder
 from autox3d_jax.models.convert_torch import CheckpointError
 from autox3d_jax.models.spec import ArchSpec
@@ -88,34 +88,31 @@ def read(directory: str, key: str) -> dict:
   return jax.tree_util.tree_map(np.asarray, {"params": state["params"], "batch_stats": state["batch_stats"]})
 
 
-def _flat(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flat(v, prefix + (str(k),)))
-    else:
-      out[prefix + (str(k),)] = v
-  return out
-
-
 def _model_order(path: tuple[str, ...]):
   """params before batch_stats; within each, stem, then s<i>_b<j> by stage and block, then head."""
   collection = 0 if path[0] == "params" else 1
   top = path[1] if len(path) > 1 else ""
   if top == "stem":
     return (collection, 0, 0, 0, path)
-  digits = [int(d) for d in re.findall(r"\d+", top)] if re.fullmatch(r"s\d+_b\d+", top) else []
-  if digits:
-    return (collection, 1, digits[0], digits[1], path)
-  return (collection, 2, 0, 0, path)
+  try:
+    i, j = labels.parse_block(top)
+  except ValueError:
+    return (collection, 2, 0, 0, path)
+  return (collection, 1, i, j, path)
+
+
+def classes_in(variables: Mapping) -> int | None:
+  """The class count of a network's variables (its classifier bias's length), None without one."""
+  bias = flatten_dict(variables).get(CLASSIFIER + ("bias",))
+  return None if bias is None else int(np.shape(bias)[0])
 
 
 def fit(variables: Mapping, spec: ArchSpec, key: str, *, new_classes: bool = False, seed: int = 0) -> dict:
   """`variables` checked against `builder.build(spec)`: the same tensors with the same shapes, else
   CheckpointError naming `key`, the first tensor that differs and both shapes. With `new_classes`,
   a classifier of another class count is replaced by a fresh one (seeded by `seed`) and logged."""
-  want = dict(sorted(_flat(builder.variable_shapes(spec)).items(), key=lambda kv: _model_order(kv[0])))
-  got = _flat(variables)
+  want = dict(sorted(flatten_dict(builder.variable_shapes(spec)).items(), key=lambda kv: _model_order(kv[0])))
+  got = flatten_dict(variables)
   fresh = None
   for path in want:
     if path not in got:
@@ -126,10 +123,10 @@ def fit(variables: Mapping, spec: ArchSpec, key: str, *, new_classes: bool = Fal
       continue
     if new_classes and path[:3] == CLASSIFIER:
       if fresh is None:
-        fresh = _flat(builder.init_variables(spec, jax.random.PRNGKey(seed)))
+        fresh = flatten_dict(builder.init_variables(spec, jax.random.PRNGKey(seed)))
         log.info("config.%s: the checkpoint's classifier has %d classes, %s has %d: the classifier is "
                  "freshly initialised, every other weight comes from the checkpoint", key,
-                 np.shape(got[CLASSIFIER + ("bias",)])[0], spec.name, spec.head.num_classes)
+                 classes_in(variables), spec.name, spec.head.num_classes)
       got[path] = fresh[path]
       continue
     hint = (f" (the checkpoint has {have[-1]} classes: fine-tune it with mode=train and config.train.init_from, "
@@ -140,13 +137,7 @@ def fit(variables: Mapping, spec: ArchSpec, key: str, *, new_classes: bool = Fal
   if extra:
     raise CheckpointError(f"config.{key}: the checkpoint has tensor {'/'.join(extra[0])}, which {spec.name} does "
                           f"not have ({len(extra)} such; is it another architecture?)")
-  out: dict = {}
-  for path in want:
-    node = out
-    for k in path[:-1]:
-      node = node.setdefault(k, {})
-    node[path[-1]] = jnp.asarray(got[path], want[path].dtype)
-  return out
+  return unflatten_dict({path: jnp.asarray(got[path], want[path].dtype) for path in want})
 
 
 def load(directory: str, spec: ArchSpec, key: str, *, new_classes: bool = False, seed: int = 0) -> dict:
