@@ -141,6 +141,47 @@ def test_x3d_params_and_flops_match_reference(variant):
   assert count_params(shapes["params"]) == X3D_PARAMS[variant]
 
 
+def test_x3d_xl_is_x3d_l_widened_and_matches_the_published_figures():
+  """X3D-XL (in no public config; zoo.py says how it is defined): X3D-L with gamma_w 2.9. Its
+  parameters equal pytorchvideo 0.1.5's create_x3d(width_factor=2.9, depth_factor=5.0) counted with
+  torch (11,095,840), 0.9% above the paper's 11.0M; its FLOPs are the paper's 35.84 G (312 px) and
+  48.4 G (356 px test crop) to their printed digits."""
+  xl, large = zoo.x3d("XL"), zoo.x3d("L")
+  assert xl.depths == large.depths and (xl.num_frames, xl.crop_size) == (large.num_frames, large.crop_size)
+  assert [s.width for s in xl.stages] == [32, 72, 136, 280] and xl.stem.width == 32
+  assert [s.blocks[0].inner for s in xl.stages] == [72, 162, 306, 630] and xl.head.conv5_width == 630
+  cost = arch_cost(xl)
+  assert cost.params == 11_095_840
+  assert abs(cost.params / 11.0e6 - 1) < 0.01
+  assert round(cost.gflops, 2) == 35.84
+  assert round(arch_cost(xl, crop_size=zoo.test_crop("XL")).gflops, 1) == 48.4
+  # Every width factor that rounds to the same channels gives the same network.
+  for w in (2.875, 2.9, 2.916):
+    assert zoo.from_factors(dataclasses.replace(zoo.X3D_VARIANTS["XL"]["factors"], width=w)).stages == xl.stages
+
+
+def test_x2d_is_every_factor_one_and_matches_the_papers_cost():
+  """X2D, the expansion's start: 1 frame at 112 px, widths 24..192, inner = width, depths 1/2/5/3;
+  1.63M params and 20.66 MFLOPs (the paper's Table 1 caption: 20.67 MFLOPs, 1.63M params)."""
+  spec = zoo.from_factors(zoo.X2D)
+  assert spec.depths == [1, 2, 5, 3] and (spec.num_frames, spec.crop_size) == (1, 112)
+  assert [s.width for s in spec.stages] == [24, 48, 96, 192]
+  assert [s.blocks[0].inner for s in spec.stages] == [24, 48, 96, 192]
+  cost = arch_cost(spec)
+  assert round(cost.params / 1e6, 2) == 1.63
+  assert abs(cost.flops / 20.67e6 - 1) < 0.001
+
+
+def test_x3d_variants_are_their_factors():
+  """Each zoo row is its SlowFast config's factors; depths follow ceil(depth factor x 1/2/5/3)."""
+  rows = {v: (r["factors"].frames, r["factors"].sampling_stride, r["factors"].width, r["factors"].depth)
+          for v, r in zoo.X3D_VARIANTS.items()}
+  assert rows == {"XS": (4, 12, 2.0, 2.2), "S": (13, 6, 2.0, 2.2), "M": (16, 5, 2.0, 2.2),
+                  "L": (16, 5, 2.0, 5.0), "XL": (16, 5, 2.9, 5.0)}
+  assert zoo.depths_of(zoo.X3DSkeleton(), 2.2) == (3, 5, 11, 7)
+  assert zoo.STANDARD_WIDTH_VARIANTS == ("XS", "S", "M", "L")
+
+
 def test_x3d_layout_is_the_papers():
   spec = zoo.x3d("S")
   assert spec.depths == [3, 5, 11, 7]

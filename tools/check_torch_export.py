@@ -1,4 +1,4 @@
-"""Check the 'torch' export against pytorchvideo itself: for X3D-XS and X3D-L (at a 64-pixel crop and
+"""Check the 'torch' export against pytorchvideo itself: for X3D-XS, X3D-L and X3D-XL (at a 64-pixel crop and
 4 frames, 7 classes, to keep it quick), a `create_x3d` model with random weights and BN statistics is
 converted into ours (`params_from_pytorchvideo`), exported back (`pytorchvideo_state_dict`), loaded
 into a fresh `create_x3d(**create_x3d_kwargs(spec))` with `strict=True`, and both PyTorch models
@@ -25,7 +25,7 @@ def main():
 
   from autox3d_jax.models import builder, convert_torch, zoo  # pylint: disable=import-outside-toplevel
   create_x3d = import_create_x3d()
-  for variant, crop in (("XS", 64), ("L", 64)):
+  for variant, crop in (("XS", 64), ("L", 64), ("XL", 64)):
     spec = zoo.x3d(variant, num_classes=7, num_frames=4, crop_size=crop)
     kwargs = convert_torch.create_x3d_kwargs(spec)
     source = create_x3d(**kwargs)

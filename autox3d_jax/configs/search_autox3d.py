@@ -17,13 +17,14 @@ from autox3d_jax.models import zoo
 
 def get_config(arg: str = "target=S"):
   args = parse_config_arg(arg, "configs/search_autox3d.py",
-                          options={"target": tuple(zoo.X3D_VARIANTS), "strategy": STRATEGIES},
+                          options={"target": zoo.STANDARD_WIDTH_VARIANTS, "strategy": STRATEGIES},
                           flags=("runlocal",))
   target = args["target"] or "S"
   row = zoo.X3D_VARIANTS[target]
   c = base_config()
   c.mode = "search"
   c.data.num_frames = row["frames"]
+  c.data.sampling_stride = row["sampling_stride"]
   c.data.crop_size = row["crop"]
   c.data.scale_jitter = (round(row["crop"] * 1.14), round(row["crop"] * 1.43))
   c.data.batch_size = 192
@@ -41,6 +42,7 @@ def get_config(arg: str = "target=S"):
     c.train.dtype = "float32"
     c.data.name = "moving_digits/motion"
     c.data.num_frames = 8
+    c.data.sampling_stride = 1
     c.data.crop_size = 48
     c.data.scale_jitter = (48, 56)
     c.data.batch_size = 8

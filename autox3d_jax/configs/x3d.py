@@ -4,7 +4,7 @@
       --config.data.name=kinetics400 --config.data.data_dir=/data
   python -m autox3d_jax.main --config=configs/x3d.py:variant=XS,runlocal --workdir=/tmp/x3d_local
 
-Arguments (comma separated): variant=XS|S|M|L; runlocal (small steps/batch on the embedded dataset).
+Arguments (comma separated): variant=XS|S|M|L|XL; runlocal (small steps/batch on the embedded dataset).
 """
 from autox3d_jax.config import base_config, parse_config_arg
 from autox3d_jax.models import zoo
@@ -20,18 +20,20 @@ def get_config(arg: str = "variant=S"):
   c.train.arch = f"x3d_{variant.lower()}"
   c.data.name = "moving_digits/motion"
   c.data.num_frames = row["frames"]
+  c.data.sampling_stride = row["sampling_stride"]
   c.data.crop_size = row["crop"]
   c.data.scale_jitter = (round(row["crop"] * 1.14), round(row["crop"] * 1.43))   # X3D: 182-228 for 160
   c.data.num_temporal_views = 10
   c.data.num_spatial_crops = 3
   c.data.batch_size = 128
   c.train.steps = 300 * 1000
-  c.train.optimizer.lr = 0.1 if variant != "L" else 0.05
+  c.train.optimizer.lr = 0.1 if variant not in ("L", "XL") else 0.05
   c.train.optimizer.warmup_steps = 35 * 1000
   c.train.optimizer.weight_decay = 5e-5
   c.train.dtype = "bfloat16"
   if args["runlocal"]:
     c.data.num_frames = 8
+    c.data.sampling_stride = 1
     c.data.crop_size = 48
     c.data.scale_jitter = (48, 56)
     c.data.num_temporal_views = 2

@@ -120,9 +120,9 @@ def target_point(space: SearchSpace, target_arch: str) -> dict[str, int]:
   if target_arch.upper() == "X3D":
     return x3d_like_point(space)
   variant = target_arch.upper().replace("X3D", "").strip("-_ ")
-  if variant not in zoo.X3D_VARIANTS:
+  if variant not in zoo.STANDARD_WIDTH_VARIANTS:
     raise ConfigError(f"config.search.target_arch = {target_arch!r} is not 'X3D' or one of "
-                      f"{['X3D-' + v for v in zoo.X3D_VARIANTS]}")
+                      f"{['X3D-' + v for v in zoo.STANDARD_WIDTH_VARIANTS]}")
   return x3d_like_point(space, zoo.X3D_VARIANTS[variant]["depths"])
 
 
