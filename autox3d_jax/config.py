@@ -21,7 +21,11 @@ import math
 import ml_collections
 
 MODES = ("search", "train", "eval", "report", "demo", "latency", "summary", "export", "import")
-STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")
+STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")   # the weight-sharing (supernet) strategies
+# search.strategy: a supernet strategy, or X3D's stepwise expansion (search/expansion.py), which
+# trains stand-alone candidates instead of a supernet.
+SEARCH_STRATEGIES = STRATEGIES + ("x3d_expansion",)
+EXPANSION_AXES = ("temporal", "fast", "spatial", "width", "bottleneck", "depth")   # search/expansion.AXES
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
 EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite", "torch")   # mode=export; autox3d_jax/export writes them
@@ -50,6 +54,27 @@ def _temperature_section() -> ml_collections.ConfigDict:
   """Gumbel temperature of the gradient strategies: exp (FBNet) tau_max * exp(-tau_decay * step),
   floored at tau_min, or linear (GDAS) tau_max -> tau_min over search.steps."""
   return ml_collections.ConfigDict(dict(tau_schedule="exp", tau_max=5.0, tau_min=0.1, tau_decay=0.0))
+
+
+def _expansion_section() -> ml_collections.ConfigDict:
+  """search.strategy = 'x3d_expansion' (search/expansion.py): X3D's stepwise expansion from `base`
+  (X2D: every factor 1, one frame at 112 px) over `skeleton` (X3D's), one candidate per axis and
+  step trained stand-alone for `train_steps` (0 = train.steps) with config.train's recipe, up to
+  config.search.cost_target / target_arch, then backward contraction onto it."""
+  return ml_collections.ConfigDict(dict(
+      base=ml_collections.ConfigDict(dict(frames=1, sampling_stride=16, crop=112, width=2.0, bottleneck=1.0,
+                                          depth=1.0)),
+      skeleton=ml_collections.ConfigDict(dict(stem_base=12, stage_bases=(12, 24, 48, 96), stage_repeats=(1, 2, 5, 3),
+                                              kernel=(3, 3, 3), se_ratio=1 / 16, head_width=2048, dropout=0.5,
+                                              width_divisor=8)),
+      axes=EXPANSION_AXES,
+      factors=ml_collections.ConfigDict(dict(temporal=2.0, fast=2.0, spatial=math.sqrt(2), width=math.sqrt(2),
+                                             bottleneck=2.25, depth=2.2)),
+      max_span=0,                     # source frames one clip may cover, (frames-1) x stride + 1; 0 = no limit
+      max_crop=0, max_width=0.0, max_bottleneck=0.0, max_depth=0.0,   # 0 = no limit
+      crop_divisor=8,                 # crops are multiples of it
+      train_steps=0,                  # per candidate; 0 = train.steps (warm-up scaled in proportion)
+      selection="gain_per_cost"))     # gain_per_cost (top-1 gain per doubling of cost) | accuracy
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -117,6 +142,7 @@ def base_config() -> ml_collections.ConfigDict:
       evolution=ml_collections.ConfigDict(dict(
           population=50, iterations=20, top_k=10, mutants=25, crossovers=25, mutation_prob=0.1,
           bn_batches=20, eval_batches=4)),
+      x3d_expansion=_expansion_section(),
       weight_opt=optimizer_section(lr=0.1, warmup_steps=0),
       arch_opt=ml_collections.ConfigDict(dict(lr=0.025, beta1=0.9, beta2=0.999))))   # Adam on the logits
 
@@ -199,7 +225,7 @@ def _optimizer(c, key):
 def _unused_sections(c):
   """A strategy sub-section changed from its default while another strategy runs would be ignored."""
   defaults = base_config().search
-  for name in STRATEGIES:
+  for name in SEARCH_STRATEGIES:
     if name in c.search and name != c.search.strategy and c.search[name].to_dict() != defaults[name].to_dict():
       changed = sorted(k for k, v in c.search[name].items() if v != defaults[name][k])
       raise ConfigError(f"config.search.{name}.{changed[0]} is set but config.search.strategy is "
@@ -225,7 +251,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Check values (unknown keys are already rejected by the locked ConfigDict); returns `c`."""
   _choice(c.mode, MODES, "mode")
   s = c.search
-  _choice(s.strategy, STRATEGIES, "search.strategy")
+  _choice(s.strategy, SEARCH_STRATEGIES, "search.strategy")
   _choice(s.penalty, PENALTIES, "search.penalty")
   _choice(s.cost_metric, COST_METRICS, "search.cost_metric")
   _choice(s.probabilistic.estimator, ("reinforce", "parsec"), "search.probabilistic.estimator")
@@ -279,7 +305,71 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _space_section(c.space)
   _resume_keys(c)
   _unused_sections(c)
+  if s.strategy == "x3d_expansion":
+    _expansion(c)
   return c
+
+
+# search.* keys an expansion reads; the rest drive the supernet and must stay at their defaults.
+_EXPANSION_READS = ("strategy", "cost_metric", "cost_target", "target_arch", "x3d_expansion")
+
+
+def _expansion(c):
+  """search.strategy = 'x3d_expansion': mode search only, an analytic cost metric and a target, the
+  supernet's settings untouched, and the section's values in range (the procedure's own checks --
+  axes' reach, the target against the base -- run in `search.expansion.check` before training)."""
+  if c.mode != "search":
+    raise ConfigError(f"config.search.strategy = 'x3d_expansion' runs in mode 'search', not {c.mode!r} (the demo "
+                      "searches with a supernet)")
+  _choice(c.search.cost_metric, ("flops", "params"), "search.cost_metric")
+  if c.search.cost_target <= 0 and not c.search.target_arch:
+    raise ConfigError("config.search.strategy = 'x3d_expansion' expands up to a cost target: set "
+                      "config.search.cost_target or config.search.target_arch")
+  defaults = base_config().search
+  for key in defaults:
+    if key in _EXPANSION_READS or key in STRATEGIES:
+      continue
+    value, default = c.search[key], defaults[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      value, default = value.to_dict(), default.to_dict()
+    if value != default:
+      raise ConfigError(f"config.search.{key} is a supernet setting; search.strategy = 'x3d_expansion' trains "
+                        "stand-alone candidates and would ignore it: leave it at its default")
+  e = c.search.x3d_expansion
+  p = "search.x3d_expansion."
+  for key in ("frames", "sampling_stride", "crop"):
+    _positive_int(c, f"{p}base.{key}")
+  for key in ("width", "bottleneck", "depth"):
+    _number(c, f"{p}base.{key}", low=0, low_open=True)
+  for key in ("stem_base", "head_width", "width_divisor"):
+    _positive_int(c, f"{p}skeleton.{key}")
+  _number(c, f"{p}skeleton.se_ratio", low=0, high=1)
+  _number(c, f"{p}skeleton.dropout", low=0, high=1)
+  sk = e.skeleton
+  for key in ("stage_bases", "stage_repeats", "kernel"):
+    values = tuple(sk[key])
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+      raise ConfigError(f"config.{p}skeleton.{key} must hold positive integers, got {values!r}")
+  if len(sk.stage_bases) != len(sk.stage_repeats):
+    raise ConfigError(f"config.{p}skeleton.stage_repeats {tuple(sk.stage_repeats)} must have one entry per stage "
+                      f"of config.{p}skeleton.stage_bases {tuple(sk.stage_bases)}")
+  if len(tuple(sk.kernel)) != 3 or any(k % 2 == 0 for k in sk.kernel):
+    raise ConfigError(f"config.{p}skeleton.kernel must be 3 odd sizes (t, h, w), got {tuple(sk.kernel)!r}")
+  axes = tuple(e.axes)
+  if not axes or len(set(axes)) != len(axes):
+    raise ConfigError(f"config.{p}axes must name distinct axes of {list(EXPANSION_AXES)}, got {axes!r}")
+  for axis in axes:
+    _choice(axis, EXPANSION_AXES, f"{p}axes")
+  for axis in EXPANSION_AXES:
+    _number(c, f"{p}factors.{axis}")
+    if not e.factors[axis] > 1:
+      raise ConfigError(f"config.{p}factors.{axis} = {e.factors[axis]!r} must be > 1 (an expansion grows its axis)")
+  for key in ("max_span", "max_crop", "train_steps"):
+    _number(c, f"{p}{key}", low=0, integer=True)
+  for key in ("max_width", "max_bottleneck", "max_depth"):
+    _number(c, f"{p}{key}", low=0)
+  _positive_int(c, f"{p}crop_divisor")
+  _choice(e.selection, ("gain_per_cost", "accuracy"), f"{p}selection")
 
 
 X3D_TARGETS = ("X3D", "X3D-XS", "X3D-S", "X3D-M", "X3D-L")

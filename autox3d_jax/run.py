@@ -89,6 +89,8 @@ def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float
 
 
 def search(cfg: ml_collections.ConfigDict, workdir: str):
+  if cfg.search.strategy == "x3d_expansion":
+    return x3d_expansion(cfg, workdir)
   pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
@@ -108,6 +110,34 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
            result.seconds)
   _write_report(cfg, workdir, space, [entry], result, notes, {"search": result.input})
   return result
+
+
+def x3d_expansion(cfg: ml_collections.ConfigDict, workdir: str):
+  """search.strategy = 'x3d_expansion': X3D's stepwise expansion (`train.expansion_loop`), its final
+  network in the report with the whole path (expansion.png and a table)."""
+  from autox3d_jax.train import expansion_loop
+  run_ = expansion_loop.run_expansion(cfg, workdir)
+  final = next(r for r in run_.records if r["final"])
+  spec = ArchSpec.from_dict(final["arch"]).replace(name="X3D-expanded")
+  f = final["factors"]
+  steps = cfg.search.x3d_expansion.train_steps or cfg.train.steps
+  path = " -> ".join((r["axis"] or "base") + (" (contracted)" if r["kind"] == "contract" else "")
+                     for r in run_.records if r["chosen"])
+  notes = [f"X3D expansion: {len(run_.records)} candidates ({run_.trained} trained by this run, the rest read from "
+           f"{expansion_loop.record_path(workdir)}) in {run_.seconds:.0f} s; each trained {steps} steps and "
+           f"evaluated on {cfg.data.name} {cfg.data.eval_split}, so the top-1 is the short recipe's.",
+           f"Chosen path: {path}; the final network's {cfg.search.cost_metric} {run_.result.final.cost:.6g} against the "
+           f"target {expansion_loop.cost_target(cfg, spec.head.num_classes):.6g}.",
+           f"X3D-expanded's clip: {f['frames']} frames every {f['sampling_stride']} at {f['crop']} px; retrain it with "
+           f"--config.mode=train --config.train.arch=<report>/X3D-expanded.json --config.data.num_frames={f['frames']} "
+           f"--config.data.sampling_stride={f['sampling_stride']} --config.data.crop_size={f['crop']}."]
+  log.info("\n".join(notes))
+  entry = {"name": spec.name, "kind": "searched", "top1": final["top1"], "top5": final["top5"],
+           "gflops": final["gflops"], "params": final["params"], "arch": spec}
+  extra = {"expansion": {"metric": cfg.search.cost_metric, "seconds": round(run_.seconds, 1),
+                         "trained": run_.trained, "candidates": run_.records}}
+  _write_report(cfg, workdir, None, [entry], None, notes, {}, extra)
+  return run_
 
 
 def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
@@ -284,7 +314,8 @@ def input_notes(inputs: dict[str, dict]) -> list[str]:
   return lines
 
 
-def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes, inputs: dict[str, dict]):
+def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes, inputs: dict[str, dict],
+                  extra: dict | None = None):
   results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
              "baseline_family": _x3d_family(cfg, models[0]["arch"].head.num_classes) if models else [],
              "notes": notes + input_notes(inputs), "input": inputs,
@@ -297,6 +328,7 @@ def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result
       results["decision_history"] = {"steps": h["steps"], "probs": h["probs"], "choices": choices}
     results["search"].update({"seconds": round(search_result.seconds, 1), "cost_target": search_result.cost_target,
                               "derived_cost": search_result.cost, "point": search_result.point})
+  results.update(extra or {})
   if jax.process_index() != 0:
     return {}
   return report.write_report(paths_lib.join(workdir, "report"), results)

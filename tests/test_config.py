@@ -359,6 +359,14 @@ def _import_plan(cfg):
   return repr(dataclasses.asdict(pretrained.plan(cfg, "/work")))
 
 
+def _expansion_plan(cfg):
+  """X3D expansion's plan (target fixed) and its first candidate's training config."""
+  from autox3d_jax.train import expansion_loop
+  plan = expansion_loop.expansion_plan(cfg, 5, 1e12)
+  c = expansion_loop.candidate_config(cfg, plan.base)
+  return repr(plan), c.train.steps, c.train.optimizer.warmup_steps
+
+
 def _initial_weights(cfg):
   from autox3d_jax import run
   return run.initial_weights(cfg)
@@ -408,6 +416,8 @@ def _adapted_supernet(cfg):
   state = search_loop._adapted(cfg, space, State(initial["params"], initial["batch_stats"]), (spec, network))
   return state.params["s2_b3"]
 
+
+EXPANSION_BASE = {"mode": "search", "search.strategy": "x3d_expansion", "search.num_groups": 4}
 
 # key -> (non-default valid value, probes, base overrides the probe needs)
 KEYS = {
@@ -529,6 +539,16 @@ KEYS = {
     "pretrained.layout": ("slowfast", [_import_plan], {"mode": "import"}),
     "pretrained.trust_pickle": (True, [_import_plan], {"mode": "import"}),
     "pretrained.dir": ("/weights/x3d", [_import_plan], {"mode": "import"}),
+    **{f"search.x3d_expansion.{k}": (v, [_expansion_plan], EXPANSION_BASE) for k, v in (
+        ("base.frames", 2), ("base.sampling_stride", 4), ("base.crop", 96), ("base.width", 1.5),
+        ("base.bottleneck", 2.0), ("base.depth", 2.0), ("skeleton.stem_base", 8),
+        ("skeleton.stage_bases", (8, 16, 32, 64)), ("skeleton.stage_repeats", (1, 1, 2, 1)),
+        ("skeleton.kernel", (3, 5, 5)), ("skeleton.se_ratio", 0.25), ("skeleton.head_width", 1024),
+        ("skeleton.dropout", 0.2), ("skeleton.width_divisor", 4), ("axes", ("temporal", "width")),
+        ("factors.temporal", 3.0), ("factors.fast", 3.0), ("factors.spatial", 1.2), ("factors.width", 2.0),
+        ("factors.bottleneck", 2.0), ("factors.depth", 2.0), ("max_span", 100), ("max_crop", 200),
+        ("max_width", 4.0), ("max_bottleneck", 4.0), ("max_depth", 6.0), ("crop_divisor", 4),
+        ("train_steps", 50), ("selection", "accuracy"))},
 }
 
 

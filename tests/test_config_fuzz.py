@@ -27,6 +27,8 @@ WORKS = {
     **{(k, "negative"): "-1 means 'from the data'" for k in ("space.num_frames", "space.crop_size",
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
+    **{(f"search.x3d_expansion.{k}", "zero"): "0 = no limit on the axis (0 train_steps: train.steps)" for k in (
+        "max_span", "max_crop", "max_width", "max_bottleneck", "max_depth", "train_steps")},
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
         "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache", "export.checkpoint",
         "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir", "search.init_from")},

@@ -256,3 +256,48 @@ def plot_decisions(history: DecisionHistory | Mapping, path: str, title: str = "
   return paths.save_figure(fig, path)
 
 
+
+
+_AXIS_COLORS = {"": "0.2", "temporal": "tab:blue", "fast": "tab:cyan", "spatial": "tab:green", "width": "tab:orange",
+                "bottleneck": "tab:purple", "depth": "tab:brown"}
+
+
+def plot_expansion(candidates, path: str, title: str = "") -> str | None:
+  """X3D's expansion path (like the paper's Figure 2): top-1 vs GFLOPs of every trained candidate,
+  coloured by the axis it expands, the chosen path joined and the final network starred.
+  `candidates`: the report's results['expansion']['candidates'] (dicts with gflops, top1, axis,
+  kind, chosen, final). Returns `path`, or None when no candidate has a top-1."""
+  points = [c for c in candidates if c.get("top1") is not None and c.get("gflops")]
+  if not points:
+    return None
+  from matplotlib.lines import Line2D
+  fig = _new_figure(9.5, 5.6)
+  ax = fig.add_subplot()
+  path_points = sorted((c for c in points if c.get("chosen")), key=lambda c: (c["step"], c["kind"] == "contract"))
+  ax.plot([c["gflops"] for c in path_points], [100 * c["top1"] for c in path_points], "-", color="0.3", lw=2,
+          zorder=2)
+  for c in points:
+    color = _AXIS_COLORS.get(c.get("axis", ""), "0.5")
+    marker = "*" if c.get("final") else ("s" if c.get("kind") == "contract" else "o")
+    size = 260 if c.get("final") else (70 if c.get("chosen") else 35)
+    ax.scatter([c["gflops"]], [100 * c["top1"]], marker=marker, s=size, color=color,
+               edgecolors="black" if c.get("chosen") else "none", linewidths=0.8, zorder=4 if c.get("chosen") else 3,
+               alpha=1.0 if c.get("chosen") else 0.6)
+    if c.get("chosen"):
+      ax.annotate(f"{c['step']}", (c["gflops"], 100 * c["top1"]), xytext=(6, 4), textcoords="offset points",
+                  fontsize=8)
+  xs = [c["gflops"] for c in points]
+  if min(xs) > 0 and max(xs) / min(xs) > 8:
+    ax.set_xscale("log")
+  handles = [Line2D([], [], ls="", marker="o", color=_AXIS_COLORS[a], label=a or "base")
+             for a in _AXIS_COLORS if any(c.get("axis", "") == a for c in points)]
+  handles += [Line2D([], [], color="0.3", lw=2, label="chosen path (step number)"),
+              Line2D([], [], ls="", marker="*", color="0.3", ms=13, label="final network")]
+  if any(c.get("kind") == "contract" for c in points):
+    handles.append(Line2D([], [], ls="", marker="s", color="0.3", label="backward contraction"))
+  ax.set_xlabel("GFLOPs per clip" + (" (log scale)" if ax.get_xscale() == "log" else ""))
+  ax.set_ylabel("top-1 accuracy (%), short recipe")
+  ax.grid(True, alpha=0.3)
+  ax.set_title(f"{title + ': ' if title else ''}X3D expansion path", fontsize=11)
+  ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+  return paths.save_figure(fig, path)

@@ -161,6 +161,22 @@ def search_table(search: SearchInfo) -> str:
   return md_table(["setting", "value"], [[k, _fmt_meta(v)] for k, v in _flatten(search.to_dict())], "ll")
 
 
+def expansion_table(candidates: Sequence[Mapping]) -> str:
+  """One row per trained candidate of an X3D expansion: step, axis, clip, factors, cost, top-1;
+  the chosen ones in bold, the final one marked."""
+  rows = []
+  for c in candidates:
+    f = c["factors"]
+    mark = " (final)" if c.get("final") else ""
+    step = f"**{c['step']}**" if c.get("chosen") else str(c["step"])
+    rows.append([step, (c.get("axis") or "base") + (" (contracted)" if c.get("kind") == "contract" else "") + mark,
+                 f"{f['frames']}x{f['sampling_stride']}, {f['crop']}px",
+                 f"w {f['width']:.3g} b {f['bottleneck']:.3g} d {f['depth']:.3g}",
+                 fmt_gflops(c.get("gflops")), fmt_params_m(c.get("params")), fmt_percent(c.get("top1"))])
+  return md_table(["step", "axis", "frames x stride, crop", "factors", "GFLOPs", "params (M)", "top-1"], rows,
+                  "llllrrr")
+
+
 # ------------------------------------------------------------------------------------------ report.md
 def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str],
                     pareto_skipped: str | None, decisions_skipped: str | None) -> str:
@@ -185,6 +201,9 @@ def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str]
              arch_table(m.arch), ""]
   if res.search is not None and res.search.to_dict():
     md += ["## Search", "", search_table(res.search), ""]
+  expansion = res.extra.get("expansion")
+  if expansion and expansion.get("candidates"):
+    md += ["## X3D expansion", "", "![expansion path](expansion.png)", "", expansion_table(expansion["candidates"]), ""]
   if res.notes:
     md += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
   return "\n".join(md)

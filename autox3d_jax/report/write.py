@@ -12,11 +12,11 @@ import re
 
 from autox3d_jax import paths as paths_lib
 from autox3d_jax.models.spec import ArchSpec
-from autox3d_jax.report.plots import plot_decisions, plot_pareto
+from autox3d_jax.report.plots import plot_decisions, plot_expansion, plot_pareto
 from autox3d_jax.report.results import Results
 from autox3d_jax.report.tables import report_markdown
 
-_RESERVED_STEMS = {"results", "report", "pareto", "decisions"}
+_RESERVED_STEMS = {"results", "report", "pareto", "decisions", "expansion"}
 
 
 def _file_stem(name: str, taken: set[str]) -> str:
@@ -72,6 +72,11 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
       paths["decisions"] = decisions
     else:
       paths["decisions_skipped"] = "decision_history has no labels or no steps"
+
+  expansion = res.extra.get("expansion")
+  if expansion and plot_expansion(expansion.get("candidates", ()), paths_lib.join(report_dir, "expansion.png"),
+                                  res.title):
+    paths["expansion"] = paths_lib.join(report_dir, "expansion.png")
 
   md = report_markdown(res, written=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), arch_files=arch_files,
                        pareto_skipped=None if pareto else paths["pareto_skipped"],

@@ -1,0 +1,168 @@
+"""X3D's stepwise expansion (`search.expansion`) run from a config: each candidate trained stand-alone.
+
+    plan = expansion_plan(cfg, classes, target)   # config.search.x3d_expansion -> a checked Plan
+    out = run_expansion(cfg, workdir)             # -> ExpansionRun (result, records, seconds)
+
+Each candidate is trained by `train_loop.run_train` with config.train's recipe for
+search.x3d_expansion.train_steps steps (warm-up scaled in proportion) on its own clip (frames,
+sampling stride and crop from its factors; the scale jitter scaled with the crop), then evaluated on
+config.data.eval_split. Every finished candidate is appended to `workdir/expansion/candidates.json`
+with its training run's identity, so a killed run resumes without retraining what it has (and a
+candidate killed mid-training resumes from its own checkpoint, as any training run).
+
+Candidates of one step differ in shape, so each compiles its own step: nothing is shared between
+them except JAX's persistent compilation cache, which lets a rerun skip the compiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+
+import ml_collections
+
+from autox3d_jax import paths
+from autox3d_jax.config import ConfigError
+from autox3d_jax.data import registry as data_registry
+from autox3d_jax.models.zoo import X3DFactors, X3DSkeleton
+from autox3d_jax.search import expansion
+from autox3d_jax.train import identity, setup
+from autox3d_jax.train.train_loop import run_train
+
+log = logging.getLogger(__name__)
+
+SECTION = "search.x3d_expansion"
+RECORD_VERSION = 1
+
+
+@dataclasses.dataclass
+class ExpansionRun:
+  """The procedure's result, one record per scored candidate (training order; dicts as stored in
+  candidates.json plus 'chosen' / 'final' flags) and the wall seconds of this process's run."""
+  result: expansion.ExpansionResult
+  records: list[dict]
+  seconds: float
+  trained: int      # candidates this process trained (the rest came from the record)
+
+
+def expansion_plan(cfg: ml_collections.ConfigDict, classes: int, target: float) -> expansion.Plan:
+  """config.search.x3d_expansion as a Plan with `classes` outputs and `target` (metric units)."""
+  e = cfg.search.x3d_expansion
+  sk = e.skeleton
+  return expansion.Plan(
+      base=X3DFactors(**{k: e.base[k] for k in ("frames", "sampling_stride", "crop", "width", "bottleneck", "depth")}),
+      skeleton=X3DSkeleton(stem_base=sk.stem_base, stage_bases=tuple(sk.stage_bases),
+                           stage_repeats=tuple(sk.stage_repeats), kernel=tuple(sk.kernel), se_ratio=sk.se_ratio,
+                           head_width=sk.head_width, dropout=sk.dropout, width_divisor=sk.width_divisor),
+      num_classes=classes, target=float(target), axes=tuple(e.axes), factors=dict(e.factors.to_dict()),
+      limits=expansion.Limits(span=e.max_span, crop=e.max_crop, width=e.max_width, bottleneck=e.max_bottleneck,
+                              depth=e.max_depth),
+      metric=cfg.search.cost_metric, selection=e.selection, crop_divisor=e.crop_divisor)
+
+
+def cost_target(cfg: ml_collections.ConfigDict, classes: int) -> float:
+  """config.search.cost_target, else the cost of config.search.target_arch in config.space at
+  config.data's clip (the X3D-like point the supernet search targets: matched budgets)."""
+  if cfg.search.cost_target > 0:
+    return float(cfg.search.cost_target)
+  space = setup.build_space(cfg, classes)
+  return setup.build_cost_table(space, cfg).of_point(setup.target_point(space, cfg.search.target_arch))
+
+
+def check_plan(cfg: ml_collections.ConfigDict, classes: int) -> expansion.Plan:
+  """The plan, checked (`expansion.check`) with errors as ConfigError naming config keys."""
+  plan = expansion_plan(cfg, classes, cost_target(cfg, classes))
+  try:
+    expansion.check(plan, where=f"config.{SECTION}")
+  except expansion.ExpansionError as err:
+    raise ConfigError(str(err)) from None
+  return plan
+
+
+def candidate_config(cfg: ml_collections.ConfigDict, factors: X3DFactors) -> ml_collections.ConfigDict:
+  """config for training the candidate with `factors`: its clip (frames, stride, crop; the scale
+  jitter scaled by crop / config.data.crop_size) and the short recipe (train.steps =
+  search.x3d_expansion.train_steps, warm-up scaled in proportion)."""
+  c = cfg.copy_and_resolve_references()
+  scale = factors.crop / cfg.data.crop_size
+  lo, hi = cfg.data.scale_jitter
+  c.data.num_frames = factors.frames
+  c.data.sampling_stride = factors.sampling_stride
+  c.data.crop_size = factors.crop
+  c.data.scale_jitter = (max(factors.crop, round(lo * scale)), max(factors.crop, round(hi * scale)))
+  steps = cfg.search.x3d_expansion.train_steps or cfg.train.steps
+  c.train.steps = steps
+  c.train.optimizer.warmup_steps = round(cfg.train.optimizer.warmup_steps * steps / cfg.train.steps)
+  return c
+
+
+def record_path(workdir: str) -> str:
+  return paths.join(workdir, "expansion", "candidates.json")
+
+
+def _identity_hash(run_identity: dict) -> str:
+  return hashlib.sha256(json.dumps(run_identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_records(path: str) -> list[dict]:
+  if not paths.exists(path):
+    return []
+  try:
+    data = json.loads(paths.read_text(path))
+    if data.get("version") != RECORD_VERSION:
+      raise ValueError(f"version {data.get('version')!r}, expected {RECORD_VERSION}")
+    return list(data["candidates"])
+  except (ValueError, KeyError, TypeError, AttributeError) as err:
+    raise ConfigError(f"{path} is not an expansion record ({err}); move it away to start the expansion "
+                      "afresh") from None
+
+
+def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
+  """X3D's expansion from config.search.x3d_expansion.base up to the cost target, every candidate
+  trained and evaluated (or read from this workdir's record), then the report's records."""
+  start = time.time()
+  stand_in = cfg.space.num_classes if cfg.space.num_classes > 0 else 2
+  check_plan(cfg, stand_in)            # bad settings fail before the dataset is built
+  setup.ensure_dataset(cfg)
+  data_registry.get_source(cfg.data.name, cfg.data.eval_split, cfg.data.data_dir or None)  # candidates evaluate
+  classes = setup.num_classes(cfg)
+  plan = check_plan(cfg, classes)
+  path = record_path(workdir)
+  records = _read_records(path)
+  by_name = {r["name"]: r for r in records}
+  trained = 0
+
+  def score(c: expansion.Candidate) -> float:
+    nonlocal trained
+    spec = plan.spec(c.factors)
+    name = f"expansion {spec.name}"
+    ccfg = candidate_config(cfg, c.factors)
+    ident = _identity_hash(identity.of_train(ccfg, spec.to_json()))
+    old = by_name.get(name)
+    if old is not None and old["identity"] == ident:
+      log.info("%s: top-1 %.4f from %s", name, old["top1"], path)
+      return old["top1"]
+    result = run_train(ccfg, workdir, spec, name)
+    trained += 1
+    entry = {"name": name, "identity": ident, "step": c.step, "axis": c.axis, "kind": c.kind,
+             "factors": dataclasses.asdict(c.factors), "arch": json.loads(spec.to_json()), "cost": plan.cost(c.factors),
+             "gflops": result.gflops, "params": result.params, "top1": result.top1, "top5": result.top5,
+             "seconds": round(result.seconds, 1)}
+    by_name[name] = entry
+    records[:] = [r for r in records if r["name"] != name] + [entry]
+    paths.write_json(path, {"version": RECORD_VERSION, "candidates": records}, indent=1)
+    log.info("%s (step %d, %s): top-1 %.4f, %.4g %s, %.0f s", name, c.step, c.axis or "base", result.top1,
+             entry["cost"], plan.metric, result.seconds)
+    return result.top1
+
+  result = expansion.run(plan, score, log.info)
+  chosen = {id(s) for s in result.path}
+  out = []
+  for s in result.scored:
+    r = dict(by_name[f"expansion {plan.spec(s.candidate.factors).name}"])
+    r.update(step=s.candidate.step, axis=s.candidate.axis, kind=s.candidate.kind, chosen=id(s) in chosen,
+             final=s is result.final)
+    out.append(r)
+  return ExpansionRun(result, out, time.time() - start, trained)
