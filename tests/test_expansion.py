@@ -99,6 +99,25 @@ def test_contraction_lands_on_the_costliest_setting_within_the_target(axis):
   assert E.contract(dataclasses.replace(plan, target=lo * 1.0001), prev, axis, expanded) == prev
 
 
+def test_contraction_falls_back_to_another_axis_of_the_last_network():
+  """2 -> 4 frames passes the target and so does 3: the 4-frame network shrinks another axis."""
+  plan = small_plan()
+  prev = X3DFactors(frames=2, sampling_stride=2, crop=56, width=2.0, bottleneck=1.0, depth=1.0)
+  expanded = E.expand(prev, "temporal", 2.0)
+  three = dataclasses.replace(prev, frames=3)
+  plan = dataclasses.replace(plan, target=(plan.cost(prev) + plan.cost(three)) / 2)
+  assert E.contract(plan, prev, "temporal", expanded) == prev
+  axis, got = E.contract_other_axis(plan, prev, "temporal", expanded)
+  assert plan.cost(prev) < plan.cost(got) <= plan.target
+  changed = {k for k, v in dataclasses.asdict(got).items() if v != getattr(expanded, k)}
+  assert changed == {"fast": {"frames", "sampling_stride"}, "spatial": {"crop"}}.get(axis, {axis})
+  brute = max(plan.cost(dataclasses.replace(expanded, crop=c)) for c in range(BASE.crop, expanded.crop, 4)
+              if plan.cost(dataclasses.replace(expanded, crop=c)) <= plan.target)
+  assert plan.cost(got) >= brute        # at least as close as the best crop alone
+  assert E.contract_other_axis(dataclasses.replace(plan, target=plan.cost(prev) * 1.0001), prev, "temporal",
+                               expanded) is None
+
+
 # ------------------------------------------------------------------------------------ procedure
 def synthetic_score(plan):
   """A deterministic accuracy that rewards frames most, then cost: a task that needs time."""
@@ -126,15 +145,18 @@ def test_run_expands_greedily_then_contracts_onto_the_target():
   # The task rewards frames: the first steps grow time, as far as the 12-frame videos allow.
   assert path[1].candidate.axis in ("temporal", "fast")
   assert all(f.span <= 12 for f in (s.candidate.factors for s in result.scored))
-  assert result.final.cost <= plan.target < path[-1].cost or result.final.candidate.kind == "contract"
-  if result.final.candidate.kind != "contract":   # no setting of the last axis fits: the last network within it
-    assert result.final is path[-2]
+  final, last, within = result.final, path[-2], path[-3]   # the contraction, the step past the target, the one before
+  assert final is path[-1] and final.candidate.kind == "contract" and final.cost <= plan.target < last.cost
+  if final.candidate.axis != last.candidate.axis:   # no setting of the last axis fits: another axis shrank
+    assert E.contract(plan, within.candidate.factors, last.candidate.axis, last.candidate.factors) == \
+        within.candidate.factors
+    assert (final.candidate.axis, final.candidate.factors) == E.contract_other_axis(
+        plan, within.candidate.factors, last.candidate.axis, last.candidate.factors)
+  assert final.cost > within.cost
   # With the target halfway into the last step, the same expansion contracts that step onto it.
-  last, within = path[-1] if path[-1].candidate.kind != "contract" else path[-2], None
-  within = [s for s in path if s.cost < last.cost][-1]
   halfway = dataclasses.replace(plan, target=(within.cost + last.cost) / 2)
   again = E.run(halfway, score)
-  assert [s.candidate for s in again.path[:-1]] == [s.candidate for s in path if s.cost <= last.cost]
+  assert [s.candidate for s in again.path[:-1]] == [s.candidate for s in path[:-1]]
   final = again.final
   assert final.candidate.kind == "contract" and final.candidate.axis == last.candidate.axis
   assert within.cost < final.cost <= halfway.target

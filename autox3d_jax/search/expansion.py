@@ -4,7 +4,9 @@ X3D (Feichtenhofer, CVPR 2020; shared/REFERENCES-round2.md section 1) starts fro
 (X2D) and, at each step, trains one candidate per axis -- each expands a single axis of `X3DFactors`
 by a factor that roughly doubles the cost -- keeps the candidate with the best accuracy / complexity
 trade-off, and repeats until the cost passes a target; the last expansion is then shrunk (backward
-contraction) so that the network lands on the target. This module is the procedure as data and pure
+contraction) so that the network lands on the target. Where no setting of the last axis fits between
+the previous network and the target, we shrink another axis of the last network instead
+(`contract_other_axis`, our extension), so that the result still lands near the target. This module is the procedure as data and pure
 functions; training a candidate is the caller's `score` callback (`train.expansion_loop` trains it
 stand-alone and keeps a record so that a killed run resumes without retraining).
 
@@ -183,6 +185,31 @@ def contract(plan: Plan, prev: X3DFactors, axis: str, expanded: X3DFactors) -> X
   return best
 
 
+def contract_other_axis(plan: Plan, prev: X3DFactors, axis: str, expanded: X3DFactors
+                        ) -> tuple[str, X3DFactors] | None:
+  """Where no setting of the last expanded `axis` lands within the target (e.g. 2 -> 4 frames
+  passes it and 3 frames does too), shrink one of the other axes of `expanded` instead, down to the
+  base's value: the (axis, factors) whose cost is the largest not above the target and above
+  `prev`'s, or None. Our extension: the paper only contracts the last expansion."""
+  base, best, best_cost = plan.base, None, plan.cost(prev)
+  for other in plan.axes:
+    if other == axis:
+      continue
+    if other == "fast":     # fewer frames over the expanded clip's duration
+      low = dataclasses.replace(expanded, frames=1, sampling_stride=expanded.frames * expanded.sampling_stride)
+    elif other == "temporal":
+      low = dataclasses.replace(expanded, frames=base.frames)
+    elif other == "spatial":
+      low = dataclasses.replace(expanded, crop=base.crop)
+    else:
+      low = dataclasses.replace(expanded, **{other: getattr(base, other)})
+    for f in _between(low, other, expanded, plan.crop_divisor):
+      cost = plan.cost(f)
+      if best_cost < cost <= plan.target and plan.limits.allows(f):
+        best, best_cost = (other, f), cost
+  return best
+
+
 # ------------------------------------------------------------------------------------- checks
 def check(plan: Plan, where: str = "") -> None:
   """ExpansionError, naming `where`'s keys, for: an unknown axis or selection, a factor <= 1, a base
@@ -268,13 +295,19 @@ def run(plan: Plan, score: Callable[[Candidate], float], log: Callable[[str], No
     path.append(chosen)
     previous, current = current, chosen
     if current.cost > plan.target:
-      shrunk = contract(plan, previous.candidate.factors, current.candidate.axis, current.candidate.factors)
+      axis, shrunk = current.candidate.axis, contract(plan, previous.candidate.factors, current.candidate.axis,
+                                                       current.candidate.factors)
       if shrunk == previous.candidate.factors:
-        log(f"contraction: every {current.candidate.axis} setting past step {step - 1} is above the target; "
-            f"the final network is step {step - 1}'s")
-        current = previous
-      else:
-        current = do(Candidate(step, current.candidate.axis, "contract", shrunk))
-        path.append(current)
+        other = contract_other_axis(plan, previous.candidate.factors, axis, current.candidate.factors)
+        if other is None:
+          log(f"contraction: no setting of step {step}'s network fits the target; the final network is step "
+              f"{step - 1}'s")
+          current = previous
+          break
+        log(f"contraction: every {axis} setting past step {step - 1} is above the target; shrinking "
+            f"{other[0]} of step {step}'s network instead")
+        axis, shrunk = other
+      current = do(Candidate(step, axis, "contract", shrunk))
+      path.append(current)
       break
   return ExpansionResult(scored, path, current)

@@ -1,0 +1,118 @@
+"""AutoX3D's search against X3D's own expansion at the same FLOPs budget, the paper's comparison.
+
+Reads two finished runs' reports -- a demo (configs/demo.py: the supernet search and its X3D-like
+baseline) and an X3D expansion (configs/search_x3d_expansion.py:demo) -- and retrains the searched
+network, the X3D-expanded network (at its own clip: frames, stride, crop) and the X3D-like baseline
+with the demo's retraining recipe, once per seed. Prints and appends one JSON line per training to
+benchmarks/results/x3d_expansion.jsonl, then a summary line: mean top-1 per network, the paired
+difference per seed with its mean and standard error, and each search's cost (wall seconds,
+networks trained).
+
+  python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/demo
+  python -m autox3d_jax.main --config=configs/search_x3d_expansion.py:demo --workdir=/tmp/x3d_expansion
+  python benchmarks/bench_x3d_expansion.py --demo /tmp/demo --expansion /tmp/x3d_expansion --seeds 0,1,2,3,4
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from common import load_avg  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "x3d_expansion.jsonl")
+
+
+def _write(line: dict) -> None:
+  line = {"bench": "x3d_expansion", "load": load_avg(), **line}
+  print(json.dumps(line), flush=True)
+  os.makedirs(os.path.dirname(OUT), exist_ok=True)
+  with open(OUT, "a") as f:
+    f.write(json.dumps(line) + "\n")
+
+
+def _paired(a: list[float], b: list[float]) -> dict:
+  diffs = [x - y for x, y in zip(a, b)]
+  se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+  return {"diffs": [round(d, 4) for d in diffs], "mean": round(statistics.mean(diffs), 4), "se": round(se, 4)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--demo", required=True, help="workdir of a finished configs/demo.py run")
+  parser.add_argument("--expansion", required=True, help="workdir of a finished search_x3d_expansion.py run")
+  parser.add_argument("--seeds", default="0,1,2,3,4")
+  parser.add_argument("--config-arg", default="speed", help="configs/demo.py's variant (the recipe)")
+  parser.add_argument("--reuse", action="store_true",
+                      help="take the searched and baseline networks' top-1 per seed from earlier lines of the "
+                           "results file with the same --demo (retrain only the expanded network)")
+  args = parser.parse_args()
+
+  from autox3d_jax import configs
+  from autox3d_jax.cpu import hostmem
+  from autox3d_jax.models.spec import ArchSpec
+  from autox3d_jax.report import read_results
+  from autox3d_jax.train.train_loop import run_train
+
+  hostmem.keep_freed_memory_on_cpu()
+  demo = read_results(os.path.join(args.demo, "report"))
+  expanded = read_results(os.path.join(args.expansion, "report"))
+  by_kind = {m["kind"]: m for m in demo["models"]}
+  final = next(c for c in expanded["expansion"]["candidates"] if c["final"])
+  f = final["factors"]
+  recipe = configs.get("demo", args.config_arg)
+  networks = {
+      "AutoX3D (searched)": (ArchSpec.from_dict(by_kind["searched"]["arch"]), {}),
+      "X3D-expanded": (ArchSpec.from_dict(final["arch"]).replace(name="X3D-expanded"),
+                       {"num_frames": f["frames"], "sampling_stride": f["sampling_stride"], "crop_size": f["crop"]}),
+      "X3D-like baseline": (ArchSpec.from_dict(by_kind["baseline"]["arch"]), {}),
+  }
+  search_s = re.search(r"search (\d+) s", " ".join(demo.get("notes", [])))
+  costs = {"AutoX3D (searched)": {"seconds": int(search_s.group(1)) if search_s else None,
+                                  "networks_trained": 1, "steps": recipe.search.steps},
+           "X3D-expanded": {"seconds": sum(c["seconds"] for c in expanded["expansion"]["candidates"]),
+                            "networks_trained": len(expanded["expansion"]["candidates"]),
+                            "steps_each": recipe.search.x3d_expansion.train_steps or None}}
+  top1 = {name: [] for name in networks}
+  seeds = [int(s) for s in args.seeds.split(",")]
+  earlier = {}
+  if args.reuse and os.path.exists(OUT):
+    with open(OUT) as f:
+      for line in map(json.loads, f):
+        if line.get("demo") == args.demo and "network" in line and line["network"] != "X3D-expanded":
+          earlier[(line["network"], line["seed"])] = line["top1"]
+  for seed in seeds:
+    for name, (spec, clip) in networks.items():
+      if (name, seed) in earlier:
+        top1[name].append(earlier[(name, seed)])
+        continue
+      cfg = recipe.copy_and_resolve_references()
+      cfg.seed = seed
+      scale = clip.get("crop_size", cfg.data.crop_size) / cfg.data.crop_size
+      for key, value in clip.items():
+        cfg.data[key] = value
+      cfg.data.scale_jitter = tuple(max(cfg.data.crop_size, round(v * scale)) for v in cfg.data.scale_jitter)
+      spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
+      start = time.time()
+      with tempfile.TemporaryDirectory() as workdir:
+        result = run_train(cfg, workdir, spec, spec.name)
+      top1[name].append(result.top1)
+      _write({"network": name, "seed": seed, "top1": round(result.top1, 4), "gflops": round(result.gflops, 6),
+              "params": result.params, "clip": [cfg.data.num_frames, cfg.data.sampling_stride, cfg.data.crop_size],
+              "steps": cfg.train.steps, "seconds": round(time.time() - start, 1), "demo": args.demo,
+              "expansion": args.expansion})
+  _write({"summary": True, "seeds": seeds,
+          "mean_top1": {k: round(statistics.mean(v), 4) for k, v in top1.items()},
+          "searched_minus_expanded": _paired(top1["AutoX3D (searched)"], top1["X3D-expanded"]),
+          "expanded_minus_baseline": _paired(top1["X3D-expanded"], top1["X3D-like baseline"]),
+          "searched_minus_baseline": _paired(top1["AutoX3D (searched)"], top1["X3D-like baseline"]),
+          "search_cost": costs, "demo": args.demo, "expansion": args.expansion})
+
+
+if __name__ == "__main__":
+  main()
