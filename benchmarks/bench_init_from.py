@@ -14,7 +14,6 @@ summary line (mean top-1 per start, the paired difference per seed, its mean and
   python benchmarks/bench_init_from.py --seeds 0,1,2,3,4 [--task-a moving_digits/appearance_small]
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,17 +22,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import load_avg  # noqa: E402
+from common import append_line  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "init_from.jsonl")
 
 
 def _write(line: dict) -> None:
-  line = {"bench": "init_from", "load": load_avg(), **line}
-  print(json.dumps(line), flush=True)
-  os.makedirs(os.path.dirname(OUT), exist_ok=True)
-  with open(OUT, "a") as f:
-    f.write(json.dumps(line) + "\n")
+  append_line(OUT, "init_from", line)
 
 
 def main():

@@ -23,17 +23,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import load_avg  # noqa: E402
+from common import append_line  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "x3d_expansion.jsonl")
 
 
 def _write(line: dict) -> None:
-  line = {"bench": "x3d_expansion", "load": load_avg(), **line}
-  print(json.dumps(line), flush=True)
-  os.makedirs(os.path.dirname(OUT), exist_ok=True)
-  with open(OUT, "a") as f:
-    f.write(json.dumps(line) + "\n")
+  append_line(OUT, "x3d_expansion", line)
 
 
 def _paired(a: list[float], b: list[float]) -> dict:

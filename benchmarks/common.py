@@ -12,3 +12,16 @@ def load_avg() -> str:
   except Exception:  # pragma: no cover
     with open("/proc/loadavg") as f:
       return " ".join(f.read().split()[:3])
+
+
+def append_line(path: str, bench: str, line: dict) -> dict:
+  """`line` with the bench's name and the load average first, printed as one JSON line and
+  appended to the JSON-lines file `path` (its folder created). Returns the line written."""
+  import json
+  import os
+  line = {"bench": bench, "load": load_avg(), **line}
+  print(json.dumps(line), flush=True)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "a") as f:
+    f.write(json.dumps(line) + "\n")
+  return line

@@ -236,6 +236,16 @@ def test_the_tiny_configs_target_is_the_demo_spaces_x3d_point_and_reachable():
   assert plan.cost(plan.base) < plan.target
 
 
+@pytest.mark.parametrize("target", zoo.STANDARD_WIDTH_VARIANTS)
+def test_the_kinetics_variant_expands_x2d_to_an_x3d_variants_flops(target):
+  cfg = config_lib.validate(configs.get("search_x3d_expansion", f"kinetics,target={target}"))
+  plan = expansion_loop.check_plan(cfg, 400)
+  assert plan.base == dataclasses.replace(zoo.X2D, sampling_stride=16) and plan.skeleton == X3DSkeleton()
+  assert round(plan.target / 1e9, 3) == round(arch_cost(zoo.x3d(target)).gflops, 3)
+  assert (cfg.data.num_frames, cfg.data.sampling_stride) == (zoo.X3D_VARIANTS[target]["frames"],
+                                                             zoo.X3D_VARIANTS[target]["sampling_stride"])
+
+
 @pytest.fixture
 def fake_training(monkeypatch):
   """run_train replaced by a deterministic score (frames, then cost); no dataset is read."""
@@ -293,13 +303,15 @@ def test_a_record_from_other_settings_is_not_reused(tmp_path, fake_training):
   assert again.trained == len(again.records) > 0      # the identity (train.steps) differs: trained again
 
 
-def test_a_corrupt_record_fails_naming_the_file(tmp_path, fake_training):
+def test_a_corrupt_record_fails_naming_the_file_before_the_dataset(tmp_path, fake_training, monkeypatch):
   path = expansion_loop.record_path(str(tmp_path))
   os.makedirs(os.path.dirname(path))
   with open(path, "w") as f:
     f.write("{not json")
+  monkeypatch.setattr(expansion_loop.setup, "ensure_dataset", lambda cfg: pytest.fail("dataset built first"))
   with pytest.raises(config_lib.ConfigError, match="candidates.json is not an expansion record"):
     expansion_loop.run_expansion(tiny_config(), str(tmp_path))
+  assert open(path).read() == "{not json"      # left as it was
 
 
 def test_search_mode_reports_the_expansion(tmp_path, fake_training):

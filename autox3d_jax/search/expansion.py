@@ -286,7 +286,9 @@ def run(plan: Plan, score: Callable[[Candidate], float], log: Callable[[str], No
   while current.cost < plan.target:
     step += 1
     cands = candidates(plan, current.candidate.factors, step)
-    if not cands:   # every axis at its limit: `check` made sure this is at or above the target
+    if not cands:   # every axis at its limit (a path can stop below the round-robin reach `check` tested)
+      log(f"expansion step {step}: every axis is at its limit at {current.cost:.6g}, below the target "
+          f"{plan.target:.6g}; the final network is step {step - 1}'s")
       break
     results = [do(c) for c in cands]
     chosen = results[select(plan, current, results)]

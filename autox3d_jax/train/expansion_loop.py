@@ -21,6 +21,7 @@ import json
 import logging
 import time
 
+import jax
 import ml_collections
 
 from autox3d_jax import paths
@@ -124,13 +125,13 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
   trained and evaluated (or read from this workdir's record), then the report's records."""
   start = time.time()
   stand_in = cfg.space.num_classes if cfg.space.num_classes > 0 else 2
-  check_plan(cfg, stand_in)            # bad settings fail before the dataset is built
+  check_plan(cfg, stand_in)            # bad settings and a bad record fail before the dataset is built
+  path = record_path(workdir)
+  records = _read_records(path)
   setup.ensure_dataset(cfg)
   data_registry.get_source(cfg.data.name, cfg.data.eval_split, cfg.data.data_dir or None)  # candidates evaluate
   classes = setup.num_classes(cfg)
   plan = check_plan(cfg, classes)
-  path = record_path(workdir)
-  records = _read_records(path)
   by_name = {r["name"]: r for r in records}
   trained = 0
 
@@ -152,7 +153,8 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
              "seconds": round(result.seconds, 1)}
     by_name[name] = entry
     records[:] = [r for r in records if r["name"] != name] + [entry]
-    paths.write_json(path, {"version": RECORD_VERSION, "candidates": records}, indent=1)
+    if jax.process_index() == 0:   # every process trains the candidate; one writes the record
+      paths.write_json(path, {"version": RECORD_VERSION, "candidates": records}, indent=1)
     log.info("%s (step %d, %s): top-1 %.4f, %.4g %s, %.0f s", name, c.step, c.axis or "base", result.top1,
              entry["cost"], plan.metric, result.seconds)
     return result.top1
