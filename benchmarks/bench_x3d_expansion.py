@@ -72,8 +72,7 @@ def main():
   costs = {"AutoX3D (searched)": {"seconds": int(search_s.group(1)) if search_s else None,
                                   "networks_trained": 1, "steps": recipe.search.steps},
            "X3D-expanded": {"seconds": sum(c["seconds"] for c in expanded["expansion"]["candidates"]),
-                            "networks_trained": len(expanded["expansion"]["candidates"]),
-                            "steps_each": recipe.search.x3d_expansion.train_steps or None}}
+                            "networks_trained": len(expanded["expansion"]["candidates"])}}
   top1 = {name: [] for name in networks}
   seeds = [int(s) for s in args.seeds.split(",")]
   earlier = {}
