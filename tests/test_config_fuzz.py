@@ -28,7 +28,7 @@ WORKS = {
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
     **{(f"search.x3d_expansion.{k}", "zero"): "0 = no limit on the axis (0 train_steps: train.steps)" for k in (
-        "max_span", "max_crop", "max_width", "max_bottleneck", "max_depth", "train_steps")},
+        "max_span", "max_crop", "train_steps")},
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
         "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache", "export.checkpoint",
         "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir", "search.init_from")},
