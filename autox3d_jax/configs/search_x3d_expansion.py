@@ -7,7 +7,7 @@
 
 Variants: `demo` (the default): the README demo's task (moving_digits/speed_small), recipe and FLOPs
 target (the demo's X3D-like baseline), from a small X2D (1 frame at stride 4, 32 px, widths 12..48, one
-block per stage); every candidate trains 150 steps. `kinetics`: X3D's setting, X2D at 112 px to
+block per stage); every candidate trains 300 steps. `kinetics`: X3D's setting, X2D at 112 px to
 X3D-`target`'s FLOPs (target=XS|S|M|L, default S) at its clip, each candidate trained with X3D's
 recipe for train_steps (set it for your budget; the paper trained 30 tiny models for its low-compute
 networks). `tiny`: seconds-long, for the tests.
@@ -49,7 +49,7 @@ def get_config(arg: str = "demo"):
   e.crop_divisor = 4
   e.max_span = 12         # speed_small's videos are 12 frames
   e.max_crop = 48         # and 48 pixels
-  e.train_steps = 150
+  e.train_steps = 300
   if variant == "tiny":
     e.skeleton.stage_bases = (4, 8)
     e.skeleton.stage_repeats = (1, 1)
