@@ -25,7 +25,12 @@ STRATEGIES = ("probabilistic", "dnas", "gdas", "spos", "msg")   # the weight-sha
 # search.strategy: a supernet strategy, or X3D's stepwise expansion (search/expansion.py), which
 # trains stand-alone candidates instead of a supernet.
 SEARCH_STRATEGIES = STRATEGIES + ("x3d_expansion",)
-EXPANSION_AXES = ("temporal", "fast", "spatial", "width", "bottleneck", "depth")   # search/expansion.AXES
+# X3D's expansion axes, the factors that each about double X2D's FLOPs (search/expansion.py says why)
+# and the selection rules; search/expansion.py takes them from here.
+EXPANSION_AXES = ("temporal", "fast", "spatial", "width", "bottleneck", "depth")
+EXPANSION_FACTORS = {"temporal": 2.0, "fast": 2.0, "spatial": math.sqrt(2), "width": math.sqrt(2),
+                     "bottleneck": 2.25, "depth": 2.2}
+EXPANSION_SELECTIONS = ("gain_per_cost", "accuracy")
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
 EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite", "torch")   # mode=export; autox3d_jax/export writes them
@@ -68,8 +73,7 @@ def _expansion_section() -> ml_collections.ConfigDict:
                                               kernel=(3, 3, 3), se_ratio=1 / 16, head_width=2048, dropout=0.5,
                                               width_divisor=8)),
       axes=EXPANSION_AXES,
-      factors=ml_collections.ConfigDict(dict(temporal=2.0, fast=2.0, spatial=math.sqrt(2), width=math.sqrt(2),
-                                             bottleneck=2.25, depth=2.2)),
+      factors=ml_collections.ConfigDict(dict(EXPANSION_FACTORS)),
       max_span=0,                     # source frames one clip may cover, (frames-1) x stride + 1; 0 = no limit
       max_crop=0, max_width=0.0, max_bottleneck=0.0, max_depth=0.0,   # 0 = no limit
       crop_divisor=8,                 # crops are multiples of it
@@ -369,7 +373,7 @@ def _expansion(c):
   for key in ("max_width", "max_bottleneck", "max_depth"):
     _number(c, f"{p}{key}", low=0)
   _positive_int(c, f"{p}crop_divisor")
-  _choice(e.selection, ("gain_per_cost", "accuracy"), f"{p}selection")
+  _choice(e.selection, EXPANSION_SELECTIONS, f"{p}selection")
 
 
 X3D_TARGETS = ("X3D", "X3D-XS", "X3D-S", "X3D-M", "X3D-L")

@@ -120,14 +120,14 @@ def x3d_expansion(cfg: ml_collections.ConfigDict, workdir: str):
   final = next(r for r in run_.records if r["final"])
   spec = ArchSpec.from_dict(final["arch"]).replace(name="X3D-expanded")
   f = final["factors"]
-  steps = cfg.search.x3d_expansion.train_steps or cfg.train.steps
+  steps = expansion_loop.candidate_steps(cfg)
   path = " -> ".join((r["axis"] or "base") + (" (contracted)" if r["kind"] == "contract" else "")
                      for r in run_.records if r["chosen"])
   notes = [f"X3D expansion: {len(run_.records)} candidates ({run_.trained} trained by this run, the rest read from "
            f"{expansion_loop.record_path(workdir)}) in {run_.seconds:.0f} s; each trained {steps} steps and "
            f"evaluated on {cfg.data.name} {cfg.data.eval_split}, so the top-1 is the short recipe's.",
            f"Chosen path: {path}; the final network's {cfg.search.cost_metric} {run_.result.final.cost:.6g} against the "
-           f"target {expansion_loop.cost_target(cfg, spec.head.num_classes):.6g}.",
+           f"target {run_.plan.target:.6g}.",
            f"X3D-expanded's clip: {f['frames']} frames every {f['sampling_stride']} at {f['crop']} px; retrain it with "
            f"--config.mode=train --config.train.arch=<report>/X3D-expanded.json --config.data.num_frames={f['frames']} "
            f"--config.data.sampling_stride={f['sampling_stride']} --config.data.crop_size={f['crop']}."]

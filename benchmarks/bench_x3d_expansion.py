@@ -52,7 +52,9 @@ def main():
   from autox3d_jax import configs
   from autox3d_jax.cpu import hostmem
   from autox3d_jax.models.spec import ArchSpec
+  from autox3d_jax.models.zoo import X3DFactors
   from autox3d_jax.report import read_results
+  from autox3d_jax.train import expansion_loop
   from autox3d_jax.train.train_loop import run_train
 
   hostmem.keep_freed_memory_on_cpu()
@@ -62,11 +64,10 @@ def main():
   final = next(c for c in expanded["expansion"]["candidates"] if c["final"])
   f = final["factors"]
   recipe = configs.get("demo", args.config_arg)
-  networks = {
-      "AutoX3D (searched)": (ArchSpec.from_dict(by_kind["searched"]["arch"]), {}),
-      "X3D-expanded": (ArchSpec.from_dict(final["arch"]).replace(name="X3D-expanded"),
-                       {"num_frames": f["frames"], "sampling_stride": f["sampling_stride"], "crop_size": f["crop"]}),
-      "X3D-like baseline": (ArchSpec.from_dict(by_kind["baseline"]["arch"]), {}),
+  networks = {   # name: (network, its clip's factors; None = the recipe's clip)
+      "AutoX3D (searched)": (ArchSpec.from_dict(by_kind["searched"]["arch"]), None),
+      "X3D-expanded": (ArchSpec.from_dict(final["arch"]).replace(name="X3D-expanded"), X3DFactors(**f)),
+      "X3D-like baseline": (ArchSpec.from_dict(by_kind["baseline"]["arch"]), None),
   }
   search_s = re.search(r"search (\d+) s", " ".join(demo.get("notes", [])))
   costs = {"AutoX3D (searched)": {"seconds": int(search_s.group(1)) if search_s else None,
@@ -86,12 +87,8 @@ def main():
       if (name, seed) in earlier:
         top1[name].append(earlier[(name, seed)])
         continue
-      cfg = recipe.copy_and_resolve_references()
+      cfg = recipe.copy_and_resolve_references() if clip is None else expansion_loop.clip_config(recipe, clip)
       cfg.seed = seed
-      scale = clip.get("crop_size", cfg.data.crop_size) / cfg.data.crop_size
-      for key, value in clip.items():
-        cfg.data[key] = value
-      cfg.data.scale_jitter = tuple(max(cfg.data.crop_size, round(v * scale)) for v in cfg.data.scale_jitter)
       spec = spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
       start = time.time()
       with tempfile.TemporaryDirectory() as workdir:

@@ -27,15 +27,15 @@ import dataclasses
 import math
 from typing import Callable, Sequence
 
+from autox3d_jax import config as config_lib
 from autox3d_jax.cost.analytic import arch_cost
 from autox3d_jax.models import zoo
 from autox3d_jax.models.spec import ArchSpec
 from autox3d_jax.models.zoo import X3DFactors, X3DSkeleton
 
-AXES = ("temporal", "fast", "spatial", "width", "bottleneck", "depth")
-PAPER_FACTORS = {"temporal": 2.0, "fast": 2.0, "spatial": math.sqrt(2), "width": math.sqrt(2),
-                 "bottleneck": 2.25, "depth": 2.2}
-SELECTIONS = ("gain_per_cost", "accuracy")
+AXES = config_lib.EXPANSION_AXES
+PAPER_FACTORS = config_lib.EXPANSION_FACTORS
+SELECTIONS = config_lib.EXPANSION_SELECTIONS
 COST_METRICS = ("flops", "params")
 
 

@@ -40,8 +40,9 @@ RECORD_VERSION = 1
 
 @dataclasses.dataclass
 class ExpansionRun:
-  """The procedure's result, one record per scored candidate (training order; dicts as stored in
+  """The plan run (its target included), the procedure's result, one record per scored candidate (training order; dicts as stored in
   candidates.json plus 'chosen' / 'final' flags) and the wall seconds of this process's run."""
+  plan: expansion.Plan
   result: expansion.ExpansionResult
   records: list[dict]
   seconds: float
@@ -82,20 +83,29 @@ def check_plan(cfg: ml_collections.ConfigDict, classes: int) -> expansion.Plan:
   return plan
 
 
-def candidate_config(cfg: ml_collections.ConfigDict, factors: X3DFactors) -> ml_collections.ConfigDict:
-  """config for training the candidate with `factors`: its clip (frames, stride, crop; the scale
-  jitter scaled by crop / config.data.crop_size) and the short recipe (train.steps =
-  search.x3d_expansion.train_steps, warm-up scaled in proportion)."""
+def clip_config(cfg: ml_collections.ConfigDict, factors: X3DFactors) -> ml_collections.ConfigDict:
+  """A copy of config at the clip of `factors` (frames, sampling stride, crop), its scale jitter
+  scaled by crop / config.data.crop_size: how a network of the X3D family is trained at its input."""
   c = cfg.copy_and_resolve_references()
   scale = factors.crop / cfg.data.crop_size
-  lo, hi = cfg.data.scale_jitter
   c.data.num_frames = factors.frames
   c.data.sampling_stride = factors.sampling_stride
   c.data.crop_size = factors.crop
-  c.data.scale_jitter = (max(factors.crop, round(lo * scale)), max(factors.crop, round(hi * scale)))
-  steps = cfg.search.x3d_expansion.train_steps or cfg.train.steps
-  c.train.steps = steps
-  c.train.optimizer.warmup_steps = round(cfg.train.optimizer.warmup_steps * steps / cfg.train.steps)
+  c.data.scale_jitter = tuple(max(factors.crop, round(v * scale)) for v in cfg.data.scale_jitter)
+  return c
+
+
+def candidate_steps(cfg: ml_collections.ConfigDict) -> int:
+  """Training steps per candidate: search.x3d_expansion.train_steps, 0 meaning train.steps."""
+  return cfg.search.x3d_expansion.train_steps or cfg.train.steps
+
+
+def candidate_config(cfg: ml_collections.ConfigDict, factors: X3DFactors) -> ml_collections.ConfigDict:
+  """config for training the candidate with `factors`: its clip (`clip_config`) and the short
+  recipe (train.steps = `candidate_steps`, warm-up scaled in proportion)."""
+  c = clip_config(cfg, factors)
+  c.train.steps = candidate_steps(cfg)
+  c.train.optimizer.warmup_steps = round(cfg.train.optimizer.warmup_steps * c.train.steps / cfg.train.steps)
   return c
 
 
@@ -135,10 +145,13 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
   by_name = {r["name"]: r for r in records}
   trained = 0
 
+  def run_name(factors: X3DFactors) -> str:
+    return f"expansion {plan.spec(factors).name}"
+
   def score(c: expansion.Candidate) -> float:
     nonlocal trained
     spec = plan.spec(c.factors)
-    name = f"expansion {spec.name}"
+    name = run_name(c.factors)
     ccfg = candidate_config(cfg, c.factors)
     ident = _identity_hash(identity.of_train(ccfg, spec.to_json()))
     old = by_name.get(name)
@@ -163,8 +176,8 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
   chosen = {id(s) for s in result.path}
   out = []
   for s in result.scored:
-    r = dict(by_name[f"expansion {plan.spec(s.candidate.factors).name}"])
+    r = dict(by_name[run_name(s.candidate.factors)])
     r.update(step=s.candidate.step, axis=s.candidate.axis, kind=s.candidate.kind, chosen=id(s) in chosen,
              final=s is result.final)
     out.append(r)
-  return ExpansionRun(result, out, time.time() - start, trained)
+  return ExpansionRun(plan, result, out, time.time() - start, trained)
