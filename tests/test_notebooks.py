@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from autox3d_jax.models import zoo
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -40,8 +42,8 @@ def test_quickstart_runs_the_tiny_demo_and_shows_the_report(tmp_path):
 def test_model_zoo_notebook_shows_the_family_timings_and_a_clip(tmp_path):
   nb = _execute("x3d_model_zoo.ipynb", tmp_path, AUTOX3D_NOTEBOOK_CLIP="4,64")
   table = "".join(o["data"]["text/markdown"] for o in _outputs(nb, "text/markdown"))
-  for name in ("X3D-XS", "X3D-S", "X3D-M", "X3D-L"):
+  for name in ("X3D-XS", "X3D-S", "X3D-M", "X3D-L", "X3D-XL"):
     assert f"| {name} |" in table
   text = "".join("".join(o.get("text", "")) for o in _outputs(nb, "stream"))
-  assert text.count(" ms (cpu)") == 4 and "-> logits (1, 10)" in text
+  assert text.count(" ms (cpu)") == len(zoo.names()) and "-> logits (1, 10)" in text
   assert len(_outputs(nb, "image/png")) == 1                      # the clip's frames

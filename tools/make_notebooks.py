@@ -52,7 +52,7 @@ quick = new_notebook(cells=[
 zoo_nb = new_notebook(cells=[
     new_markdown_cell(
         "# The X3D family in autox3d_jax\n\n"
-        "X3D-XS/S/M/L as built here (equal to pytorchvideo's, see `tests/test_torch_equivalence.py`): "
+        "X3D-XS/S/M/L/XL as built here (equal to pytorchvideo's, see `tests/test_torch_equivalence.py`): "
         "parameters and FLOPs from the analytic cost model next to the paper's figures, a forward-pass "
         "timing on this runtime, and one rendered clip through a network. Weights are random here (nothing "
         "is downloaded); `mode=import` (`--config.mode=import --config.pretrained.source=x3d_s.pyth --config.pretrained.variant=x3d_s`) imports pytorchvideo or SlowFast checkpoints."),
@@ -62,7 +62,8 @@ zoo_nb = new_notebook(cells=[
         "from autox3d_jax.models import zoo\n"
         "from IPython.display import Markdown, display\n\n"
         "# The X3D paper (train crop, 1 view): GFLOPs (multiply-adds) and parameters.\n"
-        "PAPER = {'x3d_xs': (0.60, 3.8), 'x3d_s': (1.96, 3.8), 'x3d_m': (4.73, 3.8), 'x3d_l': (18.37, 6.2)}\n"
+        "PAPER = {'x3d_xs': (0.60, 3.8), 'x3d_s': (1.96, 3.8), 'x3d_m': (4.73, 3.8), 'x3d_l': (18.37, 6.2),\n"
+        "         'x3d_xl': (35.84, 11.0)}\n"
         "rows = ['| network | clip | GFLOPs (ours) | GFLOPs (paper) | params M (ours) | params M (paper) |',\n"
         "        '|---|---|---|---|---|---|']\n"
         "for name in zoo.names():\n"
