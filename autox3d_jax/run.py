@@ -208,7 +208,10 @@ def evaluate(cfg: ml_collections.ConfigDict, workdir: str):
 
 
 def report_mode(cfg: ml_collections.ConfigDict, workdir: str):
+  """Re-renders workdir's report from its results.json, adding the ranking record
+  (workdir/ranking/ranking.json, written by benchmarks/bench_ranking.py) when there is one."""
   results = report.read_results(paths_lib.join(workdir, "report"), as_specs=True)
+  results.update(ranking_extra(workdir))
   paths = report.write_report(paths_lib.join(workdir, "report"), results)
   print(json.dumps(paths, indent=1))
 
@@ -314,6 +317,18 @@ def input_notes(inputs: dict[str, dict]) -> list[str]:
   return lines
 
 
+def ranking_extra(workdir: str) -> dict:
+  """{'ranking': record} when workdir/ranking/ranking.json exists (checked: ValueError naming the
+  file and the key when it is not a ranking record), else {}."""
+  from autox3d_jax.search import ranking
+  path = paths_lib.join(workdir, "ranking", "ranking.json")
+  if not paths_lib.exists(path):
+    return {}
+  record = paths_lib.read_json(path)
+  ranking.check_record(record, path)
+  return {"ranking": record}
+
+
 def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes, inputs: dict[str, dict],
                   extra: dict | None = None):
   results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
@@ -329,6 +344,7 @@ def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result
     results["search"].update({"seconds": round(search_result.seconds, 1), "cost_target": search_result.cost_target,
                               "derived_cost": search_result.cost, "point": search_result.point})
   results.update(extra or {})
+  results.update(ranking_extra(workdir))
   if jax.process_index() != 0:
     return {}
   return report.write_report(paths_lib.join(workdir, "report"), results)

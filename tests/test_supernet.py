@@ -209,3 +209,6 @@ def test_bn_recalibration_recovers_a_paths_own_statistics(toy_supernet):
       jnp.sum(jnp.argmax(net.apply({"params": child["params"], "batch_stats": expected},
                                    jnp.asarray(batches[1]["video"])), -1) == batches[1]["label"]))
   assert acc == pytest.approx(hits / 8)
+  # Clips masked out (the evaluation pipeline's padding) do not count.
+  padded = {**batches[1], "mask": np.zeros(4, bool)}
+  assert make_point_scorer(model, space, variables, batches, batches + [padded])([point])[0] == pytest.approx(acc)

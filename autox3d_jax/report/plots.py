@@ -1,9 +1,11 @@
-"""The report's two figures, drawn with matplotlib (imported inside the functions, never at import).
+"""The report's figures, drawn with matplotlib (imported inside the functions, never at import).
 
-    plot_pareto(results, path)               Results (or a results dict) -> path of pareto.png, or None
-    plot_decisions(history, path, title="")  DecisionHistory (or its dict) -> path of decisions.png, or None
+    plot_pareto(results, path)                  Results (or a results dict) -> path of pareto.png, or None
+    plot_decisions(history, path, title="")     DecisionHistory (or its dict) -> path of decisions.png, or None
+    plot_expansion(candidates, path, title="")  X3D expansion candidates -> path of expansion.png, or None
+    plot_ranking(record, path, title="")        a ranking record (search.ranking) -> path of ranking.png, or None
 
-Both return None, writing nothing, when there is nothing to draw; `path` may be local or gs://
+Each returns None, writing nothing, when there is nothing to draw; `path` may be local or gs://
 (written through `autox3d_jax.paths`). Plots are drawn on stand-alone Agg canvases
 (`matplotlib.figure.Figure` + `FigureCanvasAgg`), never through pyplot: nothing is displayed, no
 global backend is switched (an inline Colab session keeps its backend), and no figure is left
@@ -300,4 +302,35 @@ def plot_expansion(candidates, path: str, title: str = "") -> str | None:
   ax.grid(True, alpha=0.3)
   ax.set_title(f"{title + ': ' if title else ''}X3D expansion path", fontsize=11)
   ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+  return paths.save_figure(fig, path)
+
+
+def plot_ranking(record: Mapping, path: str, title: str = "") -> str | None:
+  """How the supernet ranks its children (`search.ranking`'s record): one panel per supernet
+  setting, inherited top-1 (BN recalibrated) against the stand-alone mean top-1 of every
+  architecture, seeds' range as horizontal bars, Kendall's tau and Spearman's rho with their
+  bootstrap intervals in the panel's title. Returns `path`, or None without settings or archs."""
+  archs, settings = record.get("archs") or [], record.get("settings") or {}
+  if len(archs) < 2 or not settings:
+    return None
+  fig = _new_figure(4.2 * len(settings) + 0.6, 4.4)
+  x = [100 * a["standalone_mean"] for a in archs]
+  spread = [[100 * (a["standalone_mean"] - min(a.get("standalone") or [a["standalone_mean"]])) for a in archs],
+            [100 * (max(a.get("standalone") or [a["standalone_mean"]]) - a["standalone_mean"]) for a in archs]]
+  gflops = [a["gflops"] for a in archs]
+  axes = fig.subplots(1, len(settings), squeeze=False)[0]
+  for ax, (name, s) in zip(axes, settings.items()):
+    y = [100 * v for v in s["inherited"]]
+    ax.errorbar(x, y, xerr=spread, fmt="none", ecolor="0.6", lw=1, zorder=2)
+    points = ax.scatter(x, y, c=gflops, cmap="viridis", s=40, zorder=3)
+
+    def fmt(stat):
+      v = s[stat] if isinstance(s[stat], (list, tuple)) else [s[stat]]
+      return f"{v[0]:.2f}" + (f" [{v[1]:.2f}, {v[2]:.2f}]" if len(v) == 3 else "")
+    ax.set_title(f"{name}\ntau {fmt('kendall_tau')}, rho {fmt('spearman_rho')}", fontsize=9)
+    ax.set_xlabel("stand-alone top-1 (%), seed mean")
+    ax.grid(True, alpha=0.3)
+  axes[0].set_ylabel("inherited top-1 (%), BN recalibrated")
+  fig.colorbar(points, ax=list(axes), label="GFLOPs", fraction=0.03)
+  fig.suptitle(f"{title + ': ' if title else ''}supernet ranking of {len(archs)} architectures", fontsize=11)
   return paths.save_figure(fig, path)

@@ -177,6 +177,20 @@ def expansion_table(candidates: Sequence[Mapping]) -> str:
                   "llllrrr")
 
 
+def ranking_table(record: Mapping) -> str:
+  """One row per supernet setting of a ranking record: Kendall's tau and Spearman's rho with their
+  bootstrap intervals, the difference to the reference setting, and the search's wall time."""
+  def interval(v):
+    v = v if isinstance(v, (list, tuple)) else [v]
+    return f"{v[0]:.2f}" + (f" [{v[1]:.2f}, {v[2]:.2f}]" if len(v) == 3 else "")
+  diffs = record.get("differences") or {}
+  rows = [[name, interval(s["kendall_tau"]), interval(s["spearman_rho"]),
+           interval(diffs[name]["kendall_tau"]) if name in diffs else DASH,
+           f"{s['search_seconds']:.0f}" if s.get("search_seconds") is not None else DASH]
+          for name, s in record["settings"].items()]
+  return md_table(["supernet setting", "Kendall tau", "Spearman rho", "tau - reference", "search (s)"], rows, "lrrrr")
+
+
 # ------------------------------------------------------------------------------------------ report.md
 def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str],
                     pareto_skipped: str | None, decisions_skipped: str | None) -> str:
@@ -204,6 +218,13 @@ def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str]
   expansion = res.extra.get("expansion")
   if expansion and expansion.get("candidates"):
     md += ["## X3D expansion", "", "![expansion path](expansion.png)", "", expansion_table(expansion["candidates"]), ""]
+  ranking = res.extra.get("ranking")
+  if ranking and ranking.get("settings"):
+    level = (ranking.get("bootstrap") or {}).get("level", 0.95)
+    md += ["## Supernet ranking", "",
+           f"Inherited (BN recalibrated) vs stand-alone top-1 of {len(ranking['archs'])} architectures "
+           f"(stand-alone: mean of seeds {ranking.get('seeds')}); intervals: {100 * level:.0f}% bootstrap over the "
+           "architectures.", "", "![supernet ranking](ranking.png)", "", ranking_table(ranking), ""]
   if res.notes:
     md += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
   return "\n".join(md)

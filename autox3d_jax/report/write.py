@@ -12,11 +12,11 @@ import re
 
 from autox3d_jax import paths as paths_lib
 from autox3d_jax.models.spec import ArchSpec
-from autox3d_jax.report.plots import plot_decisions, plot_expansion, plot_pareto
+from autox3d_jax.report.plots import plot_decisions, plot_expansion, plot_pareto, plot_ranking
 from autox3d_jax.report.results import Results
 from autox3d_jax.report.tables import report_markdown
 
-_RESERVED_STEMS = {"results", "report", "pareto", "decisions", "expansion"}
+_RESERVED_STEMS = {"results", "report", "pareto", "decisions", "expansion", "ranking"}
 
 
 def _file_stem(name: str, taken: set[str]) -> str:
@@ -30,8 +30,9 @@ def _file_stem(name: str, taken: set[str]) -> str:
 
 def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict[str, str]:
   """Writes results.json, report.md, one <model>.json ArchSpec per model with an arch, pareto.png and
-  decisions.png into `report_dir` (created). Returns {key: path} of what was written: 'results',
-  'report', 'pareto', 'decisions' and 'arch:<model name>'; a file that was not written instead has a key
+  decisions.png into `report_dir` (created), plus expansion.png / ranking.png when results carry an
+  'expansion' / 'ranking' record. Returns {key: path} of what was written: 'results', 'report',
+  'pareto', 'decisions', 'expansion', 'ranking' and 'arch:<model name>'; a file that was not written instead has a key
   '<name>_skipped' whose value says why (e.g. 'decisions_skipped': 'no decision_history given').
 
   `results`: a `Results`, or a dict as documented in `autox3d_jax.report` (read by `Results.from_dict`).
@@ -77,6 +78,10 @@ def write_report(report_dir: str | os.PathLike, results: Results | dict) -> dict
   if expansion and plot_expansion(expansion.get("candidates", ()), paths_lib.join(report_dir, "expansion.png"),
                                   res.title):
     paths["expansion"] = paths_lib.join(report_dir, "expansion.png")
+
+  ranking = res.extra.get("ranking")
+  if ranking and plot_ranking(ranking, paths_lib.join(report_dir, "ranking.png"), res.title):
+    paths["ranking"] = paths_lib.join(report_dir, "ranking.png")
 
   md = report_markdown(res, written=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), arch_files=arch_files,
                        pareto_skipped=None if pareto else paths["pareto_skipped"],

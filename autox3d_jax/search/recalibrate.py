@@ -38,7 +38,11 @@ def _batch_stats_from_update(updated):
 
 
 def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_batches, eval_batches):
-  """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point."""
+  """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point.
+
+  calib_batches / eval_batches: lists of {'video': (B, T, H, W, C), 'label': (B,)}; an eval batch
+  may carry 'mask' (B,) bool, as the evaluation pipeline pads its last batch, and then only the
+  masked-in clips count."""
   params = variables["params"]
   reset = _reset_stats(variables["batch_stats"])
   model = model.clone(exclusive=True)       # points are one-hot: run only each block's chosen family
@@ -50,9 +54,12 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
     return _batch_stats_from_update(upd["batch_stats"])
 
   @jax.jit
-  def correct(arch, stats, video, label):
+  def correct(arch, stats, video, label, mask):
     logits = model.apply({"params": params, "batch_stats": stats}, video, arch, False)
-    return jnp.sum(jnp.argmax(logits, -1) == label)
+    return jnp.sum((jnp.argmax(logits, -1) == label) & mask)
+
+  def mask_of(batch):
+    return jnp.asarray(batch["mask"] if "mask" in batch else jnp.ones(len(batch["label"]), bool))
 
   def score(points):
     out = []
@@ -60,8 +67,9 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
       arch = sn.one_hot_arch(space, point)
       per_batch = [batch_stats_of(arch, jnp.asarray(b["video"])) for b in calib_batches]
       stats = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
-      hits = sum(int(correct(arch, stats, jnp.asarray(b["video"]), jnp.asarray(b["label"]))) for b in eval_batches)
-      total = sum(len(b["label"]) for b in eval_batches)
+      hits = sum(int(correct(arch, stats, jnp.asarray(b["video"]), jnp.asarray(b["label"]), mask_of(b)))
+                 for b in eval_batches)
+      total = sum(int(jnp.sum(mask_of(b))) for b in eval_batches)
       out.append(hits / max(total, 1))
     return out
 
