@@ -108,7 +108,10 @@ def base_config() -> ml_collections.ConfigDict:
       min_depths=(1, 2, 5, 3), max_depths=(5, 10, 25, 15),
       expansions=(1.5, 2.25, 3.0, 4.5, 6.0), se_ratios=(0.0, 1 / 16, 1 / 4),
       ops=("x3d:3x3x3", "x3d:5x3x3", "x3d:3x5x5", "x3d:5x5x5", "x2d:1x3x3", "x2d:1x5x5", "r2plus1d:3x3x3"),
-      conv5_width=432, head_width=2048, dropout=0.5, num_classes=-1))   # -1: from the dataset
+      conv5_width=432, head_width=2048, dropout=0.5, num_classes=-1,   # -1: from the dataset
+      # Input axes searched with the network (probabilistic / spos; one input setting per step):
+      # ascending choices that include data's value; () = fixed at data.num_frames / sampling_stride / crop_size.
+      input_frames=(), input_strides=(), input_crops=()))
 
   c.search = ml_collections.ConfigDict(dict(
       strategy="probabilistic", steps=600, num_groups=4,
@@ -307,6 +310,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _export_section(c.export)
   _weights_sources(c)
   _space_section(c.space)
+  _input_axes(c)
   _resume_keys(c)
   _unused_sections(c)
   if s.strategy == "x3d_expansion":
@@ -503,6 +507,46 @@ def _space_section(s):
   ops = tuple(s.ops)
   if not ops or not all(isinstance(o, str) and o for o in ops):
     raise ConfigError(f"config.space.ops must be a non-empty tuple of op names such as 'x3d:3x3x3', got {ops!r}")
+
+
+# Strategies that can search the input axes: one input setting per step, drawn inside the step from
+# the distribution (probabilistic) or uniformly (spos, whose evolution then scores each candidate at
+# its own input). The gradient strategies relax every decision into a weighted mixture, which a clip
+# shape cannot be.
+INPUT_AXIS_STRATEGIES = ("probabilistic", "spos")
+INPUT_AXIS_KEYS = {"input_frames": "num_frames", "input_strides": "sampling_stride", "input_crops": "crop_size"}
+
+
+def _input_axes(c):
+  """config.space.input_*: ascending distinct positive integers that include the reference clip's
+  value (data's, or space.num_frames / crop_size when set), strides multiples of the smallest, and a
+  run that can search them (a sampling strategy, an analytic cost metric)."""
+  searched = [k for k in INPUT_AXIS_KEYS if tuple(c.space[k])]
+  for key in searched:
+    values, ref_key = tuple(c.space[key]), INPUT_AXIS_KEYS[key]
+    if not all(_is_int(v) and v >= 1 for v in values) or list(values) != sorted(set(values)):
+      raise ConfigError(f"config.space.{key} must be ascending distinct positive integers, got {values!r}")
+    own = c.space[ref_key] if ref_key in c.space and c.space[ref_key] > 0 else None
+    reference, where = (own, f"config.space.{ref_key}") if own else (c.data[ref_key], f"config.data.{ref_key}")
+    if reference not in values:
+      raise ConfigError(f"config.space.{key} = {values} must include {where} ({reference}): that is the reference "
+                        f"clip, where the X3D-like baseline and the cost target are taken")
+  strides = tuple(c.space.input_strides)
+  if strides and all(_is_int(v) and v >= 1 for v in strides) and any(v % strides[0] for v in strides):
+    raise ConfigError(f"config.space.input_strides = {strides}: every stride must be a multiple of the smallest "
+                      f"({strides[0]}), so that every clip is cut from one decoded clip")
+  if not searched:
+    return
+  if c.mode == "latency":
+    raise ConfigError(f"config.space.{searched[0]} with mode 'latency': the latency table is measured at one clip; "
+                      "clear the config.space.input_* keys to measure the space at config.data's clip")
+  if c.search.strategy not in INPUT_AXIS_STRATEGIES:
+    raise ConfigError(f"config.space.{searched[0]} searches an input axis, one input setting per step, which "
+                      f"strategies {list(INPUT_AXIS_STRATEGIES)} support, not {c.search.strategy!r} (a gradient "
+                      "strategy mixes every choice, and a clip shape cannot be mixed)")
+  if c.search.cost_metric == "latency":
+    raise ConfigError(f"config.space.{searched[0]} with config.search.cost_metric = 'latency': the latency table "
+                      "is measured at one clip; use 'flops' or 'params' when searching input axes")
 
 
 def _is_number(v) -> bool:

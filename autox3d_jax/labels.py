@@ -7,6 +7,7 @@ res2..res5 are s1..s4) and from 0 in code:
   block(i, j)              's{i+1}_b{j+1}'            a block position (also the flax module name)
   width(i) / depth(i)      's{i+1}_width' / '_depth'  a stage's decisions
   block_decision(i, j, k)  's{i+1}_b{j+1}_{k}'        a block's decision of kind k (op, expansion, se)
+  input_decision(k)        'input_{k}'                an input axis of the clip (frames, stride, crop)
 
 Imports nothing of the project, so report, cost and config code can format a label without
 loading flax or the model stack.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 BLOCK_KINDS = ("op", "expansion", "se")
 STAGE_KINDS = ("width", "depth")
+INPUT_KINDS = ("frames", "stride", "crop")
 
 
 def stage(i: int) -> str:
@@ -42,6 +44,13 @@ def block_decision(i: int, j: int, kind: str) -> str:
   if kind not in BLOCK_KINDS:
     raise ValueError(f"block decision kind must be one of {BLOCK_KINDS}, got {kind!r}")
   return f"{block(i, j)}_{kind}"
+
+
+def input_decision(kind: str) -> str:
+  """An input-axis decision label; `kind` is one of INPUT_KINDS."""
+  if kind not in INPUT_KINDS:
+    raise ValueError(f"input decision kind must be one of {INPUT_KINDS}, got {kind!r}")
+  return f"input_{kind}"
 
 
 def parse_block(label: str) -> tuple[int, int]:

@@ -98,7 +98,7 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   cost = arch_cost(result.spec)
   entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
            "params": cost.params, "arch": result.spec}
-  notes = []
+  notes = input_axes_notes(space, result)
   if cfg.search.cost_metric == "latency":
     entry["latency_ms"] = measured_latency_ms(cfg, result.spec)
     notes.append(f"Latency-constrained search: table-predicted {result.cost:.3f} ms (target "
@@ -226,7 +226,8 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   result = run_search(cfg, workdir, space, pretrained)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
   seeds = retraining_seeds(cfg)
-  searched = retrain_seeds(cfg, workdir, result.spec, "AutoX3D (searched)", seeds)
+  searched_cfg = setup.clip_config(cfg, result.clip) if space.input_labels else cfg   # its own input
+  searched = retrain_seeds(searched_cfg, workdir, result.spec, "AutoX3D (searched)", seeds)
   baseline = retrain_seeds(cfg, workdir, baseline_spec, "X3D-like baseline", seeds)
   models = [seeds_entry(searched, "searched", seeds), seeds_entry(baseline, "baseline", seeds)]
   if cfg.search.cost_metric == "latency":
@@ -236,7 +237,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   seeds_note = (f"top-1 is the mean over seeds {seeds}; each seed's is in the per-seed column" if len(seeds) > 1 else
                 f"one retraining seed ({cfg.seed}): a single seed's top-1 is a lottery at this budget, set "
                 f"config.train.seeds to compare means")
-  notes = [f"Total demo time {time.time() - start:.0f} s on {jax.device_count()} {jax.default_backend()} "
+  notes = input_axes_notes(space, result) + [f"Total demo time {time.time() - start:.0f} s on {jax.device_count()} {jax.default_backend()} "
            f"device(s); search {result.seconds:.0f} s, retraining {retrain_s[0]:.0f} s + {retrain_s[1]:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
            f"{cfg.data.name} {cfg.data.eval_split} ({searched[0].eval_examples} videos); {seeds_note}."]
@@ -304,6 +305,17 @@ assert tuple(MODES) == config_lib.MODES, "run.MODES and config.MODES name the sa
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def input_axes_notes(space: SearchSpace, result) -> list[str]:
+  """A report line on the searched clip when the space searches input axes ([] otherwise)."""
+  if not space.input_labels:
+    return []
+  clip, ref = result.clip, space.config.reference_input
+  return [f"Input axes searched ({', '.join(f'{k} {v}' for k, v in space.config.input_axes.items())}; one setting "
+          f"per step): the searched network reads {clip.frames} frames at stride {clip.stride}, {clip.crop} px "
+          f"(the reference clip, where the X3D-like baseline runs: {ref.frames} x {ref.stride}, {ref.crop} px), and "
+          f"is retrained and evaluated at its own clip."]
+
+
 def input_notes(inputs: dict[str, dict]) -> list[str]:
   """Report lines on the input records skipped, one per run that skipped any ({run: skip report}),
   or one saying none was."""

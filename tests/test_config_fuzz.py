@@ -27,6 +27,8 @@ WORKS = {
     **{(k, "negative"): "-1 means 'from the data'" for k in ("space.num_frames", "space.crop_size",
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
+    **{(f"space.{k}", "empty"): "() is the default: the input axis is not searched" for k in (
+        "input_frames", "input_strides", "input_crops")},
     **{(f"search.x3d_expansion.{k}", "zero"): "0 = no limit on the axis (0 train_steps: train.steps)" for k in (
         "max_span", "max_crop", "train_steps")},
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
@@ -59,8 +61,8 @@ def mutations(default):
   if isinstance(default, str):
     return [("wrong type", 7), ("empty", ""), ("unknown", "nosuch")]
   if isinstance(default, tuple):
-    return [("wrong type", 5), ("empty", ()), ("negative", tuple(-1 for _ in default)),
-            ("strings", tuple("a" for _ in default))]
+    n = max(len(default), 1)           # an empty default still gets a one-element bad value
+    return [("wrong type", 5), ("empty", ()), ("negative", (-1,) * n), ("strings", ("a",) * n)]
   raise AssertionError(f"no mutations for {default!r}")
 
 

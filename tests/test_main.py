@@ -75,7 +75,7 @@ def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
 
 
 def test_all_shipped_configs_are_valid():
-  for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
+  for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion", "inputs"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
                      ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"])]:
     for arg in args:
       config_lib.validate(load_config(path, arg))
@@ -89,6 +89,10 @@ def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
   assert default.space.to_dict() == motion.space.to_dict()   # one search space, two tasks
   with pytest.raises(ValueError, match="'motion'"):
     load_config("configs/demo.py", "moton")
+  inputs = load_config("configs/demo.py", "inputs")     # the speed demo with its clip searched too
+  assert inputs.space.input_frames == (4, 8) and inputs.space.input_strides == (1, 2)
+  inputs.space.input_frames, inputs.space.input_strides = (), ()
+  assert inputs.to_dict() == speed.to_dict()
 
 
 def test_seeds_entry_reports_the_mean_and_every_seed():

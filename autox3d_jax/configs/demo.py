@@ -11,13 +11,16 @@ over retraining seeds, so compare means (each extra seed adds two retrainings):
 
 Variants: `:motion` is the 12-class motion task, where every network of the space reaches its
 ceiling, so the search can only win on cost. `:tiny` is the seconds-long variant the tests use.
-`:speed` is the default. Measured figures of every variant: benchmarks/RESULTS.md.
+`:speed` is the default. `:inputs` is the speed task with the clip's frames (4 or 8) and sampling
+stride (1 or 2) searched with the network (one input setting per step, 4 compiled steps); the
+X3D-like baseline stays at the reference 8 x 1 clip. The videos have 12 frames, so the 8 x 2
+setting repeats the last ones, as the pipeline does for every clip longer than its video. Measured figures of every variant: benchmarks/RESULTS.md.
 """
 from autox3d_jax.config import base_config, parse_config_arg
 
 
 def get_config(arg: str = ""):
-  variant = parse_config_arg(arg, "configs/demo.py", variants=("speed", "motion", "tiny"))["variant"]
+  variant = parse_config_arg(arg, "configs/demo.py", variants=("speed", "motion", "tiny", "inputs"))["variant"]
   c = base_config()
   c.mode = "demo"
   # The shared recipe (the motion variant's); the speed variant below changes the data, the weight
@@ -84,7 +87,7 @@ def get_config(arg: str = ""):
     c.train.steps = 4
     c.checkpoint.every_steps = 2
     c.log_every_steps = 2
-  elif variant == "speed":
+  elif variant in ("speed", "inputs"):
     c.data.name = "moving_digits/speed_small"
     # Scale augmentation changes apparent speed, which is the label: one fixed scale for train and eval.
     c.data.scale_jitter = (40, 40)
@@ -96,4 +99,7 @@ def get_config(arg: str = ""):
     c.search.arch_warmup_steps = 250
     # 600 retraining steps leave every network underfit on this task.
     c.train.steps = 1200
+    if variant == "inputs":
+      c.space.input_frames = (4, 8)
+      c.space.input_strides = (1, 2)
   return c

@@ -5,6 +5,10 @@ stage's width (first block only: the projection) and whether it is kept. Tabulat
 (at most W_prev x W x E x O x S entries) makes the expected cost under independent categorical
 decisions *exact* and differentiable: one einsum per block. The metric is pluggable: analytic FLOPs
 or params, or a measured latency table (`cost.latency`) through the same `block_fn` hook.
+
+A space that searches input axes (`search.inputs`) gets one such table per (frames, crop) setting
+(the stride changes no cost); its expected cost is the mixture over the input decisions'
+probabilities, still exact, and a point's cost is its own setting's table.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import numpy as np
 from autox3d_jax.cost import analytic
 from autox3d_jax import labels
 from autox3d_jax.models.spec import BlockSpec
+from autox3d_jax.search.inputs import ClipInput
 from autox3d_jax.search.space import SearchSpace, inner_width
 
 # block_fn(block spec, input width, input (T, H, W)) -> cost; stem_fn() -> cost; head_fn(width) -> cost
@@ -44,15 +49,20 @@ def analytic_fns(space: SearchSpace, metric: str):
 
 @dataclasses.dataclass
 class CostTable:
-  """stem: scalar; blocks[label]: array (Wprev, W, E, O, S); head: array (W_last,)."""
+  """stem: scalar; blocks[label]: array (Wprev, W, E, O, S); head: array (W_last,), at the space's
+  reference clip. variants: {(frames, crop): CostTable at that clip} when the space searches input
+  axes, else empty."""
   space: SearchSpace
   stem: float
   blocks: dict
   head: np.ndarray
   metric: str
+  variants: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
   def build(cls, space: SearchSpace, metric: str = "flops", fns=None) -> "CostTable":
+    if space.config.input_axes:
+      return cls._build_with_inputs(space, metric, fns)
     stem_fn, block_fn, head_fn = fns or analytic_fns(space, metric)
     c = space.config
     t, h = c.num_frames, -(-c.crop_size // c.stem.spatial_stride)
@@ -71,6 +81,24 @@ class CostTable:
       prev_widths = widths
     head = np.array([head_fn(w, (t, h, h)) for w in c.stage_widths[-1]], np.float64)
     return cls(space, float(stem_fn()), blocks, head, metric)
+
+  @classmethod
+  def _build_with_inputs(cls, space: SearchSpace, metric: str, fns) -> "CostTable":
+    if fns is not None:
+      raise ValueError("a cost table over input axes is built from the analytic costs at each clip; a measured "
+                       "table holds one clip (config.search.cost_metric = 'latency' cannot search input axes)")
+    ref = space.config.reference_input
+    axes = space.config.input_axes
+    variants = {(f, c): cls.build(space.at_input(ClipInput(f, ref.stride, c)), metric)
+                for f in axes.get("frames", (ref.frames,)) for c in axes.get("crop", (ref.crop,))}
+    own = variants[(ref.frames, ref.crop)]
+    return cls(space, own.stem, own.blocks, own.head, metric, variants)
+
+  def _input_weight(self, probs, kind: str, value: int):
+    label = labels.input_decision(kind)
+    if label not in probs:
+      return 1.0
+    return probs[label][self.space.by_label[label].choices.index(value)]
 
   @classmethod
   def from_latency(cls, space: SearchSpace, table, subtract_overhead: bool = True) -> "CostTable":
@@ -103,6 +131,9 @@ class CostTable:
 
   def expected(self, probs: Mapping[str, jax.Array]) -> jax.Array:
     """Exact E[cost] under independent categorical decisions with these probabilities."""
+    if self.variants:
+      return sum(self._input_weight(probs, "frames", f) * self._input_weight(probs, "crop", c) * t.expected(probs)
+                 for (f, c), t in self.variants.items())
     c = self.space.config
     total = jnp.asarray(self.stem, jnp.float32)
     for i in range(self.space.num_stages):
@@ -124,6 +155,9 @@ class CostTable:
     """Cost of one architecture (a point), from the table: `expected` at the point's one-hot
     probabilities, computed by indexing (a few microseconds; evolution and ranking studies call it
     thousands of times)."""
+    if self.variants:
+      clip = self.space.input_of(point)
+      return self.variants[(clip.frames, clip.crop)].of_point(point)
     c, space = self.space.config, self.space
     total = float(self.stem)
     prev = 0
@@ -146,7 +180,13 @@ class CostTable:
     cost (x2d is cheaper than x3d), neither is the extreme. The cost is additive over blocks once
     the stage widths are fixed, so a dynamic programme over the stage widths is exact: per
     (previous width, width) each block takes its best (expansion, op, SE) and each stage its best
-    depth. Decisions that do not matter (blocks beyond the depth) are left at index 0."""
+    depth. Decisions that do not matter (blocks beyond the depth) are left at index 0. Over input
+    axes: the extreme over the (frames, crop) settings, at the reference stride."""
+    if self.variants:
+      ref = self.space.config.reference_input
+      found = [(t.extreme(largest), key) for key, t in self.variants.items()]
+      (cost, point), (frames, crop) = (max if largest else min)(found, key=lambda x: x[0][0])
+      return cost, {**point, **self.space.input_point(ClipInput(frames, ref.stride, crop))}
     c = self.space.config
     best = np.argmax if largest else np.argmin
     pick = np.max if largest else np.min

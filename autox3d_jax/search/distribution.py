@@ -129,3 +129,22 @@ class ArchDistribution:
   def decision_entropies(self, logits: Logits) -> dict[str, jax.Array]:
     """Per-decision entropy, for logs and the 'how each decision evolved' plot."""
     return {k: -jnp.sum(jax.nn.softmax(v) * jax.nn.log_softmax(v)) for k, v in logits.items()}
+
+
+class FixedInputs(ArchDistribution):
+  """The distribution with the input decisions pinned: every sample (from the logits or uniform)
+  takes `fixed` {input label: index}, the clip a search step runs at (`train.search_step`);
+  densities are the parent's."""
+
+  def __init__(self, space: SearchSpace, fixed: Mapping[str, int]):
+    super().__init__(space)
+    self.fixed = {label: int(index) for label, index in fixed.items()}
+
+  def _pin(self, point: Point) -> Point:
+    return {**point, **{label: jnp.asarray(index, jnp.int32) for label, index in self.fixed.items()}}
+
+  def sample(self, key: jax.Array, logits: Logits) -> Point:
+    return self._pin(super().sample(key, logits))
+
+  def sample_uniform(self, key: jax.Array) -> Point:
+    return self._pin(super().sample_uniform(key))

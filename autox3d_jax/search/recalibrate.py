@@ -37,12 +37,14 @@ def _batch_stats_from_update(updated):
   return invert(updated)
 
 
-def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_batches, eval_batches):
+def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_batches, eval_batches,
+                      clip_of=None):
   """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point.
 
   calib_batches / eval_batches: lists of {'video': (B, T, H, W, C), 'label': (B,)}; an eval batch
   may carry 'mask' (B,) bool, as the evaluation pipeline pads its last batch, and then only the
-  masked-in clips count."""
+  masked-in clips count. clip_of(video, point) -> video: each point's own clip cut from the
+  batches' (`search.inputs.select_clip`, when the space searches input axes); None = as given."""
   params = variables["params"]
   reset = _reset_stats(variables["batch_stats"])
   model = model.clone(exclusive=True)       # points are one-hot: run only each block's chosen family
@@ -65,9 +67,10 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
     out = []
     for point in points:
       arch = sn.one_hot_arch(space, point)
-      per_batch = [batch_stats_of(arch, jnp.asarray(b["video"])) for b in calib_batches]
+      clip = (lambda v: jnp.asarray(v)) if clip_of is None else (lambda v: clip_of(jnp.asarray(v), point))  # noqa: E731
+      per_batch = [batch_stats_of(arch, clip(b["video"])) for b in calib_batches]
       stats = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
-      hits = sum(int(correct(arch, stats, jnp.asarray(b["video"]), jnp.asarray(b["label"]), mask_of(b)))
+      hits = sum(int(correct(arch, stats, clip(b["video"]), jnp.asarray(b["label"]), mask_of(b)))
                  for b in eval_batches)
       total = sum(int(jnp.sum(mask_of(b))) for b in eval_batches)
       out.append(hits / max(total, 1))

@@ -7,6 +7,8 @@ Decisions, each with a stable label used in logs, checkpoints, cost tables and p
   s{i}_b{j}_op          block type + kernel (t, h, w) of block j
   s{i}_b{j}_expansion   inner width = int(expansion * stage width)
   s{i}_b{j}_se          squeeze-excitation ratio (0 = off)
+  input_frames / input_stride / input_crop   the clip's input axes, when the space searches them
+                        (`search.inputs`; one input setting per step)
 A point (label -> choice index) maps to an ArchSpec; the X3D family are points of the default space.
 Decisions are hierarchical: block j's decisions do not matter when j >= s{i}_depth.
 """
@@ -20,6 +22,7 @@ from autox3d_jax.models import registry, zoo
 from autox3d_jax import labels
 from autox3d_jax.config import base_config
 from autox3d_jax.models.spec import (ArchSpec, BlockSpec, HeadSpec, SpecError, StageSpec, StemSpec)
+from autox3d_jax.search.inputs import ClipInput, superclip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,12 @@ class SpaceConfig:
   ops: tuple[Op, ...]
   head: HeadSpec
   in_channels: int = 3
+  # The reference clip's sampling stride, and the searched input axes: () = fixed at the reference
+  # (num_frames, sampling_stride, crop_size), else ascending choices that include it.
+  sampling_stride: int = 1
+  input_frames: tuple[int, ...] = ()
+  input_strides: tuple[int, ...] = ()
+  input_crops: tuple[int, ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "stage_widths", tuple(tuple(int(w) for w in ws) for ws in self.stage_widths))
@@ -74,6 +83,18 @@ class SpaceConfig:
     object.__setattr__(self, "expansions", tuple(float(e) for e in self.expansions))
     object.__setattr__(self, "se_ratios", tuple(float(r) for r in self.se_ratios))
     object.__setattr__(self, "ops", tuple(o if isinstance(o, Op) else Op(*o) for o in self.ops))
+    for name in ("input_frames", "input_strides", "input_crops"):
+      object.__setattr__(self, name, tuple(getattr(self, name)))
+
+  @property
+  def input_axes(self) -> dict[str, tuple[int, ...]]:
+    """{kind: choices} of the searched input axes (kinds of labels.INPUT_KINDS), in that order."""
+    axes = {"frames": self.input_frames, "stride": self.input_strides, "crop": self.input_crops}
+    return {k: v for k, v in axes.items() if v}
+
+  @property
+  def reference_input(self) -> ClipInput:
+    return ClipInput(self.num_frames, self.sampling_stride, self.crop_size)
 
   def validate(self) -> "SpaceConfig":
     for name in ("num_frames", "crop_size", "in_channels"):
@@ -103,7 +124,25 @@ class SpaceConfig:
       registry.check_block(BlockSpec(op.type, op.kernel, width=8, inner=8), f"ops[{op.label}]")
     self.stem.validate()
     self.head.validate()
+    self._validate_inputs()
     return self
+
+  def _validate_inputs(self) -> None:
+    reference = {"frames": self.num_frames, "stride": self.sampling_stride, "crop": self.crop_size}
+    if not isinstance(self.sampling_stride, int) or self.sampling_stride <= 0:
+      raise SpecError(f"sampling_stride must be a positive integer, got {self.sampling_stride!r}")
+    for kind, choices in self.input_axes.items():
+      name = f"input_{kind}s" if kind != "frames" else "input_frames"
+      if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in choices) or \
+          list(choices) != sorted(set(choices)):
+        raise SpecError(f"{name} must be ascending distinct positive integers, got {choices}")
+      if reference[kind] not in choices:
+        raise SpecError(f"{name} = {choices} must include the reference clip's {kind} ({reference[kind]}): the "
+                        f"X3D-like baseline and the cost target are taken there")
+    strides = self.input_strides
+    if strides and any(s % strides[0] for s in strides):
+      raise SpecError(f"input_strides = {strides}: every stride must be a multiple of the smallest ({strides[0]}), "
+                      f"so that each clip is cut from one decoded clip")
 
 
 def inner_width(width: int, expansion: float) -> int:
@@ -132,6 +171,8 @@ class SearchSpace:
         decisions.append(Decision(labels.block_decision(i, j, "op"), "op", config.ops, i, j))
         decisions.append(Decision(labels.block_decision(i, j, "expansion"), "expansion", config.expansions, i, j))
         decisions.append(Decision(labels.block_decision(i, j, "se"), "se", config.se_ratios, i, j))
+    for kind, choices in config.input_axes.items():
+      decisions.append(Decision(labels.input_decision(kind), "input", choices, -1))
     self.decisions: tuple[Decision, ...] = tuple(decisions)
     self.by_label: dict[str, Decision] = {d.label: d for d in decisions}
 
@@ -142,6 +183,51 @@ class SearchSpace:
   @property
   def num_stages(self) -> int:
     return len(self.config.stage_widths)
+
+  # ---------------------------------------------------------------------------------- inputs
+  @property
+  def input_labels(self) -> list[str]:
+    """Labels of the searched input axes ([] when the space searches none)."""
+    return [d.label for d in self.decisions if d.kind == "input"]
+
+  def input_of(self, point: Mapping[str, int]) -> ClipInput:
+    """The clip setting of `point`: its input decisions' choices, the reference clip's elsewhere."""
+    ref = self.config.reference_input
+    value = {kind: self.by_label[labels.input_decision(kind)].choices[int(point[labels.input_decision(kind)])]
+             for kind in self.config.input_axes}
+    return ClipInput(value.get("frames", ref.frames), value.get("stride", ref.stride), value.get("crop", ref.crop))
+
+  def input_point(self, clip: ClipInput) -> dict[str, int]:
+    """The input decisions' indices of `clip` ({} without input axes); SpecError when a value is not a choice."""
+    out = {}
+    for kind, value in (("frames", clip.frames), ("stride", clip.stride), ("crop", clip.crop)):
+      label = labels.input_decision(kind)
+      if label in self.by_label:
+        choices = self.by_label[label].choices
+        if value not in choices:
+          raise SpecError(f"input {kind} {value} is not among the space's choices {choices}")
+        out[label] = choices.index(value)
+    return out
+
+  def superclip(self) -> ClipInput:
+    """The clip the input pipeline decodes: every input setting of the space can be cut from it
+    (`search.inputs.select_clip`); the reference clip when no input axis is searched."""
+    axes, ref = self.config.input_axes, self.config.reference_input
+    return superclip(axes.get("frames", (ref.frames,)), axes.get("stride", (ref.stride,)), axes.get("crop", (ref.crop,)))
+
+  def input_settings(self) -> list[dict[str, int]]:
+    """Every combination of the input decisions' indices, as partial points ([{}] without input axes)."""
+    out = [{}]
+    for label in self.input_labels:
+      out = [{**p, label: k} for p in out for k in range(self.by_label[label].size)]
+    return out
+
+  def at_input(self, clip: ClipInput) -> "SearchSpace":
+    """This space with the input fixed at `clip` (no input decisions): its networks, costs and cost
+    table at that clip."""
+    return SearchSpace(dataclasses.replace(self.config, num_frames=clip.frames, crop_size=clip.crop,
+                                           sampling_stride=clip.stride, input_frames=(), input_strides=(),
+                                           input_crops=()))
 
   def block_decisions(self, stage: int, block: int) -> dict[str, Decision]:
     return {kind: self.by_label[labels.block_decision(stage, block, kind)] for kind in ("op", "expansion", "se")}
@@ -155,6 +241,8 @@ class SearchSpace:
     for i in range(self.num_stages):
       depths = sum(per_block ** d for d in range(c.min_depths[i], c.max_depths[i] + 1))
       total *= len(c.stage_widths[i]) * depths
+    for choices in c.input_axes.values():
+      total *= len(choices)
     return total
 
   def log10_size(self) -> float:
@@ -195,15 +283,25 @@ class SearchSpace:
                                 inner=inner_width(width, expansion),
                                 se_ratio=c.se_ratios[int(point[labels.block_decision(i, j, "se")])], stride=2 if j == 0 else 1))
       stages.append(StageSpec(tuple(blocks)))
-    return ArchSpec(name=name, num_frames=c.num_frames, crop_size=c.crop_size, stem=c.stem,
+    clip = self.input_of(point)
+    return ArchSpec(name=name, num_frames=clip.frames, crop_size=clip.crop, stem=c.stem,
                     stages=tuple(stages), head=c.head, in_channels=c.in_channels).validate()
 
-  def point_of(self, spec: ArchSpec) -> dict[str, int]:
-    """Inverse of `to_arch`; raises SpecError naming what the space cannot represent."""
+  def point_of(self, spec: ArchSpec, sampling_stride: int | None = None) -> dict[str, int]:
+    """Inverse of `to_arch`; raises SpecError naming what the space cannot represent. An ArchSpec
+    records no sampling stride: `sampling_stride` (default the reference clip's) gives it."""
     c = self.config
-    if (spec.num_frames, spec.crop_size) != (c.num_frames, c.crop_size):
-      raise SpecError(f"{spec.name}: input {spec.num_frames}x{spec.crop_size} differs from the space's "
-                      f"{c.num_frames}x{c.crop_size}")
+    clip = ClipInput(spec.num_frames, sampling_stride or c.sampling_stride, spec.crop_size)
+    fixed = {"frames": (clip.frames, c.num_frames), "stride": (clip.stride, c.sampling_stride),
+             "crop": (clip.crop, c.crop_size)}
+    for kind, (value, ref) in fixed.items():
+      if kind not in c.input_axes and value != ref:
+        raise SpecError(f"{spec.name}: input {spec.num_frames}x{spec.crop_size} (stride {clip.stride}) differs from "
+                        f"the space's {c.num_frames}x{c.crop_size} (stride {c.sampling_stride})")
+    try:
+      inputs = self.input_point(clip)
+    except SpecError as e:
+      raise SpecError(f"{spec.name}: {e}") from None
     if spec.stem != c.stem or spec.head != c.head:
       raise SpecError(f"{spec.name}: stem/head differ from the space's skeleton")
     if len(spec.stages) != self.num_stages:
@@ -235,6 +333,7 @@ class SearchSpace:
                           f"among {c.expansions}")
         point[labels.block_decision(i, j, "expansion")] = c.expansions.index(expansion[0])
         point[labels.block_decision(i, j, "se")] = index(labels.block_decision(i, j, "se"), b.se_ratio)
+    point.update(inputs)
     return point
 
   def canonical(self, point: Mapping[str, int]) -> dict[str, int]:
@@ -264,9 +363,10 @@ class SearchSpace:
 
 
 def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,
-                              num_classes: int | None = None) -> SpaceConfig:
+                              num_classes: int | None = None, sampling_stride: int = 1) -> SpaceConfig:
   """A SpaceConfig from a `config.space` section. num_frames / crop_size / num_classes replace the
-  section's when given (the section's -1 means 'from the data' and must then be given)."""
+  section's when given (the section's -1 means 'from the data' and must then be given);
+  sampling_stride is the reference clip's (config.data's)."""
   s = section
 
   def pick(given, own, key):
@@ -282,7 +382,9 @@ def space_config_from_section(section, *, num_frames: int | None = None, crop_si
       min_depths=tuple(s.min_depths), max_depths=tuple(s.max_depths),
       expansions=tuple(s.expansions), se_ratios=tuple(s.se_ratios), ops=ops_from_strings(s.ops),
       head=HeadSpec(conv5_width=s.conv5_width, head_width=s.head_width, dropout=s.dropout,
-                    num_classes=pick(num_classes, s.num_classes, "num_classes")))
+                    num_classes=pick(num_classes, s.num_classes, "num_classes")),
+      sampling_stride=int(sampling_stride), input_frames=tuple(s.get("input_frames", ())),
+      input_strides=tuple(s.get("input_strides", ())), input_crops=tuple(s.get("input_crops", ())))
 
 
 def space_config(**overrides) -> SpaceConfig:

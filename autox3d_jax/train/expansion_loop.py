@@ -29,6 +29,7 @@ from autox3d_jax.config import ConfigError
 from autox3d_jax.data import registry as data_registry
 from autox3d_jax.models.zoo import X3DFactors, X3DSkeleton
 from autox3d_jax.search import expansion
+from autox3d_jax.search.inputs import ClipInput
 from autox3d_jax.train import identity, setup
 from autox3d_jax.train.train_loop import run_train
 
@@ -85,14 +86,9 @@ def check_plan(cfg: ml_collections.ConfigDict, classes: int) -> expansion.Plan:
 
 def clip_config(cfg: ml_collections.ConfigDict, factors: X3DFactors) -> ml_collections.ConfigDict:
   """A copy of config at the clip of `factors` (frames, sampling stride, crop), its scale jitter
-  scaled by crop / config.data.crop_size: how a network of the X3D family is trained at its input."""
-  c = cfg.copy_and_resolve_references()
-  scale = factors.crop / cfg.data.crop_size
-  c.data.num_frames = factors.frames
-  c.data.sampling_stride = factors.sampling_stride
-  c.data.crop_size = factors.crop
-  c.data.scale_jitter = tuple(max(factors.crop, round(v * scale)) for v in cfg.data.scale_jitter)
-  return c
+  scaled by crop / config.data.crop_size (`setup.clip_config`): how a network of the X3D family is
+  trained at its input."""
+  return setup.clip_config(cfg, ClipInput(factors.frames, factors.sampling_stride, factors.crop))
 
 
 def candidate_steps(cfg: ml_collections.ConfigDict) -> int:

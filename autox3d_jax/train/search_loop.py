@@ -28,6 +28,7 @@ from autox3d_jax.search import evolution, strategies
 from autox3d_jax.search import supernet as sn
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.inputs import ClipInput, select_clip
 from autox3d_jax.search.recalibrate import make_point_scorer
 from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.train import identity, loop, partitioning, setup
@@ -41,8 +42,9 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class SearchResult:
   """What a search returns: the derived point and ArchSpec, its cost and the target (table units),
-  the logged history (steps, metrics, decision probabilities), wall seconds and steps run, and the
-  input records skipped (`data.pipeline.skip_report`; a resumed run adds those of its checkpoint)."""
+  the logged history (steps, metrics, decision probabilities), wall seconds and steps run, the
+  input records skipped (`data.pipeline.skip_report`; a resumed run adds those of its checkpoint)
+  and the derived network's clip."""
   point: dict
   spec: ArchSpec
   cost: float
@@ -51,6 +53,7 @@ class SearchResult:
   seconds: float
   steps: int
   input: dict = dataclasses.field(default_factory=dict)
+  clip: ClipInput | None = None     # the derived network's input setting (searched, or the reference clip)
 
 
 def split_names(cfg) -> tuple[str, str]:
@@ -183,8 +186,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
     state = jax.device_put(state, shardings)
   start = int(state.step)
   weight_split, arch_split = split_names(cfg)
-  weight_pipeline = setup.train_pipeline(cfg, weight_split, start_step=start)
-  arch_pipeline = setup.train_pipeline(cfg, arch_split, seed_offset=1, start_step=start)
+  data_cfg = setup.search_data_config(cfg, space)   # the superclip when input axes are searched
+  weight_pipeline = setup.train_pipeline(data_cfg, weight_split, start_step=start)
+  arch_pipeline = setup.train_pipeline(data_cfg, arch_split, seed_offset=1, start_step=start)
   weight_data, arch_data = iter(weight_pipeline), iter(arch_pipeline)
   input_report = lambda: data_pipeline.merge_skip_reports(input_before, data_pipeline.skip_report(  # noqa: E731
       {weight_split: weight_pipeline.stats, arch_split: arch_pipeline.stats}))
@@ -200,6 +204,9 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
                           "space_log10_size": space.log10_size(), "cost_target": cost_target})
     log.info("search space: %d decisions, 10^%.1f architectures; cost target %.4g (%s)",
              len(space.decisions), space.log10_size(), cost_target, table.metric)
+    if space.input_labels:
+      log.info("input axes %s searched, one setting per step, each cut from the decoded clip %s (%d settings, "
+               "one compiled step each)", space.config.input_axes, space.superclip(), len(space.input_settings()))
     from clu import parameter_overview
     log.info("supernet parameters:\n%s", parameter_overview.get_parameter_overview(state.params))
   log.info("sharding over mesh %s (%s):\n%s", dict(mesh.shape), rule,
@@ -223,13 +230,18 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
   point = space.canonical(point)
   arch = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)
+  clip = dataclasses.asdict(space.input_of(point))
+  if space.input_labels:
+    log.info("searched input: %s; train the network with --config.data.num_frames=%d --config.data.sampling_stride=%d "
+             "--config.data.crop_size=%d", clip, clip["frames"], clip["stride"], clip["crop"])
   if jax.process_index() == 0:
     _write_search_outputs(paths.join(workdir, "search"), arch, point, logits, history,
                           {"arch": arch.name, "cost_metric": table.metric, "cost": float(cost),
-                           "cost_target": float(cost_target), "steps": cfg.search.steps, "input": skipped})
+                           "cost_target": float(cost_target), "steps": cfg.search.steps, "input": skipped,
+                           "clip": clip})
   ckpt.close()
   return SearchResult(point, arch, cost, cost_target, history, time.time() - start_time, cfg.search.steps,
-                      skipped)
+                      skipped, space.input_of(point))
 
 
 def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_target: float, *,
@@ -280,7 +292,8 @@ def restore_supernet_variables(workdir: str) -> dict:
 
 def evolution_batches(cfg) -> tuple[list, list]:
   """SPOS's data: search.evolution.bn_batches batches of the weight split to recalibrate each
-  candidate's BN statistics, and eval_batches batches of the held-out split to score it."""
+  candidate's BN statistics, and eval_batches batches of the held-out split to score it (at the
+  superclip when the space searches input axes: pass `search_data_config`'s config)."""
   ecfg = cfg.search.evolution
   weight_split, arch_split = split_names(cfg)
   calib = setup.train_pipeline(cfg, weight_split, seed_offset=2)
@@ -291,9 +304,11 @@ def evolution_batches(cfg) -> tuple[list, list]:
 
 def _evolve(cfg, space, table, model, state, cost_target):
   """SPOS: evolutionary search on the trained supernet, each candidate's BN recalibrated."""
-  calib_batches, eval_batches = evolution_batches(cfg)
+  calib_batches, eval_batches = evolution_batches(setup.search_data_config(cfg, space))
+  source = space.superclip()
+  clip_of = (lambda video, point: select_clip(video, source, space.input_of(point))) if space.input_labels else None
   score = make_point_scorer(model, space, partitioning.to_host(supernet_variables(state)), calib_batches,
-                            eval_batches)
+                            eval_batches, clip_of=clip_of)
   target = cost_target if cost_target > 0 else None
   result = evolution.evolve(space, score, table.of_point, target, cfg.search.evolution, seed=cfg.seed, log=log.info)
   return result.best

@@ -4,6 +4,13 @@ weights on the train batch, then the architecture logits on the validation batch
 Everything a search needs to continue exactly lives in `SearchState` (a pytree): params, batch
 stats, logits, both optimizer states, the strategy state (baseline, K), the step and the RNG.
 The PRNG key is folded with the step inside the step, so sampling never leaves the device.
+
+Input axes (`search.inputs`): a space that searches the clip's frames / stride / crop gets a step
+with a fourth, static argument, the step's input setting (its input decisions' indices). Every
+group of the step shares it; the batches hold the superclip and the step cuts the setting out of
+it. The next step's setting is drawn at the end of the step from the updated distribution's input
+decisions (uniform logits for spos) and kept in the strategy state ('input'), so the host picks
+the next program from the state and a resumed run continues exactly.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import ml_collections
 import optax
 
 from autox3d_jax.search import supernet as sn
-from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.distribution import ArchDistribution, FixedInputs
+from autox3d_jax.search.inputs import select_clip
 from autox3d_jax.search.strategies import Strategy
 from autox3d_jax.train import partitioning
 from autox3d_jax.train.losses import cross_entropy, inplace_distillation, top1
@@ -46,9 +54,23 @@ def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Stra
   init_rng, step_rng = jax.random.split(rng)
   variables = sn.init_supernet(model.space, init_rng)
   logits = init_logits if init_logits is not None else dist.init_logits()
+  strategy_state = strategy.init_state()
+  space = dist.space
+  if space.input_labels:   # the first step runs at the reference clip
+    reference = space.input_point(space.config.reference_input)
+    strategy_state = {**strategy_state, "input": jnp.asarray([reference[l] for l in space.input_labels], jnp.int32),
+                      "input_baseline": jnp.full((), jnp.nan, jnp.float32)}
   return SearchState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                      batch_stats=variables["batch_stats"], weight_opt=w_tx.init(variables["params"]),
-                     logits=logits, arch_opt=a_tx.init(logits), strategy=strategy.init_state(), rng=step_rng)
+                     logits=logits, arch_opt=a_tx.init(logits), strategy=strategy_state, rng=step_rng)
+
+
+def input_setting(state: SearchState) -> tuple[int, ...]:
+  """The input setting the next step runs at (host ints, the space's input labels' order); () when
+  the space searches no input axis. Reads one small replicated array from the device."""
+  if "input" not in state.strategy:
+    return ()
+  return tuple(int(v) for v in jax.device_get(state.strategy["input"]))
 
 
 def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
@@ -58,7 +80,40 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
   the strategy's K groups. The weight update trains `strategy.weight_archs` on train_batch; the
   architecture update (frozen for search.arch_warmup_steps) follows `strategy.arch_objective` on
   val_batch. `table` (a CostTable) adds the expected cost to the metrics. cfg: the run's config
-  (search.arch_warmup_steps, search.distill, train.label_smoothing are read here)."""
+  (search.arch_warmup_steps, search.distill, train.label_smoothing are read here).
+
+  When the space searches input axes the step is step(state, train_batch, val_batch, setting),
+  `setting` static (see the module docstring); the batches hold the space's superclip."""
+  space = dist.space
+  if space.input_labels:
+    return _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table)
+  return _make_step(model, dist, strategy, w_tx, a_tx, cfg, table)
+
+
+def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
+  """step(state, train_batch, val_batch, setting): the step of `setting`'s clip, built on first use
+  (one program per input setting, each compiled once by jit)."""
+  import copy
+  space = dist.space
+  source = space.superclip()
+  steps = {}
+
+  def step(state: SearchState, train_batch, val_batch, setting: tuple[int, ...]):
+    if setting not in steps:
+      fixed = dict(zip(space.input_labels, setting))
+      fixed_strategy = copy.copy(strategy)
+      fixed_strategy.dist = FixedInputs(space, fixed)
+      steps[setting] = _make_step(model, dist, fixed_strategy, w_tx, a_tx, cfg, table, fixed)
+    target = space.input_of(dict(zip(space.input_labels, setting)))
+    cut = lambda b: {**b, "video": select_clip(b["video"], source, target)}   # noqa: E731
+    return steps[setting](state, cut(train_batch), cut(val_batch))
+
+  return step
+
+
+def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict | None = None):
+  """The step at one clip (`make_search_step`); `fixed_inputs`: the input decisions' indices of
+  that clip when the space searches input axes (the step then also draws the next step's)."""
   k_groups = strategy.num_groups
   warmup = int(cfg.search.arch_warmup_steps)
   smoothing = float(cfg.train.label_smoothing)
@@ -122,9 +177,13 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
       frozen = state.step < warmup   # AutoX3D: the architecture is frozen while the weights warm up
       pick = lambda old, new: jax.tree_util.tree_map(lambda o, n: jnp.where(frozen, o, n), old, new)
       logits_arch, arch_opt = pick(state.logits, new_logits), pick(state.arch_opt, new_arch_opt)
-      strategy_state = pick(state.strategy, new_sstate)
+      strategy_state = pick(state.strategy, {**state.strategy, **new_sstate})
       metrics.update(a_metrics)
       metrics["arch_loss"] = a_loss
+    if fixed_inputs:   # the next step's input setting, from the updated distribution
+      k_next = jax.random.fold_in(key, 1)
+      drawn = dist.sample(k_next, logits_arch)
+      strategy_state = {**strategy_state, "input": jnp.stack([drawn[l] for l in fixed_inputs]).astype(jnp.int32)}
     metrics["arch_entropy"] = dist.entropy(logits_arch)
     if table is not None:
       metrics["expected_cost"] = table.expected(dist.probs(logits_arch))
@@ -150,8 +209,17 @@ def state_shardings(state: SearchState, mesh, rule: partitioning.ShardingRule | 
 
 def jit_search_step(step_fn, state: SearchState, mesh, rule: partitioning.ShardingRule | None = None):
   """(jax.jit of `step_fn` with explicit in/out shardings and the state donated, the state's
-  shardings)."""
+  shardings). Over input axes the returned function is step(state, train_batch, val_batch): it
+  reads the state's input setting (`input_setting`) and runs that setting's compiled program."""
   st_sh = state_shardings(state, mesh, rule)
   batch_sh = partitioning.batch_sharding(mesh)
-  return jax.jit(step_fn, in_shardings=(st_sh, batch_sh, batch_sh),
-                 out_shardings=(st_sh, partitioning.replicated(mesh)), donate_argnums=(0,)), st_sh
+  over_inputs = "input" in state.strategy
+  jitted = jax.jit(step_fn, in_shardings=(st_sh, batch_sh, batch_sh), out_shardings=(st_sh, partitioning.replicated(mesh)),
+                   donate_argnums=(0,), static_argnums=(3,) if over_inputs else ())
+  if not over_inputs:
+    return jitted, st_sh
+
+  def dispatch(state, train_batch, val_batch):
+    return jitted(state, train_batch, val_batch, input_setting(state))
+
+  return dispatch, st_sh

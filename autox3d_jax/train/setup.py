@@ -31,11 +31,13 @@ def num_classes(cfg: ml_collections.ConfigDict) -> int:
 
 def build_space(cfg: ml_collections.ConfigDict, classes: int | None = None) -> SearchSpace:
   """The search space config.space describes, at config.data's clip unless config.space sets its
-  own, with `classes` (default: config.space.num_classes, else the dataset's) outputs."""
+  own (with config.data's sampling stride: the reference clip of the input axes), with `classes`
+  (default: config.space.num_classes, else the dataset's) outputs."""
   s = cfg.space
   return SearchSpace(space_config_from_section(
       s, num_frames=s.num_frames if s.num_frames > 0 else cfg.data.num_frames,
-      crop_size=s.crop_size if s.crop_size > 0 else cfg.data.crop_size, num_classes=classes or num_classes(cfg)))
+      crop_size=s.crop_size if s.crop_size > 0 else cfg.data.crop_size, num_classes=classes or num_classes(cfg),
+      sampling_stride=cfg.data.sampling_stride))
 
 
 def load_arch(name_or_path: str, num_classes: int | None = None) -> ArchSpec:
@@ -66,6 +68,28 @@ def network_spec(cfg: ml_collections.ConfigDict, imported: ArchSpec | None = Non
   return spec.replace(num_frames=cfg.data.num_frames, crop_size=cfg.data.crop_size)
 
 
+def clip_config(cfg: ml_collections.ConfigDict, clip) -> ml_collections.ConfigDict:
+  """A copy of config at `clip` (a `search.inputs.ClipInput`: frames, sampling stride, crop), its
+  scale jitter scaled by crop / config.data.crop_size (the field of view kept): how a network is
+  trained and evaluated at its own input."""
+  c = cfg.copy_and_resolve_references()
+  scale = clip.crop / cfg.data.crop_size
+  c.data.num_frames = clip.frames
+  c.data.sampling_stride = clip.stride
+  c.data.crop_size = clip.crop
+  c.data.scale_jitter = tuple(max(clip.crop, round(v * scale)) for v in cfg.data.scale_jitter)
+  return c
+
+
+def search_data_config(cfg: ml_collections.ConfigDict, space: SearchSpace) -> ml_collections.ConfigDict:
+  """config whose data section decodes what the search step reads: the space's superclip when it
+  searches input axes (`SearchSpace.superclip`, every input setting cut from it in the step),
+  else config itself."""
+  if not space.input_labels:
+    return cfg
+  return clip_config(cfg, space.superclip())
+
+
 def latency_table_path(cfg: ml_collections.ConfigDict, workdir: str | None) -> str | None:
   """config.latency.path, else `workdir/latency_table.json` (where mode=latency writes it; a
   gs:// workdir gives a gs:// path, read and written through `autox3d_jax.paths`)."""
@@ -91,7 +115,7 @@ def build_cost_table(space: SearchSpace, cfg: ml_collections.ConfigDict, workdir
 def x3d_like_point(space: SearchSpace, depths: tuple[int, ...] | None = None) -> dict[str, int]:
   """X3D's design rules inside `space`: x3d 3x3x3 blocks, expansion 2.25, SE 1/16 on every other
   block, the middle width choice, and `depths` (default X3D-S's (3, 5, 11, 7)) clipped to the
-  space. In the default space at an X3D variant's input, `depths=` that variant's gives exactly it."""
+  space, at the reference clip. In the default space at an X3D variant's input, `depths=` that variant's gives exactly it."""
   c = space.config
   x3d_depths = tuple(depths or zoo.X3D_VARIANTS["S"]["depths"])
 
@@ -110,6 +134,7 @@ def x3d_like_point(space: SearchSpace, depths: tuple[int, ...] | None = None) ->
       point[labels.block_decision(i, j, "op")] = op
       point[labels.block_decision(i, j, "expansion")] = nearest(c.expansions, 2.25)
       point[labels.block_decision(i, j, "se")] = nearest(c.se_ratios, 1 / 16 if j % 2 == 0 else 0.0)
+  point.update(space.input_point(c.reference_input))   # the reference clip (config.data's)
   return point
 
 

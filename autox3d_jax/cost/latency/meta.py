@@ -31,8 +31,15 @@ STATISTICS = ("median", "mean")
 
 
 def space_fingerprint(space) -> str:
-  """Stable hash of everything that defines the space (widths, depths, candidates, clip, stem/head)."""
-  text = json.dumps(dataclasses.asdict(space.config), sort_keys=True, default=str)
+  """Stable hash of everything that defines the space's networks (widths, depths, candidates, clip,
+  stem/head). The sampling stride changes no network, and empty input axes none either, so neither
+  enters the hash (tables measured before those fields existed still match)."""
+  fields = dataclasses.asdict(space.config)
+  fields.pop("sampling_stride", None)
+  for key in ("input_frames", "input_strides", "input_crops"):
+    if not fields.get(key):
+      fields.pop(key, None)
+  text = json.dumps(fields, sort_keys=True, default=str)
   return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

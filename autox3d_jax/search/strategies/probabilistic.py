@@ -10,6 +10,9 @@ losses.
              'parsec':    loss = -sum_k sg(w_k) log p(a_k), w = self-normalised likelihoods softmax(-N * L_k)
   K adapts to the entropy (FP-NAS): k_eff = clip(ceil(K * H / H_max), K_min, K) distinct samples;
   the K batch groups reuse them round-robin, so shapes stay static under jit.
+  input axes (`search.inputs`): the K samples share the step's input setting, so comparing them
+  says nothing about it; its decisions learn across steps instead, by REINFORCE with their own
+  EMA baseline: loss_in = -sg(mean_k reward_k - b_in) log p(input), b_in <- decay b_in + (1 - decay) mean_k reward_k.
 """
 from __future__ import annotations
 
@@ -72,6 +75,8 @@ class Probabilistic(Strategy):
     rewards = -losses - self.penalty(costs)
     mean_baseline = self.shares_val_batch and self.settings.estimator != "parsec"
     lg = self._freeze_agreed(logits, points, k_eff) if mean_baseline else logits
+    inputs = self.dist.space.input_labels
+    lg = {k: (jax.lax.stop_gradient(v) if k in inputs else v) for k, v in lg.items()}   # learnt by input_term
     log_probs = jax.vmap(lambda p: self.dist.log_prob(lg, p))(points)
     if self.settings.estimator == "parsec":
       weights = jax.nn.softmax(-losses * self.val_examples_per_group)
@@ -89,4 +94,18 @@ class Probabilistic(Strategy):
     loss = surrogate - self.settings.entropy_weight * entropy
     metrics = {"arch_val_loss": jnp.mean(losses), "reward": jnp.mean(rewards), "baseline": baseline,
                "sampled_cost": jnp.mean(costs), "num_samples": k_eff.astype(jnp.float32)}
-    return loss, ({"baseline": baseline, "num_samples": k_eff}, metrics)
+    new_state = {"baseline": baseline, "num_samples": k_eff}
+    if inputs:
+      term, new_state["input_baseline"] = self.input_term(logits, points, jnp.mean(rewards), state["input_baseline"])
+      loss = loss + term
+    return loss, (new_state, metrics)
+
+  def input_term(self, logits, points, mean_reward, input_baseline):
+    """(REINFORCE loss of the step's input setting against its EMA baseline, the updated baseline);
+    the baseline starts (NaN) at the first reward seen."""
+    inputs = self.dist.space.input_labels
+    b = jnp.where(jnp.isnan(input_baseline), mean_reward, input_baseline)
+    log_p = sum(jax.nn.log_softmax(logits[l])[points[l][0]] for l in inputs)
+    term = -jax.lax.stop_gradient(mean_reward - b) * log_p
+    decay = self.settings.baseline_decay
+    return term, decay * b + (1 - decay) * mean_reward
