@@ -144,6 +144,7 @@ def main():
   # 3. Inherited accuracies, one supernet per setting.
   eval_batches = _validation_batches(base)
   record = {"version": ranking.RANKING_VERSION, "task": base.data.name, "seeds": seeds,
+            "seed_agreement": ranking.seed_agreement(standalone),
             "archs": [{"name": s.name, "point": p, "gflops": arch_cost(s).gflops, "standalone": t,
                        "standalone_mean": m} for s, p, t, m in zip(specs, points, standalone, means)],
             "settings": {}}
@@ -194,6 +195,7 @@ def main():
   plot_ranking(record, os.path.join(out_dir, "ranking.png"), base.data.name)
   append_line(out_path, "ranking", {"what": "summary", "task": base.data.name, "archs": len(points), "seeds": seeds,
                                "standalone_mean": [round(m, 4) for m in means],
+                               "seed_agreement": {k: round(v, 3) for k, v in record["seed_agreement"].items()},
                                "settings": {k: {s: [round(x, 3) for x in v[s]] for s in ranking.STATISTICS}
                                             for k, v in record["settings"].items()},
                                "differences": {k: {s: [round(x, 3) for x in v[s]] for s in ranking.STATISTICS}

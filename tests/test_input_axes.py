@@ -83,7 +83,7 @@ def test_costs_follow_the_input_exactly():
   points = [toys.random_point(space, rng) for _ in range(20)]
   for point in points:
     exact = arch_cost(space.to_arch(point)).flops
-    assert table.of_point(point) == pytest.approx(exact, rel=1e-12)
+    assert table.of_point(point) == pytest.approx(exact, rel=1e-6)
     assert float(table.expected(dist.one_hot(point))) == pytest.approx(exact, rel=1e-6)
   # The mixture over the input decisions, against sampling.
   logits = {d.label: jnp.asarray(rng.normal(size=d.size), jnp.float32) for d in space.decisions}
@@ -151,15 +151,23 @@ def test_step_over_input_settings_cuts_the_clip_and_draws_the_next_setting(strat
   mesh = partitioning.make_mesh()
   jitted, shardings = ss.jit_search_step(step, state, mesh)
   state = jax.device_put(state, shardings)
-  seen = []
-  for train, val in zip(toys.batches(6, batch=8, classes=3, shape=(4, 16, 16, 3), seed=0),
-                        toys.batches(6, batch=8, classes=3, shape=(4, 16, 16, 3), seed=1)):
+  data = list(zip(toys.batches(6, batch=8, classes=3, shape=(4, 16, 16, 3), seed=0),
+                  toys.batches(6, batch=8, classes=3, shape=(4, 16, 16, 3), seed=1)))
+  seen, saved = [], None
+  for k, (train, val) in enumerate(data):
+    if k == 3:
+      saved = jax.device_get(state)                              # what a checkpoint holds
     seen.append(ss.input_setting(state))
     state, metrics = jitted(state, partitioning.global_batch(train, mesh), partitioning.global_batch(val, mesh))
     assert np.isfinite(float(metrics["train_loss"]))
   assert {s[0] for s in seen} == {0, 1}                        # both crops ran (draws from 2 choices)
   crop_logits = np.asarray(jax.device_get(state.logits["input_crop"]))
   assert (not np.allclose(crop_logits, 0)) == (strategy == "probabilistic")   # spos learns no distribution
+  resumed = jax.device_put(saved, shardings)                   # a resumed run: the same settings, the same result
+  for train, val in data[3:]:
+    resumed, _ = jitted(resumed, partitioning.global_batch(train, mesh), partitioning.global_batch(val, mesh))
+  for a, b in zip(jax.tree_util.tree_leaves(jax.device_get(state)), jax.tree_util.tree_leaves(jax.device_get(resumed))):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -64,7 +64,7 @@ def test_unknown_config_key_fails_on_the_command_line(tmp_path):
 @pytest.mark.parametrize("flag, line", [
     ("--config.search.steps=abc", "error: flag --config.search.steps=abc: invalid literal for int() with base 10: 'abc'"),
     (f"--config={os.path.join(ROOT, 'configs/demo.py')}:moton", "cannot parse 'moton' in 'moton'; it accepts one of "
-                                                                 "['speed', 'motion', 'tiny']"),
+                                                                 "['speed', 'motion', 'tiny', 'inputs']"),
 ])
 def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
   cmd = [a for a in main_cmd(tmp_path) if not (flag.startswith("--config=") and a.startswith("--config="))] + [flag]

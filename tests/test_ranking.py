@@ -54,6 +54,15 @@ def test_correlations_match_hand_computation():
     ranking.correlations([1, 2, 3], [1, 2])
 
 
+def test_seed_agreement_is_the_mean_correlation_between_seeds():
+  per_seed = [[0.1, 0.2, 0.1], [0.2, 0.1, 0.2], [0.3, 0.4, 0.3], [0.4, 0.3, 0.4]]    # seeds 0 and 2 agree
+  got = ranking.seed_agreement(per_seed)
+  pairs = [ranking.correlations([r[i] for r in per_seed], [r[j] for r in per_seed])["kendall_tau"]
+           for i, j in ((0, 1), (0, 2), (1, 2))]
+  assert got["kendall_tau"] == pytest.approx(np.mean(pairs)) and pairs[1] == pytest.approx(1.0)
+  assert all(math.isnan(v) for v in ranking.seed_agreement([[0.1], [0.2]]).values())
+
+
 def test_bootstrap_intervals_and_paired_differences():
   x = np.linspace(0.3, 0.8, 12)
   rng = np.random.default_rng(0)
@@ -79,6 +88,7 @@ def _record():
   settings = {"today": [0.2, 0.3, 0.25, 0.4, 0.5], "inplace": [0.2, 0.25, 0.3, 0.4, 0.5]}
   boot = ranking.bootstrap(means, settings, reference="today", resamples=200)
   return {"version": ranking.RANKING_VERSION, "task": "toy", "seeds": [0, 1], "archs": archs,
+          "seed_agreement": ranking.seed_agreement([a["standalone"] for a in archs]),
           "settings": {k: {"inherited": v, "search_seconds": 12.0, **boot["settings"][k]} for k, v in settings.items()},
           "differences": boot["differences"], "bootstrap": {"resamples": boot["resamples"], "level": 0.95}}
 
@@ -103,6 +113,7 @@ def test_report_draws_the_ranking_and_tabulates_it(tmp_path):
   check_png(paths["ranking"])
   md = open(paths["report"]).read()
   assert "## Supernet ranking" in md and "![supernet ranking](ranking.png)" in md
+  assert "Kendall tau between seeds, mean over pairs): 1.00" in md
   row = [line for line in md.splitlines() if line.startswith("| inplace |")][0]
   tau = _record()["settings"]["inplace"]["kendall_tau"]
   assert f"{tau[0]:.2f} [{tau[1]:.2f}, {tau[2]:.2f}]" in row

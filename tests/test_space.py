@@ -217,6 +217,9 @@ SECTION_FIELDS = {
     "head_width": (200, lambda c: _head(c, head_width=200)),
     "dropout": (0.25, lambda c: _head(c, dropout=0.25)),
     "num_classes": (7, lambda c: _head(c, num_classes=7)),
+    "input_frames": ((4, 8), lambda c: dataclasses.replace(c, input_frames=(4, 8))),
+    "input_strides": ((1, 2), lambda c: dataclasses.replace(c, input_strides=(1, 2))),
+    "input_crops": ((48, 64), lambda c: dataclasses.replace(c, input_crops=(48, 64))),
 }
 
 
@@ -264,6 +267,11 @@ def test_space_config_json_round_trip():
   again = space_config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
   assert again == cfg
   assert SearchSpace(again).labels == SearchSpace(cfg).labels
+  with_axes = toys.space(sampling_stride=2, input_crops=(24, 32)).config
+  assert space_config_from_dict(json.loads(json.dumps(dataclasses.asdict(with_axes)))) == with_axes
+  older = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(cfg))).items()
+           if k not in ("sampling_stride", "input_frames", "input_strides", "input_crops")}
+  assert space_config_from_dict(older) == cfg          # written before the input axes existed
 
 
 def test_ops_from_strings_parses_and_rejects():

@@ -177,6 +177,13 @@ def expansion_table(candidates: Sequence[Mapping]) -> str:
                   "llllrrr")
 
 
+def _seed_agreement_note(agreement: Mapping | None) -> str:
+  if not agreement or is_missing(agreement.get("kendall_tau")):
+    return ""
+  return (f" The stand-alone ranking's own reproducibility (Kendall tau between seeds, mean over pairs): "
+          f"{agreement['kendall_tau']:.2f}; no proxy can be judged much above it.")
+
+
 def ranking_table(record: Mapping) -> str:
   """One row per supernet setting of a ranking record: Kendall's tau and Spearman's rho with their
   bootstrap intervals, the difference to the reference setting, and the search's wall time."""
@@ -224,7 +231,8 @@ def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str]
     md += ["## Supernet ranking", "",
            f"Inherited (BN recalibrated) vs stand-alone top-1 of {len(ranking['archs'])} architectures "
            f"(stand-alone: mean of seeds {ranking.get('seeds')}); intervals: {100 * level:.0f}% bootstrap over the "
-           "architectures.", "", "![supernet ranking](ranking.png)", "", ranking_table(ranking), ""]
+           "architectures." + _seed_agreement_note(ranking.get("seed_agreement")), "",
+           "![supernet ranking](ranking.png)", "", ranking_table(ranking), ""]
   if res.notes:
     md += ["## Notes", ""] + [f"- {n}" for n in res.notes] + [""]
   return "\n".join(md)

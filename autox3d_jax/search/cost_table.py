@@ -153,13 +153,14 @@ class CostTable:
 
   def of_point(self, point: Mapping[str, int]) -> float:
     """Cost of one architecture (a point), from the table: `expected` at the point's one-hot
-    probabilities, computed by indexing (a few microseconds; evolution and ranking studies call it
-    thousands of times)."""
+    probabilities bit for bit (float32, accumulated in network order as `expected` does), computed
+    by indexing (microseconds; evolution and ranking studies call it thousands of times)."""
     if self.variants:
       clip = self.space.input_of(point)
       return self.variants[(clip.frames, clip.crop)].of_point(point)
     c, space = self.space.config, self.space
-    total = float(self.stem)
+    f32 = np.float32
+    total = f32(self.stem)
     prev = 0
     for i in range(space.num_stages):
       w = int(point[labels.width(i)])
@@ -169,9 +170,9 @@ class CostTable:
       for j in range(max(depth, c.min_depths[i])):
         idx = tuple(int(point[labels.block_decision(i, j, k)]) for k in ("expansion", "op", "se"))
         table = self.blocks[labels.block(i, j)]
-        total += float(table[(prev, w) + idx] if j == 0 else table[(0, w) + idx])
+        total = f32(total + f32(table[(prev, w) + idx] if j == 0 else table[(0, w) + idx]))
       prev = w
-    return total + float(self.head[int(point[labels.width(space.num_stages - 1)])])
+    return float(f32(total + f32(self.head[int(point[labels.width(space.num_stages - 1)])])))
 
   def extreme(self, largest: bool = False) -> tuple[float, dict[str, int]]:
     """The exact cheapest (or costliest) architecture of the space and its cost.

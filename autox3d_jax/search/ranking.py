@@ -62,6 +62,19 @@ def correlations(standalone: Sequence[float], inherited: Sequence[float]) -> dic
           "spearman_rho": float(stats.spearmanr(x, y).statistic)}
 
 
+def seed_agreement(per_seed: Sequence[Sequence[float]]) -> dict[str, float]:
+  """How reproducible the stand-alone ranking itself is: the mean over pairs of seeds of the
+  correlations between their accuracies. `per_seed[a][s]`: architecture a's top-1 with seed s.
+  This is about the best any proxy can reach against one seed's ranking; a low value means the
+  ground truth needs more seeds (the mean of n seeds is steadier) before a proxy can be judged.
+  NaN with fewer than 2 seeds."""
+  table = np.asarray(per_seed, float)
+  if table.ndim != 2 or table.shape[1] < 2:
+    return {s: float("nan") for s in STATISTICS}
+  pairs = [correlations(table[:, i], table[:, j]) for i in range(table.shape[1]) for j in range(i + 1, table.shape[1])]
+  return {s: float(np.mean([p[s] for p in pairs])) for s in STATISTICS}
+
+
 def bootstrap(standalone: Sequence[float], inherited: Mapping[str, Sequence[float]], *, reference: str | None = None,
               resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
   """Percentile-bootstrap intervals of each setting's correlations, on shared resamples.

@@ -68,13 +68,13 @@ class SpaceConfig:
   se_ratios: tuple[float, ...]
   ops: tuple[Op, ...]
   head: HeadSpec
-  in_channels: int = 3
   # The reference clip's sampling stride, and the searched input axes: () = fixed at the reference
   # (num_frames, sampling_stride, crop_size), else ascending choices that include it.
-  sampling_stride: int = 1
-  input_frames: tuple[int, ...] = ()
-  input_strides: tuple[int, ...] = ()
-  input_crops: tuple[int, ...] = ()
+  sampling_stride: int
+  input_frames: tuple[int, ...]
+  input_strides: tuple[int, ...]
+  input_crops: tuple[int, ...]
+  in_channels: int = 3
 
   def __post_init__(self):
     object.__setattr__(self, "stage_widths", tuple(tuple(int(w) for w in ws) for ws in self.stage_widths))
@@ -296,8 +296,9 @@ class SearchSpace:
              "crop": (clip.crop, c.crop_size)}
     for kind, (value, ref) in fixed.items():
       if kind not in c.input_axes and value != ref:
-        raise SpecError(f"{spec.name}: input {spec.num_frames}x{spec.crop_size} (stride {clip.stride}) differs from "
-                        f"the space's {c.num_frames}x{c.crop_size} (stride {c.sampling_stride})")
+        what = (f"stride {clip.stride} differs from the space's {c.sampling_stride}" if kind == "stride" else
+                f"input {spec.num_frames}x{spec.crop_size} differs from the space's {c.num_frames}x{c.crop_size}")
+        raise SpecError(f"{spec.name}: {what}")
     try:
       inputs = self.input_point(clip)
     except SpecError as e:
@@ -363,10 +364,10 @@ class SearchSpace:
 
 
 def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,
-                              num_classes: int | None = None, sampling_stride: int = 1) -> SpaceConfig:
+                              num_classes: int | None = None, sampling_stride: int | None = None) -> SpaceConfig:
   """A SpaceConfig from a `config.space` section. num_frames / crop_size / num_classes replace the
   section's when given (the section's -1 means 'from the data' and must then be given);
-  sampling_stride is the reference clip's (config.data's)."""
+  sampling_stride is the reference clip's (config.data's; None = base_config()'s)."""
   s = section
 
   def pick(given, own, key):
@@ -383,8 +384,8 @@ def space_config_from_section(section, *, num_frames: int | None = None, crop_si
       expansions=tuple(s.expansions), se_ratios=tuple(s.se_ratios), ops=ops_from_strings(s.ops),
       head=HeadSpec(conv5_width=s.conv5_width, head_width=s.head_width, dropout=s.dropout,
                     num_classes=pick(num_classes, s.num_classes, "num_classes")),
-      sampling_stride=int(sampling_stride), input_frames=tuple(s.get("input_frames", ())),
-      input_strides=tuple(s.get("input_strides", ())), input_crops=tuple(s.get("input_crops", ())))
+      sampling_stride=int(sampling_stride if sampling_stride is not None else base_config().data.sampling_stride),
+      input_frames=tuple(s.input_frames), input_strides=tuple(s.input_strides), input_crops=tuple(s.input_crops))
 
 
 def space_config(**overrides) -> SpaceConfig:
@@ -401,7 +402,14 @@ def x3d_space_config(variant: str = "S", **overrides) -> SpaceConfig:
 
 
 def space_config_from_dict(d: Mapping) -> SpaceConfig:
+  """A SpaceConfig from its `dataclasses.asdict` JSON; one written before the input axes existed
+  gets base_config()'s (none searched, data's default stride)."""
   d = dict(d)
+  defaults = base_config()
+  d.setdefault("sampling_stride", defaults.data.sampling_stride)
+  for key in ("input_frames", "input_strides", "input_crops"):
+    d.setdefault(key, tuple(defaults.space[key]))
+    d[key] = tuple(d[key])
   if "stem" in d and isinstance(d["stem"], Mapping):
     d["stem"] = StemSpec(**d["stem"])
   if "head" in d and isinstance(d["head"], Mapping):

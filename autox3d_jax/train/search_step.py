@@ -93,7 +93,6 @@ def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strat
 def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
   """step(state, train_batch, val_batch, setting): the step of `setting`'s clip, built on first use
   (one program per input setting, each compiled once by jit)."""
-  import copy
   space = dist.space
   source = space.superclip()
   steps = {}
@@ -101,9 +100,8 @@ def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
   def step(state: SearchState, train_batch, val_batch, setting: tuple[int, ...]):
     if setting not in steps:
       fixed = dict(zip(space.input_labels, setting))
-      fixed_strategy = copy.copy(strategy)
-      fixed_strategy.dist = FixedInputs(space, fixed)
-      steps[setting] = _make_step(model, dist, fixed_strategy, w_tx, a_tx, cfg, table, fixed)
+      steps[setting] = _make_step(model, dist, strategy.with_distribution(FixedInputs(space, fixed)), w_tx, a_tx,
+                                  cfg, table, fixed)
     target = space.input_of(dict(zip(space.input_labels, setting)))
     cut = lambda b: {**b, "video": select_clip(b["video"], source, target)}   # noqa: E731
     return steps[setting](state, cut(train_batch), cut(val_batch))

@@ -9,6 +9,8 @@ per-group mean loss (differentiable w.r.t. soft arch weights).
 """
 from __future__ import annotations
 
+import copy
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -108,6 +110,13 @@ class Strategy:
     self.val_examples_per_group = int(val_examples_per_group)
     if cfg.penalty in ("hinge", "absolute") and self.cost_target <= 0:
       raise ValueError(f"search.penalty={cfg.penalty!r} needs a positive cost target, got {cost_target}")
+
+  def with_distribution(self, dist: ArchDistribution) -> "Strategy":
+    """This strategy drawing its architectures from `dist` (e.g. `FixedInputs`: the clip of one
+    search step pinned), every setting shared."""
+    out = copy.copy(self)
+    out.dist = dist
+    return out
 
   @property
   def settings(self) -> ml_collections.ConfigDict | None:
