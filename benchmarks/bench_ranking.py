@@ -88,6 +88,8 @@ def main():
   parser.add_argument("--workdir", default="/tmp/autox3d_ranking", help="supernet runs (kept: a rerun resumes)")
   parser.add_argument("--tag", default="", help="name of the record's copy in --results ('' = none)")
   parser.add_argument("--config-arg", default="speed", help="configs/demo.py's variant (tiny: a seconds-long smoke run)")
+  parser.add_argument("--resume", default="", help="config.resume for the supernet runs kept in --workdir (keys "
+                      "allowed to differ from their checkpoints', e.g. ones added to the config since)")
   parser.add_argument("--results", default=RESULTS, help="folder of ranking.jsonl, ranking_standalone.jsonl and the copy")
   args = parser.parse_args()
   out_path = os.path.join(args.results, "ranking.jsonl")
@@ -153,6 +155,7 @@ def main():
     cfg.mode = "search"
     for key, value in SETTINGS[name].items():
       _set(cfg, key, value)
+    cfg.resume = args.resume
     config_lib.validate(cfg)
     workdir = os.path.join(args.workdir, name)
     t0 = time.time()
