@@ -60,8 +60,8 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
     logits = model.apply({"params": params, "batch_stats": stats}, video, arch, False)
     return jnp.sum((jnp.argmax(logits, -1) == label) & mask)
 
-  def mask_of(batch):
-    return jnp.asarray(batch["mask"] if "mask" in batch else jnp.ones(len(batch["label"]), bool))
+  masks = [jnp.asarray(b["mask"]) if "mask" in b else jnp.ones(len(b["label"]), bool) for b in eval_batches]
+  total = sum(int(jnp.sum(m)) for m in masks)
 
   def score(points):
     out = []
@@ -70,9 +70,8 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
       clip = (lambda v: jnp.asarray(v)) if clip_of is None else (lambda v: clip_of(jnp.asarray(v), point))  # noqa: E731
       per_batch = [batch_stats_of(arch, clip(b["video"])) for b in calib_batches]
       stats = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
-      hits = sum(int(correct(arch, stats, clip(b["video"]), jnp.asarray(b["label"]), mask_of(b)))
-                 for b in eval_batches)
-      total = sum(int(jnp.sum(mask_of(b))) for b in eval_batches)
+      hits = sum(int(correct(arch, stats, clip(b["video"]), jnp.asarray(b["label"]), m))
+                 for b, m in zip(eval_batches, masks))
       out.append(hits / max(total, 1))
     return out
 

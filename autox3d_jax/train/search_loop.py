@@ -230,7 +230,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
   point = space.canonical(point)
   arch = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
   cost = table.of_point(point)
-  clip = dataclasses.asdict(space.input_of(point))
+  searched_clip = space.input_of(point)
+  clip = dataclasses.asdict(searched_clip)
   if space.input_labels:
     log.info("searched input: %s; train the network with --config.data.num_frames=%d --config.data.sampling_stride=%d "
              "--config.data.crop_size=%d", clip, clip["frames"], clip["stride"], clip["crop"])
@@ -241,7 +242,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
                            "clip": clip})
   ckpt.close()
   return SearchResult(point, arch, cost, cost_target, history, time.time() - start_time, cfg.search.steps,
-                      skipped, space.input_of(point))
+                      skipped, searched_clip)
 
 
 def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_target: float, *,
