@@ -31,6 +31,8 @@ EXPANSION_AXES = ("temporal", "fast", "spatial", "width", "bottleneck", "depth")
 EXPANSION_FACTORS = {"temporal": 2.0, "fast": 2.0, "spatial": math.sqrt(2), "width": math.sqrt(2),
                      "bottleneck": 2.25, "depth": 2.2}
 EXPANSION_SELECTIONS = ("gain_per_cost", "accuracy")
+# How an expansion candidate is trained: from scratch, or from the trained network it expands (models/morph.py).
+EXPANSION_SCORERS = ("standalone", "inherited")
 PENALTIES = ("none", "hinge", "absolute", "fbnet")
 COST_METRICS = ("flops", "params", "latency")
 EXPORT_FORMATS = ("stablehlo", "saved_model", "tflite", "torch")   # mode=export; autox3d_jax/export writes them
@@ -78,6 +80,9 @@ def _expansion_section() -> ml_collections.ConfigDict:
       max_crop=0, max_width=0.0, max_bottleneck=0.0, max_depth=0.0,   # 0 = no limit
       crop_divisor=8,                 # crops are multiples of it
       train_steps=0,                  # per candidate; 0 = train.steps (warm-up scaled in proportion)
+      scorer="standalone",            # standalone (each candidate from scratch) | inherited (from the trained
+                                      # network it expands, function-preserving: models/morph.py; the base from scratch)
+      inherited_steps=0,              # scorer=inherited: steps per inheriting candidate; 0 = train_steps
       selection="gain_per_cost"))     # gain_per_cost (top-1 gain per doubling of cost) | accuracy
 
 
@@ -378,6 +383,12 @@ def _expansion(c):
     _number(c, f"{p}{key}", low=0)
   _positive_int(c, f"{p}crop_divisor")
   _choice(e.selection, EXPANSION_SELECTIONS, f"{p}selection")
+  _choice(e.scorer, EXPANSION_SCORERS, f"{p}scorer")
+  _number(c, f"{p}inherited_steps", low=0, integer=True)
+  if e.inherited_steps and e.scorer != "inherited":
+    raise ConfigError(f"config.{p}inherited_steps = {e.inherited_steps} is set but config.{p}scorer is "
+                      f"{e.scorer!r}: it is the training length of candidates that inherit their parent's "
+                      f"weights; set config.{p}scorer=inherited or leave inherited_steps at 0")
 
 
 X3D_TARGETS = ("X3D", "X3D-XS", "X3D-S", "X3D-M", "X3D-L")

@@ -123,9 +123,16 @@ def x3d_expansion(cfg: ml_collections.ConfigDict, workdir: str):
   steps = expansion_loop.candidate_steps(cfg)
   path = " -> ".join((r["axis"] or "base") + (" (contracted)" if r["kind"] == "contract" else "")
                      for r in run_.records if r["chosen"])
+  if cfg.search.x3d_expansion.scorer == "inherited":
+    how = (f"the base trained {steps} steps from scratch, every other candidate "
+           f"{expansion_loop.candidate_steps(cfg, inherited=True)} steps from the trained weights of the network it "
+           "was made from (models/morph.py: it starts computing that network's function), a cheaper proxy than "
+           "training each from scratch; each was")
+  else:
+    how = f"each trained {steps} steps from scratch and"
   notes = [f"X3D expansion: {len(run_.records)} candidates ({run_.trained} trained by this run, the rest read from "
-           f"{expansion_loop.record_path(workdir)}) in {run_.seconds:.0f} s; each trained {steps} steps and "
-           f"evaluated on {cfg.data.name} {cfg.data.eval_split}, so the top-1 is the short recipe's.",
+           f"{expansion_loop.record_path(workdir)}) in {run_.seconds:.0f} s; {how} evaluated on {cfg.data.name} "
+           f"{cfg.data.eval_split}, so the top-1 is the short recipe's.",
            f"Chosen path: {path}; the final network's {cfg.search.cost_metric} {run_.result.final.cost:.6g} against the "
            f"target {run_.plan.target:.6g}.",
            f"X3D-expanded's clip: {f['frames']} frames every {f['sampling_stride']} at {f['crop']} px; retrain it with "

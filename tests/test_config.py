@@ -362,9 +362,13 @@ def _import_plan(cfg):
 def _expansion_plan(cfg):
   """X3D expansion's plan (target fixed) and its first candidate's training config."""
   from autox3d_jax.train import expansion_loop
+  from autox3d_jax.search.expansion import Candidate
   plan = expansion_loop.expansion_plan(cfg, 5, 1e12)
   c = expansion_loop.candidate_config(cfg, plan.base)
-  return repr(plan), c.train.steps, c.train.optimizer.warmup_steps
+  child = Candidate(1, "width", "expand", plan.base, plan.base)
+  inherited = expansion_loop.inherits(cfg, child)
+  return (repr(plan), c.train.steps, c.train.optimizer.warmup_steps, inherited,
+          expansion_loop.candidate_config(cfg, plan.base, inherited).train.steps)
 
 
 def _initial_weights(cfg):
@@ -551,7 +555,9 @@ KEYS = {
         ("factors.temporal", 3.0), ("factors.fast", 3.0), ("factors.spatial", 1.2), ("factors.width", 2.0),
         ("factors.bottleneck", 2.0), ("factors.depth", 2.0), ("max_span", 100), ("max_crop", 200),
         ("max_width", 4.0), ("max_bottleneck", 4.0), ("max_depth", 6.0), ("crop_divisor", 4),
-        ("train_steps", 50), ("selection", "accuracy"))},
+        ("train_steps", 50), ("selection", "accuracy"), ("scorer", "inherited"))},
+    "search.x3d_expansion.inherited_steps": (
+        20, [_expansion_plan], {**EXPANSION_BASE, "search.x3d_expansion.scorer": "inherited"}),
 }
 
 

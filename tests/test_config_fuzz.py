@@ -30,7 +30,7 @@ WORKS = {
     **{(f"space.{k}", "empty"): "() is the default: the input axis is not searched" for k in (
         "input_frames", "input_strides", "input_crops")},
     **{(f"search.x3d_expansion.{k}", "zero"): "0 = no limit on the axis (0 train_steps: train.steps)" for k in (
-        "max_span", "max_crop", "train_steps")},
+        "max_span", "max_crop", "train_steps", "inherited_steps")},
     **{(k, "empty"): "'' is the default (none / derived)" for k in (
         "data.data_dir", "latency.path", "resume", "train.arch", "compilation_cache", "export.checkpoint",
         "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir", "search.init_from")},

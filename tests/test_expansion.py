@@ -6,11 +6,14 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from autox3d_jax import config as config_lib
@@ -201,6 +204,10 @@ def tiny_config(**overrides):
     ("search.x3d_expansion.axes", ("temporal", "temporal"), "config.search.x3d_expansion.axes must name distinct"),
     ("search.x3d_expansion.factors.depth", 0.5, "config.search.x3d_expansion.factors.depth = 0.5 must be > 1"),
     ("search.x3d_expansion.selection", "best", "config.search.x3d_expansion.selection = 'best' is not allowed"),
+    ("search.x3d_expansion.scorer", "supernet", "config.search.x3d_expansion.scorer = 'supernet' is not allowed"),
+    ("search.x3d_expansion.inherited_steps", 50, "inherited_steps = 50 is set but config.search.x3d_expansion.scorer "
+                                                 "is 'standalone'"),
+    ("search.x3d_expansion.inherited_steps", -1, "config.search.x3d_expansion.inherited_steps"),
 ])
 def test_config_errors_name_the_key(key, value, message):
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -314,6 +321,100 @@ def test_a_corrupt_record_fails_naming_the_file_before_the_dataset(tmp_path, fak
   assert open(path).read() == "{not json"      # left as it was
 
 
+@pytest.fixture
+def fake_inheriting_training(monkeypatch):
+  """run_train replaced by a deterministic 'training' that adds the clip's frame count to every
+  parameter of its start (the given init, else a fresh init) and saves the result where a real run
+  leaves its checkpoint; records (name, steps, init) per call."""
+  from autox3d_jax.models import builder
+  from autox3d_jax.train import loop, weights
+  calls = []
+
+  def fake_run_train(cfg, workdir, spec, name, init=None):
+    calls.append((name, cfg.train.steps, init))
+    start = init if init is not None else jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype),
+                                                                 builder.variable_shapes(spec))
+    trained = {"params": jax.tree_util.tree_map(lambda a: np.asarray(a) + cfg.data.num_frames, start["params"]),
+               "batch_stats": jax.tree_util.tree_map(np.asarray, start["batch_stats"])}
+    directory = loop.run_dirs(workdir, "train", name).checkpoints
+    shutil.rmtree(directory, ignore_errors=True)     # a retrained candidate replaces its checkpoint
+    weights.save(directory, spec, trained)
+    cost = arch_cost(spec)
+    top1 = min(0.99, 0.1 + 0.08 * math.log2(cfg.data.num_frames) + 0.01 * math.log2(cost.flops / 1e4))
+    return train_loop.TrainResult(name, spec, top1, top1, cost.gflops, cost.params, 0.1, 32)
+  monkeypatch.setattr(expansion_loop, "run_train", fake_run_train)
+  monkeypatch.setattr(expansion_loop.setup, "ensure_dataset", lambda cfg: None)
+  monkeypatch.setattr(expansion_loop.data_registry, "get_source", lambda *a, **k: None)
+  return calls
+
+
+INHERITED = {"search.x3d_expansion.scorer": "inherited", "search.x3d_expansion.inherited_steps": 1,
+             "search.x3d_expansion.axes": ("temporal", "width")}
+
+
+def test_inherited_scorer_starts_each_candidate_from_its_parents_trained_weights(tmp_path, fake_inheriting_training):
+  from autox3d_jax.models import morph
+  from autox3d_jax.train import loop, weights
+  cfg = tiny_config(**INHERITED)
+  workdir = str(tmp_path)
+  run_ = expansion_loop.run_expansion(cfg, workdir)
+  plan = run_.plan
+  by_name = {r["name"]: r for r in run_.records}
+  calls = {name: (steps, init) for name, steps, init in fake_inheriting_training}
+  assert len(calls) == len(run_.records) == run_.trained
+  (base,) = [r for r in run_.records if r["kind"] == "base"]
+  assert base["scorer"] == "standalone" and base["parent"] is None and calls[base["name"]] == (2, None)
+  children = [r for r in run_.records if r["kind"] != "base"]
+  assert children and {r["axis"] for r in children} >= {"temporal", "width"}
+  for r in children:
+    steps, init = calls[r["name"]]
+    assert r["scorer"] == "inherited" and r["steps"] == steps == 1
+    parent = by_name[r["parent"]]
+    parent_spec = zoo.from_factors(X3DFactors(**parent["factors"]), 5, plan.skeleton)
+    parent_weights = weights.read(loop.run_dirs(workdir, "train", parent["name"]).checkpoints, "test")
+    want = morph.grow(parent_spec, parent_weights, plan.spec(X3DFactors(**r["factors"])), jax.random.PRNGKey(cfg.seed))
+    for a, b in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(want)):
+      np.testing.assert_array_equal(np.asarray(a), b)
+    # the parent is the network this candidate expands: one step before it on the chosen path
+    assert parent["chosen"] and parent["step"] == r["step"] - 1 or r["kind"] == "contract"
+  # A rerun trains nothing; a retrained parent (other settings) retrains its children under new names.
+  fake_inheriting_training.clear()
+  assert expansion_loop.run_expansion(cfg, workdir).trained == 0 and not fake_inheriting_training
+  other = tiny_config(**INHERITED, **{"search.x3d_expansion.train_steps": 3})
+  again = expansion_loop.run_expansion(other, workdir)
+  assert again.trained == len(again.records)
+  assert not {r["name"] for r in again.records if r["kind"] != "base"} & {r["name"] for r in children}
+
+
+def test_inherited_scorer_fails_naming_a_parent_whose_weights_are_gone(tmp_path, fake_inheriting_training):
+  from autox3d_jax.train import loop
+  cfg = tiny_config(**{**INHERITED, "search.x3d_expansion.axes": ("width",)})
+  run_ = expansion_loop.run_expansion(cfg, str(tmp_path))
+  record = json.loads(open(expansion_loop.record_path(str(tmp_path))).read())
+  (base,) = [r for r in run_.records if r["kind"] == "base"]
+  # Forget every candidate but the base, and lose the base's weights.
+  json_path = expansion_loop.record_path(str(tmp_path))
+  with open(json_path, "w") as f:
+    json.dump({**record, "candidates": [r for r in record["candidates"] if r["name"] == base["name"]]}, f)
+  shutil.rmtree(loop.run_dirs(str(tmp_path), "train", base["name"]).checkpoints)
+  with pytest.raises(config_lib.ConfigError, match=re.escape(f"the trained weights of {base['name']!r}")):
+    expansion_loop.run_expansion(cfg, str(tmp_path))
+
+
+def test_a_version_1_record_is_still_read(tmp_path, fake_training):
+  cfg = tiny_config()
+  expansion_loop.run_expansion(cfg, str(tmp_path))
+  path = expansion_loop.record_path(str(tmp_path))
+  data = json.loads(open(path).read())
+  for r in data["candidates"]:
+    for key in ("scorer", "parent", "steps"):
+      r.pop(key)
+  with open(path, "w") as f:
+    json.dump({**data, "version": 1}, f)
+  fake_training.clear()
+  assert expansion_loop.run_expansion(cfg, str(tmp_path)).trained == 0 and not fake_training
+
+
 def test_search_mode_reports_the_expansion(tmp_path, fake_training):
   from autox3d_jax import run
   run.MODES["search"](tiny_config(), str(tmp_path))
@@ -348,13 +449,17 @@ def test_cli_rejects_an_unreachable_target_before_building_the_dataset(tmp_path)
 
 # ----------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_tiny_expansion_from_the_cli_survives_a_kill(tmp_path):
+@pytest.mark.parametrize("scorer", ["standalone", "inherited"])
+def test_tiny_expansion_from_the_cli_survives_a_kill(tmp_path, scorer):
   """The shipped tiny config, really trained: killed (SIGKILL) once some candidates are recorded,
-  rerun with the same command, it finishes without retraining them and writes the report."""
+  rerun with the same command, it finishes without retraining them and writes the report. With
+  the inherited scorer the candidates after the kill read their parents' weights from disk."""
   workdir, data = tmp_path / "w", tmp_path / "data"
   cmd = [sys.executable, "-m", "autox3d_jax.main", "--config=configs/search_x3d_expansion.py:tiny",
          f"--workdir={workdir}", f"--config.data.data_dir={data}",
          "--config.search.x3d_expansion.axes=('temporal', 'fast', 'width')"]
+  if scorer == "inherited":
+    cmd += ["--config.search.x3d_expansion.scorer=inherited", "--config.search.x3d_expansion.inherited_steps=1"]
   record = workdir / "expansion" / "candidates.json"
   proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 600
@@ -374,3 +479,6 @@ def test_tiny_expansion_from_the_cli_survives_a_kill(tmp_path):
   (final,) = [c for c in results["expansion"]["candidates"] if c["final"]]
   cfg = configs.get("search_x3d_expansion", "tiny")
   assert final["cost"] <= expansion_loop.cost_target(cfg, results["models"][0]["arch"]["head"]["num_classes"])
+  children = [c for c in results["expansion"]["candidates"] if c["kind"] != "base"]
+  assert {c["scorer"] for c in children} == {scorer} and all((c["parent"] is None) == (scorer == "standalone")
+                                                            for c in children)

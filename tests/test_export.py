@@ -106,6 +106,58 @@ def test_the_int8_tflite_model_stays_close_to_the_float_one(exported):
   assert manifest["artifacts"]["tflite_int8"]["bytes"] < 0.5 * manifest["artifacts"]["tflite"]["bytes"]
 
 
+def spread_bn_variables(spec, seed=0):
+  """Random weights and BN statistics whose per-channel ranges differ by 1000x, as a trained
+  network's do: what per-tensor int8 ranges lose unless BN is folded first."""
+  variables = builder.init_variables(spec, jax.random.PRNGKey(seed))
+  rng = np.random.default_rng(seed)
+
+  def perturb(path, a):
+    name = path[-1].key
+    if name == "mean":
+      return rng.normal(0, 1.0, a.shape).astype(np.float32)
+    if name == "var":
+      return np.exp(rng.uniform(np.log(1e-3), np.log(1.0), a.shape)).astype(np.float32)
+    return np.asarray(a)
+  return {"params": jax.tree_util.tree_map(np.asarray, variables["params"]),
+          "batch_stats": jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])}
+
+
+@pytest.mark.parametrize("block_type", ["x3d", "x2d", "r2plus1d", "csn", "stm", "tea"])
+def test_folding_batch_norm_keeps_the_function_of_every_block_type(block_type):
+  from flax.traverse_util import flatten_dict
+  from autox3d_jax.export.fold import fold_batch_norm
+  kernel = (1, 3, 3) if block_type == "x2d" else (3, 3, 3)
+  spec = zoo.x3d("S", num_classes=5, num_frames=4, crop_size=32, depths=(2, 1), widths=(8, 16), block_type=block_type,
+                 kernel=kernel)
+  variables = spread_bn_variables(spec)
+  folded = fold_batch_norm(spec, variables)
+  clips = np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
+  run = lambda v: np.asarray(builder.build(spec).apply(v, clips, train=False))  # noqa: E731
+  want = run(variables)
+  np.testing.assert_allclose(run(folded), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+  stats = flatten_dict(folded["batch_stats"])
+  left = sorted("/".join(k[:-1]) for k, v in stats.items() if k[-1] == "mean" and np.any(v))
+  assert left == ([f"{b}/bn_b" for b in ("s1_b1", "s1_b2", "s2_b1")] if block_type == "stm" else []), left
+
+
+def test_int8_from_the_folded_network_keeps_what_per_tensor_ranges_lose():
+  """Post-training int8 of a network with trained-like BN statistics: from the folded network the
+  int8 logits follow the float ones (r >= 0.9); the same conversion without folding does worse by 0.1."""
+  from autox3d_jax.export import tensorflow as tf_export
+  spec = small_x3d(crop=32)
+  variables = spread_bn_variables(spec)
+  sig = export_lib.signature(spec, batch_size=2)
+  calibration = [export_lib.example_clips(sig, seed=s) for s in range(1, 9)]
+  clips = np.concatenate([export_lib.example_clips(sig, seed=s) for s in (11, 12, 13, 14)])
+  expected = flax_logits(spec, variables, clips, sig)
+  r = {}
+  for fold in (True, False):
+    got = tf_export.run_tflite(tf_export.convert_tflite(spec, variables, sig, calibration, fold_bn=fold), clips)
+    r[fold] = np.corrcoef(got.ravel(), expected.ravel())[0, 1]
+  assert r[True] >= 0.9 and r[True] - r[False] >= 0.1, r     # measured: 0.95 against 0.76
+
+
 def test_the_manifest_describes_the_signature_and_the_files(exported):
   spec, _, sig, out, manifest, _, _ = exported
   on_disk = json.loads(open(os.path.join(out, "export.json")).read())

@@ -12,6 +12,10 @@ X3D-`target`'s FLOPs (target=XS|S|M|L, default S) at its clip, each candidate tr
 recipe for train_steps (set it for your budget; the paper trained 30 tiny models for its low-compute
 networks). `tiny`: seconds-long, for the tests.
 
+`--config.search.x3d_expansion.scorer=inherited --config.search.x3d_expansion.inherited_steps=N`: a
+cheaper proxy: every candidate but the base starts from the trained weights of the network it
+expands (models/morph.py; it computes that network's function at the start) and trains N steps.
+
 Run it again with the same --workdir to resume: trained candidates are read from
 workdir/expansion/candidates.json, a candidate killed mid-training resumes from its checkpoint.
 """

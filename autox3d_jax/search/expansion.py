@@ -86,11 +86,14 @@ class Plan:
 @dataclasses.dataclass(frozen=True)
 class Candidate:
   """A network the expansion trains: at `step` (0 = the base), expanding `axis` ('' for the base) of
-  the current network, or its backward contraction (kind 'contract')."""
+  the current network, or its backward contraction (kind 'contract'). `parent`: the network it was
+  made from (the current network; for a contraction the network before the last expansion, or the
+  last network where another of its axes shrinks), None for the base."""
   step: int
   axis: str
   kind: str            # base | expand | contract
   factors: X3DFactors
+  parent: X3DFactors | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +162,7 @@ def candidates(plan: Plan, current: X3DFactors, step: int) -> list[Candidate]:
       continue
     if axis in ("width", "bottleneck", "depth") and plan.spec(f).stages == same:
       continue
-    out.append(Candidate(step, axis, "expand", f))
+    out.append(Candidate(step, axis, "expand", f, current))
   return out
 
 
@@ -309,7 +312,10 @@ def run(plan: Plan, score: Callable[[Candidate], float], log: Callable[[str], No
         log(f"contraction: every {axis} setting past step {step - 1} is above the target; shrinking "
             f"{other[0]} of step {step}'s network instead")
         axis, shrunk = other
-      current = do(Candidate(step, axis, "contract", shrunk))
+        parent = current.candidate.factors
+      else:
+        parent = previous.candidate.factors
+      current = do(Candidate(step, axis, "contract", shrunk, parent))
       path.append(current)
       break
   return ExpansionResult(scored, path, current)
