@@ -6,7 +6,9 @@ network, the X3D-expanded network (at its own clip: frames, stride, crop) and th
 with the demo's retraining recipe, once per seed. Prints and appends one JSON line per training to
 benchmarks/results/x3d_expansion.jsonl, then a summary line: mean top-1 per network, the paired
 difference per seed with its mean and standard error, and each search's cost (wall seconds,
-networks trained).
+networks trained), and writes a report with the three networks side by side (their per-seed and
+mean top-1, the paired differences, each search's cost) and the expansion's path: `--report`,
+default <expansion workdir>/comparison.
 
   python -m autox3d_jax.main --config=configs/demo.py --workdir=/tmp/demo
   python -m autox3d_jax.main --config=configs/search_x3d_expansion.py:demo --workdir=/tmp/x3d_expansion
@@ -45,8 +47,11 @@ def main():
   parser.add_argument("--seeds", default="0,1,2,3,4")
   parser.add_argument("--config-arg", default="speed", help="configs/demo.py's variant (the recipe)")
   parser.add_argument("--reuse", action="store_true",
-                      help="take the searched and baseline networks' top-1 per seed from earlier lines of the "
-                           "results file with the same --demo (retrain only the expanded network)")
+                      help="take each network's top-1 per seed from earlier lines of the results file with the "
+                           "same --demo (and, for the expanded network, the same --expansion): retrain only "
+                           "what has no line")
+  parser.add_argument("--report", default="", help="where the comparison report goes (default "
+                                                   "<expansion>/comparison)")
   args = parser.parse_args()
 
   from autox3d_jax import configs
@@ -80,7 +85,8 @@ def main():
   if args.reuse and os.path.exists(OUT):
     with open(OUT) as f:
       for line in map(json.loads, f):
-        if line.get("demo") == args.demo and "network" in line and line["network"] != "X3D-expanded":
+        if line.get("demo") == args.demo and "network" in line and (
+            line["network"] != "X3D-expanded" or line.get("expansion") == args.expansion):
           earlier[(line["network"], line["seed"])] = line["top1"]
   for seed in seeds:
     for name, (spec, clip) in networks.items():
@@ -98,12 +104,47 @@ def main():
               "params": result.params, "clip": [cfg.data.num_frames, cfg.data.sampling_stride, cfg.data.crop_size],
               "steps": cfg.train.steps, "seconds": round(time.time() - start, 1), "demo": args.demo,
               "expansion": args.expansion})
-  _write({"summary": True, "seeds": seeds,
-          "mean_top1": {k: round(statistics.mean(v), 4) for k, v in top1.items()},
-          "searched_minus_expanded": _paired(top1["AutoX3D (searched)"], top1["X3D-expanded"]),
-          "expanded_minus_baseline": _paired(top1["X3D-expanded"], top1["X3D-like baseline"]),
-          "searched_minus_baseline": _paired(top1["AutoX3D (searched)"], top1["X3D-like baseline"]),
-          "search_cost": costs, "demo": args.demo, "expansion": args.expansion})
+  summary = {"summary": True, "seeds": seeds,
+             "mean_top1": {k: round(statistics.mean(v), 4) for k, v in top1.items()},
+             "searched_minus_expanded": _paired(top1["AutoX3D (searched)"], top1["X3D-expanded"]),
+             "expanded_minus_baseline": _paired(top1["X3D-expanded"], top1["X3D-like baseline"]),
+             "searched_minus_baseline": _paired(top1["AutoX3D (searched)"], top1["X3D-like baseline"]),
+             "search_cost": costs, "demo": args.demo, "expansion": args.expansion}
+  _write(summary)
+  written = _report(args.report or os.path.join(args.expansion, "comparison"), networks, top1, seeds, summary,
+                    expanded, recipe)
+  print(f"report: {written['report']}")
+
+
+def _report(directory, networks, top1, seeds, summary, expanded, recipe) -> dict:
+  """The comparison as an autox3d_jax report: one row per network (mean and per-seed top-1 at its
+  own clip), notes with the paired differences and search costs, and the expansion's path."""
+  from autox3d_jax import report
+  from autox3d_jax.cost.analytic import arch_cost
+  kinds = {"AutoX3D (searched)": "searched", "X3D-expanded": "x3d-expanded", "X3D-like baseline": "baseline"}
+  models = []
+  for name, (spec, clip) in networks.items():
+    if clip is not None:
+      spec = spec.replace(num_frames=clip.frames, crop_size=clip.crop)
+    cost = arch_cost(spec)
+    models.append({"name": name, "kind": kinds[name], "top1": statistics.mean(top1[name]), "gflops": cost.gflops,
+                   "params": cost.params, "arch": spec, "seeds": seeds, "top1_per_seed": top1[name]})
+
+  def paired(key, what):
+    d = summary[key]
+    return f"{what}: {100 * d['mean']:+.2f} points, standard error {100 * d['se']:.2f} (paired over seeds {seeds})."
+  cost = summary["search_cost"]
+  notes = [f"Each network retrained with configs/demo.py's recipe ({recipe.train.steps} steps) at its own clip, "
+           f"top-1 on {recipe.data.name} {recipe.data.eval_split}, mean of {len(seeds)} seeds.",
+           paired("searched_minus_expanded", "AutoX3D minus X3D-expanded"),
+           paired("searched_minus_baseline", "AutoX3D minus the X3D-like baseline"),
+           paired("expanded_minus_baseline", "X3D-expanded minus the X3D-like baseline"),
+           f"Search cost: AutoX3D {cost['AutoX3D (searched)']['seconds']} s (one supernet of "
+           f"{cost['AutoX3D (searched)']['steps']} steps); X3D's expansion {cost['X3D-expanded']['seconds']:.0f} s of "
+           f"training, {cost['X3D-expanded']['networks_trained']} networks."]
+  results = {"title": f"AutoX3D against X3D's expansion: {recipe.data.name}", "models": models, "notes": notes,
+             "expansion": expanded["expansion"]}
+  return report.write_report(directory, results)
 
 
 if __name__ == "__main__":
