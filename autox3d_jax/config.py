@@ -176,6 +176,7 @@ def base_config() -> ml_collections.ConfigDict:
       trust_pickle=False,             # True: unpickle any object (runs the file's code; trusted files only)
       dir=""))                        # '' = workdir/pretrained/<network name>
   c.latency = ml_collections.ConfigDict(dict(
+      backend="jax",                  # jax (XLA on this device) | tflite (each piece as a TFLite model, 1 thread)
       batch_size=1, repeats=5, warmup=2,
       min_time_s=0.2,                 # each timing repeats until it has run this long (<= 200 repeats)
       statistic="median",             # median | mean of the repeats, per table entry
@@ -279,6 +280,10 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"student), got {s.num_groups}")
   _choice(c.train.dtype, ("float32", "bfloat16"), "train.dtype")
   _choice(c.latency.dtype, ("float32", "bfloat16"), "latency.dtype")
+  _choice(c.latency.backend, ("jax", "tflite"), "latency.backend")
+  if c.latency.backend == "tflite" and c.latency.dtype != "float32":
+    raise ConfigError(f"config.latency.backend = 'tflite' times float32 TFLite models, but config.latency.dtype is "
+                      f"{c.latency.dtype!r}: set config.latency.dtype=float32")
   _choice(c.latency.statistic, ("median", "mean"), "latency.statistic")
   for key in ("search.steps", "search.num_groups", "data.batch_size", "data.eval_batch_size", "data.num_frames",
               "data.crop_size", "data.sampling_stride", "train.steps", "train.seeds", "log_every_steps",

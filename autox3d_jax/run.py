@@ -84,7 +84,7 @@ def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float
   lat = cfg.latency
   stats = latency_lib.time_module(builder.build(spec, latency_lib.measure.module_dtype(lat.dtype)),
                                   (lat.batch_size,) + spec.input_shape, lat.dtype, lat.warmup, lat.repeats,
-                                  lat.min_time_s)
+                                  lat.min_time_s, backend=lat.backend)
   return float(stats[f"{lat.statistic}_ms"])
 
 

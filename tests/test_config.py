@@ -313,10 +313,10 @@ def _latency(cfg):
   from autox3d_jax.cost.latency import measure
   calls = []
 
-  def fake(items, warmup, repeats, min_time_s=0.0, progress=False, desc="", memory=False, seed=0):
+  def fake(items, warmup, repeats, min_time_s=0.0, progress=False, desc="", memory=False, seed=0, backend="jax"):
     out = {}
     for name, (module, shape, dtype) in items.items():
-      calls.append((tuple(shape), dtype, warmup, repeats, min_time_s))
+      calls.append((tuple(shape), dtype, warmup, repeats, min_time_s, backend))
       ms = 0.001 * float(np.prod(shape)) + 0.01 * len(name)
       out[name] = {"median_ms": ms, "mean_ms": 2 * ms, "min_ms": ms, "n": 1}
       if memory:
@@ -325,7 +325,7 @@ def _latency(cfg):
 
   original = measure.measure_modules, measure.measure_overhead_ms
   try:
-    measure.measure_modules, measure.measure_overhead_ms = fake, (lambda repeats=200: 0.0)
+    measure.measure_modules, measure.measure_overhead_ms = fake, (lambda repeats=200, backend="jax": 0.0)
     space = toys.tiny_space()
     table = latency.load_or_build(space, cfg.latency, None, progress=False)
     measured = list(calls)
@@ -334,7 +334,7 @@ def _latency(cfg):
   finally:
     measure.measure_modules, measure.measure_overhead_ms = original
   return (measured, sorted(table.entries.items())[:3], table.meta["statistic"], table.meta["dtype"],
-          [a["point"] for a in out["archs"]], calls[:3])
+          table.meta["latency_backend"], [a["point"] for a in out["archs"]], calls[:3])
 
 
 def _latency_path(cfg):
@@ -516,6 +516,7 @@ KEYS = {
        (("lr", 0.3), ("momentum", 0.5), ("weight_decay", 1e-2), ("warmup_steps", 3), ("grad_clip", 1.0))},
     "checkpoint.every_steps": (5, [_loop], {}),
     "checkpoint.keep": (2, [_checkpoints_kept], {}),
+    "latency.backend": ("tflite", [_latency], {}),
     "latency.batch_size": (2, [_latency], {}),
     "latency.repeats": (3, [_latency], {}),
     "latency.warmup": (1, [_latency], {}),
@@ -681,12 +682,21 @@ def test_bf16_search_is_honoured_not_ignored():
     ("data.max_skipped_fraction", 1.5, "must be <= 1"),
     ("resume", "search.stepz", "config.resume names 'search.stepz', which is not a config key"),
     ("latency.statistic", "max", "config.latency.statistic"),
+    ("latency.backend", "onnx", "config.latency.backend"),
 ])
 def test_bad_values_are_rejected_naming_the_key(key, value, message):
   cfg = toys.set_keys(config_lib.base_config(), {"search.target_arch": "X3D", key: value})
   with pytest.raises(config_lib.ConfigError, match=message) as err:
     config_lib.validate(cfg)
   assert f"config.{key}" in str(err.value)
+
+
+def test_the_tflite_latency_backend_refuses_bfloat16():
+  cfg = toys.set_keys(config_lib.base_config(), {"search.target_arch": "X3D", "latency.backend": "tflite",
+                                                 "latency.dtype": "bfloat16"})
+  with pytest.raises(config_lib.ConfigError, match="config.latency.backend = 'tflite' times float32 TFLite models, "
+                                                   "but config.latency.dtype is 'bfloat16'"):
+    config_lib.validate(cfg)
 
 
 @pytest.mark.parametrize("arg, message", [

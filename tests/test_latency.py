@@ -69,12 +69,17 @@ def recorded_cost_table_queries(space):
 
 @pytest.fixture
 def fake_timer(monkeypatch):
-  """Deterministic, distinct 'milliseconds' per measured module and input shape; counts calls."""
-  calls = []
+  """Deterministic, distinct 'milliseconds' per measured module and input shape; counts calls
+  (and records each call's backend in `.backends`)."""
+  class Calls(list):
+    backends: list
+
+  calls = Calls()
 
   def fake_measure_modules(items, warmup, repeats, min_time_s=0.0, progress=False, desc="", memory=False,
-                           seed=0):
+                           seed=0, backend="jax"):
     out = {}
+    backends.append(backend)
     for name, (module, input_shape, dtype) in items.items():
       spec = getattr(module, "spec", None)
       ms = 0.001 * float(np.prod(input_shape))
@@ -91,7 +96,8 @@ def fake_timer(monkeypatch):
 
   # Patched where table.py and validate.py look them up (`measure.measure_modules`).
   monkeypatch.setattr(measure, "measure_modules", fake_measure_modules)
-  monkeypatch.setattr(measure, "measure_overhead_ms", lambda repeats=200: 0.05)
+  monkeypatch.setattr(measure, "measure_overhead_ms", lambda repeats=200, backend="jax": 0.05)
+  backends = calls.backends = []
   return calls
 
 
@@ -173,6 +179,20 @@ def test_build_roundtrip_reuse_and_rebuild(tmp_path, fake_timer):
     f.write("{not json")
   t5 = L.load_or_build(space, latency_cfg(**cfg), progress=False)
   assert "unreadable" in t5.origin and L.LatencyTable.load(path) == t5
+
+  # Another latency backend -> rebuilt, timed there; a table written before backends existed is a jax one.
+  t9 = L.load_or_build(space, latency_cfg(**{**cfg, "backend": "tflite"}), progress=False)
+  assert "latency_backend: stored 'jax' != current 'tflite'" in t9.origin and fake_timer.backends[-1] == "tflite"
+  assert t9.meta["tflite_threads"] == 1 and t9.meta["tensorflow"]
+  t10 = L.load_or_build(space, latency_cfg(**cfg), progress=False)
+  old = json.load(open(path))
+  for key in ("latency_backend", "tensorflow", "tflite_threads"):
+    del old["meta"][key]
+  with open(path, "w") as f:
+    json.dump(old, f)
+  n = len(fake_timer)
+  reused = L.load_or_build(space, latency_cfg(**cfg), progress=False)
+  assert len(fake_timer) == n and reused.origin == f"loaded from {path}" and reused.entries == t10.entries
 
   # Another summary statistic -> rebuilt.
   t7 = L.load_or_build(space, latency_cfg(**{**cfg, "statistic": "mean"}), progress=False)
@@ -335,6 +355,40 @@ def test_real_table_and_validation(tmp_path):
 
   mem = L.arch_memory(space.to_arch(res["archs"][0]["point"]))
   assert set(mem) >= {"peak_activation_bytes", "temp_bytes", "argument_bytes", "output_bytes"}
+
+
+def test_tflite_backend_times_the_pieces_as_tflite_models(tmp_path):
+  """latency.backend=tflite: every piece converted to a float32 TFLite model (which computes the
+  flax module's output) and timed by the interpreter; the table validates like the JAX one."""
+  from autox3d_jax.export import tensorflow as tf_export
+  import tensorflow as tf
+  space = tiny_space()
+  # The converted piece is the piece: a block's TFLite model gives the module's output.
+  spec, in_width, thw = next(iter(L.required_queries(space)[0].values()))
+  module, shape, dtype = measure.block_item(spec, in_width, thw, 1, "float32")
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  variables = measure.synthetic_variables(module, jnp.asarray(x))
+  model = tf_export.tflite_of_function(lambda inp: module.apply(variables, inp, train=False), shape)
+  interpreter = tf.lite.Interpreter(model_content=model)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+  interpreter.invoke()
+  got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+  want = np.asarray(module.apply(variables, jnp.asarray(x), train=False))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+  table = L.build_table(space, batch_size=1, dtype="float32", warmup=1, repeats=2, min_time_s=0.0,
+                        statistic="median", progress=False, backend="tflite")
+  blocks, heads, _ = L.required_queries(space)
+  assert len(table.entries) == len(blocks) and len(table.head_ms) == len(heads)
+  assert all(v > 0 for v in table.entries.values()) and table.stem_ms > 0 and table.overhead_ms > 0
+  assert table.meta["latency_backend"] == "tflite" and table.meta["tflite_threads"] == measure.TFLITE_THREADS
+  res = L.validate_table(space, table, latency_cfg(), num_archs=3, seed=1, out_dir=str(tmp_path), progress=False,
+                         repeats=2, warmup=1, min_time_s=0.0, num_probes=1)
+  assert res["num_archs"] == 3 and -1.0 <= res["kendall_tau"] <= 1.0 and not res["settings"]["meta_mismatch"]
+  assert all(a["measured_ms"] > 0 and a["memory"]["temp_bytes"] is None for a in res["archs"])
+  with pytest.raises(ValueError, match="TFLite latency backend times float32"):
+    L.current_meta(space, 1, "bfloat16", "median", "tflite")
 
 
 # ------------------------------------------------------------------------- search wiring

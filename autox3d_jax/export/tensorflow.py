@@ -74,6 +74,39 @@ def write_saved_model(spec, variables, sig, out_dir: str, clips: np.ndarray, exp
           "max_abs_diff": float(np.max(np.abs(got - expected)))}
 
 
+def tflite_of_function(fn, shape: tuple[int, ...], dtype=np.float32) -> bytes:
+  """The float32 TFLite flatbuffer of a JAX function of one array (`fn(x)`, its constants closed
+  over), traced on the 'frames' depthwise path as the network export is: what the latency table's
+  TFLite backend times for each piece."""
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  from autox3d_jax.ops import depthwise
+  converted = jax2tf.convert(fn, with_gradient=False, native_serialization_platforms=("cpu",))
+  module = tf.Module()
+
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec(tuple(shape), tf.as_dtype(dtype), name="x")])
+  def serve(x):
+    return {"y": converted(x)}
+
+  with depthwise.forced_impl("frames"):
+    serve.get_concrete_function()
+  module.serve = serve
+  with tempfile.TemporaryDirectory(prefix="autox3d_tflite_") as tmp:
+    _save(module, tmp)
+    return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+
+
+def tflite_invoker(model: bytes, x: np.ndarray, threads: int = 1):
+  """A no-argument callable that runs the TFLite interpreter of `model` once on the input `x` (set
+  once, as a timing loop needs it): `threads` interpreter threads."""
+  import tensorflow as tf
+  interpreter = tf.lite.Interpreter(model_content=model, num_threads=threads)
+  interpreter.allocate_tensors()
+  inp = interpreter.get_input_details()[0]
+  interpreter.set_tensor(inp["index"], np.asarray(x, inp["dtype"]))
+  return interpreter.invoke
+
+
 def run_tflite(model: bytes, clips: np.ndarray) -> np.ndarray:
   """Logits of a TFLite flatbuffer on `clips`, one batch of the model's input shape at a time."""
   import tensorflow as tf

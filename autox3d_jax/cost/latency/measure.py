@@ -1,4 +1,5 @@
-"""Timing and memory analysis of compiled eval-mode forwards on the current backend.
+"""Timing and memory analysis of compiled eval-mode forwards on the current backend, or of the
+same forwards converted to TFLite and run by the TFLite interpreter (backend 'tflite').
 
 Takes flax modules (or the specs they are built from) with an input shape and dtype; returns timing
 statistics in milliseconds and XLA's memory analysis. Knows nothing about latency tables: which
@@ -16,6 +17,12 @@ scales): running each block's `init` program would cost more compile time than t
 
 Per-call overhead: `measure_overhead_ms` times a trivial compiled program, the dispatch /
 synchronisation cost every timed piece includes once.
+
+Backend 'tflite' (on-device latency as far as this machine can give it): each module, with the same
+synthetic parameters as constants, is converted to a float32 TFLite model
+(`export.tensorflow.tflite_of_function`, the network export's path) and timed as
+`interpreter.invoke()` on TFLITE_THREADS thread(s), with the same interleaved protocol. It has no
+memory analysis (those fields are None).
 """
 from __future__ import annotations
 
@@ -34,6 +41,8 @@ from autox3d_jax.models.builder import Head, Stem, build
 from autox3d_jax.models.spec import ArchSpec, BlockSpec, HeadSpec
 
 MAX_REPEATS = 200
+BACKENDS = ("jax", "tflite")
+TFLITE_THREADS = 1   # the TFLite interpreter's threads: one core, as a small device runs a model
 
 
 # -------------------------------------------------------------------------------------- modules
@@ -115,6 +124,24 @@ def _compile_module(module, x):
   return compiled, variables
 
 
+def _check_backend(backend: str) -> None:
+  if backend not in BACKENDS:
+    raise ValueError(f"latency backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _program(module, x, backend: str):
+  """(call, compiled or None): a no-argument callable running `module`'s eval forward on `x` once
+  and waiting for it, on `backend`; the compiled XLA program for memory analysis (jax only)."""
+  if backend == "jax":
+    compiled, variables = _compile_module(module, x)
+    return (lambda: jax.block_until_ready(compiled(variables, x))), compiled
+  from autox3d_jax.export import tensorflow as tf_export   # pylint: disable=import-outside-toplevel
+  variables = synthetic_variables(module, x)
+  model = tf_export.tflite_of_function(lambda inp: module.apply(variables, inp, train=False), x.shape,
+                                       np.dtype(x.dtype))
+  return tf_export.tflite_invoker(model, np.asarray(x), TFLITE_THREADS), None
+
+
 # -------------------------------------------------------------------------------------- timing
 def time_compiled(fn: Callable, args: tuple, warmup: int, repeats: int, min_time_s: float = 0.0) -> dict:
   """Run `fn(*args)` `warmup` times (at least once: first-call host-kernel loading), then time calls,
@@ -136,8 +163,9 @@ def time_compiled(fn: Callable, args: tuple, warmup: int, repeats: int, min_time
 
 def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_time_s: float = 0.0,
                     progress: bool = False, desc: str = "measure", memory: bool = False,
-                    seed: int = 0) -> dict:
+                    seed: int = 0, backend: str = "jax") -> dict:
   """Time many modules' eval forwards with one interleaved protocol; returns {name: stats}.
+  `backend`: 'jax' (compiled XLA programs) or 'tflite' (the module doc).
 
   items: name -> (module, input_shape, input_dtype). Each module is compiled ahead of time
   (`jax.jit(...).lower(...).compile()`, variables as arguments), run `warmup` times (at least once:
@@ -152,6 +180,7 @@ def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_t
   measured during a busy minute.
   """
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  _check_backend(backend)
   names = list(items)
   bar = tqdm(total=len(names) * (1 + max(1, int(repeats))), desc=f"{desc}: compile", unit="step",
              disable=not progress, dynamic_ncols=True)
@@ -163,16 +192,15 @@ def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_t
       key = (tuple(int(v) for v in shape), str(in_dtype))
       if key not in inputs:  # one input buffer per shape, shared by the items that take it
         inputs[key] = _random_input(key[0], key[1])
-      compiled, variables = _compile_module(module, inputs[key])
-      args = (variables, inputs[key])
+      call, compiled = _program(module, inputs[key], backend)
       for _ in range(max(1, int(warmup))):
-        jax.block_until_ready(compiled(*args))
+        call()
       t0 = time.perf_counter()
-      jax.block_until_ready(compiled(*args))
+      call()
       estimate = time.perf_counter() - t0
       per_round = max(1, min(MAX_REPEATS // max(1, int(repeats)),
                              math.ceil(min_time_s / max(1, int(repeats)) / max(estimate, 1e-6))))
-      programs[name] = (compiled, args, per_round)
+      programs[name] = (call, per_round)
       times[name] = []
       if memory:
         stats[name] = {"memory": _memory_stats(compiled)}
@@ -181,10 +209,10 @@ def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_t
     rng = np.random.default_rng(seed)
     for _ in range(max(1, int(repeats))):
       for i in rng.permutation(len(names)):
-        compiled, args, per_round = programs[names[i]]
+        call, per_round = programs[names[i]]
         for _ in range(per_round):
           t0 = time.perf_counter()
-          jax.block_until_ready(compiled(*args))
+          call()
           times[names[i]].append((time.perf_counter() - t0) * 1e3)
         bar.update(1)
   finally:
@@ -196,9 +224,10 @@ def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_t
   return stats
 
 
-def time_module(module, input_shape, dtype: str, warmup: int, repeats: int, min_time_s: float = 0.0) -> dict:
+def time_module(module, input_shape, dtype: str, warmup: int, repeats: int, min_time_s: float = 0.0,
+                backend: str = "jax") -> dict:
   """One module's stats (`measure_modules` with a single item)."""
-  return measure_modules({"m": (module, input_shape, dtype)}, warmup, repeats, min_time_s)["m"]
+  return measure_modules({"m": (module, input_shape, dtype)}, warmup, repeats, min_time_s, backend=backend)["m"]
 
 
 def time_block(spec: BlockSpec, in_width: int, thw, batch_size: int, dtype: str, warmup: int, repeats: int,
@@ -207,18 +236,25 @@ def time_block(spec: BlockSpec, in_width: int, thw, batch_size: int, dtype: str,
   return time_module(*block_item(spec, in_width, thw, batch_size, dtype), warmup, repeats, min_time_s)
 
 
-def measure_overhead_ms(repeats: int = 200) -> float:
-  """Median wall time of a trivial compiled program: the per-call cost every timed piece includes."""
+def measure_overhead_ms(repeats: int = 200, backend: str = "jax") -> float:
+  """Median wall time of a trivial program (x + 1 on 8 floats) on `backend`: the per-call cost
+  every timed piece includes."""
+  _check_backend(backend)
   x = jnp.ones((8,), jnp.float32)
+  if backend == "tflite":
+    from autox3d_jax.export import tensorflow as tf_export   # pylint: disable=import-outside-toplevel
+    call = tf_export.tflite_invoker(tf_export.tflite_of_function(lambda v: v + 1.0, (8,)), np.ones(8, np.float32),
+                                    TFLITE_THREADS)
+    return time_compiled(call, (), warmup=5, repeats=repeats)["median_ms"]
   compiled = jax.jit(lambda v: v + 1.0).lower(x).compile()
   return time_compiled(compiled, (x,), warmup=5, repeats=repeats)["median_ms"]
 
 
 def measure_arch(spec: ArchSpec, batch_size: int, dtype: str, warmup: int, repeats: int,
-                 min_time_s: float) -> dict:
+                 min_time_s: float, backend: str = "jax") -> dict:
   """End-to-end eval-forward latency of a whole network (same protocol as the table) + memory."""
   return measure_modules({"arch": arch_item(spec, batch_size, dtype)}, warmup, repeats, min_time_s,
-                         memory=True)["arch"]
+                         memory=True, backend=backend)["arch"]
 
 
 # -------------------------------------------------------------------------------------- memory

@@ -25,7 +25,8 @@ FORMAT_VERSION = 1
 # Meta fields that must agree for a stored table to be reused (the rest is informational).
 MATCH_FIELDS = ("format_version", "backend", "platform", "device_kind", "device_count", "cpu_model",
                 "cpu_count", "dtype", "batch_size", "jax", "jaxlib", "flax", "numba", "depthwise_impl",
-                "depthwise_plan", "numba_threads", "xla_flags", "statistic", "space_fingerprint")
+                "depthwise_plan", "numba_threads", "xla_flags", "statistic", "space_fingerprint",
+                "latency_backend", "tensorflow", "tflite_threads")
 DTYPES = ("float32", "bfloat16")
 STATISTICS = ("median", "mean")
 
@@ -70,9 +71,15 @@ def _numba_threads() -> int | None:
     return None
 
 
-def current_meta(space, batch_size: int, dtype: str, statistic: str) -> dict:
-  """The meta a table measured here and now, for `space`, would carry (the match fields).
-  Raises ValueError for a dtype not in DTYPES or a statistic not in STATISTICS."""
+def current_meta(space, batch_size: int, dtype: str, statistic: str, backend: str = "jax") -> dict:
+  """The meta a table measured here and now, for `space`, on latency `backend` ('jax' or 'tflite':
+  `measure`), would carry (the match fields). Raises ValueError for a dtype not in DTYPES, a
+  statistic not in STATISTICS, an unknown backend, or bfloat16 on the TFLite backend."""
+  from autox3d_jax.cost.latency.measure import BACKENDS, TFLITE_THREADS  # pylint: disable=import-outside-toplevel
+  if backend not in BACKENDS:
+    raise ValueError(f"latency backend must be one of {BACKENDS}, got {backend!r}")
+  if backend == "tflite" and dtype != "float32":
+    raise ValueError(f"the TFLite latency backend times float32 models, not {dtype!r}")
   if dtype not in DTYPES:
     raise ValueError(f"latency dtype must be one of {DTYPES}, got {dtype!r}")
   if statistic not in STATISTICS:
@@ -100,6 +107,9 @@ def current_meta(space, batch_size: int, dtype: str, statistic: str) -> dict:
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "statistic": statistic,
       "space_fingerprint": space_fingerprint(space),
+      "latency_backend": backend,
+      "tensorflow": _version("tensorflow") if backend == "tflite" else None,
+      "tflite_threads": TFLITE_THREADS if backend == "tflite" else None,
   }
 
 

@@ -107,7 +107,7 @@ class LatencyTable:
     """Inverse of `to_dict`; files written before 'statistic' and 'overhead_ms' existed read as a
     median table without overhead. Raises ValueError for anything that is not a table."""
     try:
-      return cls(meta={"statistic": "median", **d["meta"]}, entries={str(k): float(v) for k, v in d["entries"].items()},
+      return cls(meta={"statistic": "median", "latency_backend": "jax", **d["meta"]}, entries={str(k): float(v) for k, v in d["entries"].items()},
                  stem_ms=float(d["stem_ms"]), head_ms={str(k): float(v) for k, v in d["head_ms"].items()},
                  overhead_ms=float(d.get("overhead_ms", 0.0)), timing=dict(d.get("timing", {})),
                  origin=origin)
@@ -128,30 +128,33 @@ def _loadavg() -> float | None:
 
 
 def build_table(space, *, batch_size: int, dtype: str, warmup: int, repeats: int, min_time_s: float,
-                statistic: str, progress: bool = True) -> LatencyTable:
+                statistic: str, progress: bool = True, backend: str = "jax") -> LatencyTable:
   """Time every unique piece the space's networks contain (`required_queries`: blocks, stem, head
   widths) plus the per-call overhead, on the current default backend (interleaved protocol:
   `measure.measure_modules`). Every setting is explicit; `load_or_build` reads them from the config.
+
+  backend: 'jax' (XLA on this device) or 'tflite' (each piece converted to TFLite and run by its
+  interpreter: `measure`'s module doc).
 
   statistic: what summarises a piece's timed calls. 'median' is robust to rare outliers; 'mean' is
   additive in expectation, which matters on a loaded machine: a short piece's median often misses
   the preemptions a long whole-network run cannot escape (see `validate_table`'s
   `same_session_by_statistic`). On a quiet machine the two agree."""
-  meta = current_meta(space, batch_size, dtype, statistic)
+  meta = current_meta(space, batch_size, dtype, statistic, backend)
   blocks, head_widths, head_thw = required_queries(space)
   c = space.config
   t0 = time.perf_counter()
   load0 = _loadavg()
-  overhead = measure.measure_overhead_ms()
+  overhead = measure.measure_overhead_ms(backend=backend)
   items = {STEM_ITEM: measure.stem_item(c, batch_size, dtype)}
   for key in sorted(blocks):
     spec, in_width, thw = blocks[key]
     items[key] = measure.block_item(spec, in_width, thw, batch_size, dtype)
   for w in head_widths:
     items[f"{HEAD_ITEM}{w}"] = measure.head_item(c.head, w, head_thw, batch_size, dtype)
-  stats = measure.measure_modules(items, warmup, repeats, min_time_s, progress,
-                                  desc=f"latency table ({meta['device_kind']}, batch {batch_size}, {dtype}, "
-                                       f"{len(items)} entries)")
+  where = meta["device_kind"] if backend == "jax" else f"TFLite on {meta['cpu_model']}"
+  stats = measure.measure_modules(items, warmup, repeats, min_time_s, progress, backend=backend,
+                                  desc=f"latency table ({where}, batch {batch_size}, {dtype}, {len(items)} entries)")
   ms = {k: v[f"{statistic}_ms"] for k, v in stats.items()}
   entries = {k: ms[k] for k in sorted(blocks)}
   head_ms = {str(w): ms[f"{HEAD_ITEM}{w}"] for w in head_widths}
@@ -172,8 +175,8 @@ def load_or_build(space, latency_cfg, path: str | None = None, *, dtype: str | N
   new one -- logging why -- and save it there. Without any path ('' in the config) the table is
   built, not saved.
 
-  latency_cfg: `cfg.latency` (`config.base_config().latency`); read: batch_size, repeats, warmup,
-  min_time_s, dtype, statistic, path. Keyword arguments given (not None) win over it.
+  latency_cfg: `cfg.latency` (`config.base_config().latency`); read: backend, batch_size, repeats,
+  warmup, min_time_s, dtype, statistic, path. Keyword arguments given (not None) win over it.
   """
   batch_size = int(latency_cfg.batch_size)
   repeats = int(latency_cfg.repeats)
@@ -182,7 +185,8 @@ def load_or_build(space, latency_cfg, path: str | None = None, *, dtype: str | N
   dtype = dtype or latency_cfg.dtype
   statistic = statistic or latency_cfg.statistic
   path = path or latency_cfg.path or None
-  wanted = current_meta(space, batch_size, dtype, statistic)
+  backend = latency_cfg.get("backend", "jax")
+  wanted = current_meta(space, batch_size, dtype, statistic, backend)
   reason = "no table path given" if path is None else f"no table at {path}"
   if path is not None and paths.exists(path):
     try:
@@ -196,7 +200,7 @@ def load_or_build(space, latency_cfg, path: str | None = None, *, dtype: str | N
       reason = f"{path} is unreadable ({e})"
   _log.warning("latency table: measuring a new one: %s", reason)
   table = build_table(space, batch_size=batch_size, dtype=dtype, warmup=warmup, repeats=repeats,
-                      min_time_s=min_time_s, statistic=statistic, progress=progress)
+                      min_time_s=min_time_s, statistic=statistic, progress=progress, backend=backend)
   table.origin = f"rebuilt: {reason}; {table.origin}"
   if path is not None:
     table.save(path)

@@ -60,7 +60,8 @@ def arch_pieces(space, spec: ArchSpec, dtype: str = "float32", batch_size: int =
 
 def _mismatch_warning(table: LatencyTable, space) -> list[str]:
   return meta_mismatch(table.meta, current_meta(space, table.meta["batch_size"], table.meta["dtype"],
-                                               table.meta.get("statistic", "median")))
+                                               table.meta.get("statistic", "median"),
+                                               table.meta.get("latency_backend", "jax")))
 
 
 def _kendall(a, b) -> tuple[float, float]:
@@ -98,7 +99,7 @@ def validate_table(space, table: LatencyTable, latency_cfg, out_dir: str | None 
 
   Called like `load_or_build`: `validate_table(space, table, cfg.latency, out_dir)`. Reads
   latency_cfg.num_archs, .seed, .warmup, .repeats, .min_time_s; keyword arguments given (not None)
-  win over them. Batch size, dtype and statistic are the table's own (its meta).
+  win over them. Batch size, dtype, statistic and backend (jax or tflite) are the table's own (its meta).
 
   The networks are timed interleaved (`measure_modules`). The primary figures compare the *stored*
   table with these measurements.
@@ -151,6 +152,7 @@ def validate_table(space, table: LatencyTable, latency_cfg, out_dir: str | None 
       pieces[keys[i]] = measure.block_item(spec, in_width, thw, batch_size, dtype)
   items.update({"piece|" + k: v for k, v in pieces.items()})
   measured = measure.measure_modules(items, warmup, repeats, min_time_s, progress, memory=True, seed=seed,
+                                     backend=table.meta.get("latency_backend", "jax"),
                                      desc=f"validate latency table ({len(specs)} archs + {len(pieces)} pieces)")
   now = {k: measured["piece|" + k][stat_key] for k in pieces}
   session_tables = {}  # statistic -> the table with the pieces re-timed now (retime only)
