@@ -96,11 +96,21 @@ def tflite_of_function(fn, shape: tuple[int, ...], dtype=np.float32) -> bytes:
     return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
 
 
+def make_interpreter(model: bytes, threads: int | None = None):
+  """TF's TFLite interpreter for `model`. TF (2.21 here) warns at every construction that the interpreter
+  moves to the ai_edge_litert package, which this project does not depend on; that one warning is
+  silenced here (a table build constructs one per piece)."""
+  import warnings
+  import tensorflow as tf
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r".*tf\.lite\.Interpreter is deprecated", category=UserWarning)
+    return tf.lite.Interpreter(model_content=model, num_threads=threads)
+
+
 def tflite_invoker(model: bytes, x: np.ndarray, threads: int = 1):
   """A no-argument callable that runs the TFLite interpreter of `model` once on the input `x` (set
   once, as a timing loop needs it): `threads` interpreter threads."""
-  import tensorflow as tf
-  interpreter = tf.lite.Interpreter(model_content=model, num_threads=threads)
+  interpreter = make_interpreter(model, threads)
   interpreter.allocate_tensors()
   inp = interpreter.get_input_details()[0]
   interpreter.set_tensor(inp["index"], np.asarray(x, inp["dtype"]))
@@ -109,8 +119,7 @@ def tflite_invoker(model: bytes, x: np.ndarray, threads: int = 1):
 
 def run_tflite(model: bytes, clips: np.ndarray) -> np.ndarray:
   """Logits of a TFLite flatbuffer on `clips`, one batch of the model's input shape at a time."""
-  import tensorflow as tf
-  interpreter = tf.lite.Interpreter(model_content=model)
+  interpreter = make_interpreter(model)
   interpreter.allocate_tensors()
   inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
   batch = int(inp["shape"][0])
