@@ -135,7 +135,13 @@ def test_tiny_demo_end_to_end(tmp_path):
   checkpoints = sorted(os.listdir(tmp_path / "work" / "checkpoints"))
   assert checkpoints == ["search", "train_AutoX3D__searched__seed_0", "train_AutoX3D__searched__seed_1",
                          "train_X3D-like_baseline_seed_0", "train_X3D-like_baseline_seed_1"], checkpoints
-  assert "top-1 % per seed" in (report_dir / "report.md").read_text()
+  md = (report_dir / "report.md").read_text()
+  assert "top-1 % per seed" in md
+  for m in results["models"]:      # the temporal-extent line of each network (#24's task-adaptation measure)
+    from autox3d_jax.cost.analytic import temporal_extent
+    from autox3d_jax.models.spec import ArchSpec
+    t = temporal_extent(ArchSpec.from_dict(m["arch"]))
+    assert f"Temporal extent of {m['name']}: mean temporal kernel k_t {t.mean_kt:.2f}" in md
   for name in ("report.md", "pareto.png", "decisions.png"):
     assert (report_dir / name).stat().st_size > 0
   assert (tmp_path / "work" / "search" / "arch.json").exists()

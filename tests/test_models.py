@@ -240,3 +240,19 @@ def test_spatial_conv_rejects_unknown_impl():
   from autox3d_jax.models.layers import SpatialConv
   with pytest.raises(ValueError, match="impl"):
     SpatialConv(4, impl="fft").init(jax.random.PRNGKey(0), jnp.zeros((1, 1, 5, 5, 3)))
+
+
+def test_temporal_extent_counts_the_blocks_that_look_across_frames():
+  from autox3d_jax.cost.analytic import temporal_extent
+  spec = zoo.x3d("S", 5, num_frames=4, crop_size=32, depths=(1, 2), widths=(8, 16))
+  t = temporal_extent(spec)
+  assert (t.blocks, t.mean_kt, t.temporal_flops_share) == (3, 3.0, 1.0)      # every X3D block is 3x3x3
+  # One block made 2D (k_t = 1): the mean drops by 2/3 and its FLOPs leave the temporal share.
+  stages = list(spec.stages)
+  stages[1] = StageSpec((stages[1].blocks[0], dataclasses.replace(stages[1].blocks[1], type="x2d", kernel=(1, 3, 3))))
+  mixed = spec.replace(stages=tuple(stages))
+  t = temporal_extent(mixed)
+  report = arch_cost(mixed)
+  flops = [report.layers[name].flops for name in ("s1_b1", "s2_b1", "s2_b2")]
+  assert t.mean_kt == pytest.approx(7 / 3)
+  assert t.temporal_flops_share == pytest.approx((flops[0] + flops[1]) / sum(flops))

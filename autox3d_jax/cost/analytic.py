@@ -131,6 +131,28 @@ def arch_cost(spec: ArchSpec, num_frames: int | None = None, crop_size: int | No
   return CostReport(layers, thw)
 
 
+@dataclasses.dataclass(frozen=True)
+class TemporalExtent:
+  """How much of a network looks across frames, over its residual blocks (the stem and head are
+  fixed by the skeleton): `mean_kt`, the mean temporal kernel size k_t of the blocks, and
+  `temporal_flops_share`, the share of the blocks' multiply-adds in blocks with k_t > 1."""
+  mean_kt: float
+  temporal_flops_share: float
+  blocks: int
+
+
+def temporal_extent(spec: ArchSpec) -> TemporalExtent:
+  """The TemporalExtent of `spec` at its own clip: what a search on a motion task should raise and
+  one on an appearance task lower (issue #24's task-adaptation measure)."""
+  report = arch_cost(spec)
+  blocks = [(labels.block(i, j), b) for i, stage in enumerate(spec.stages) for j, b in enumerate(stage.blocks)]
+  flops = {name: report.layers[name].flops for name, _ in blocks}
+  total = sum(flops.values())
+  temporal = sum(flops[name] for name, b in blocks if b.kernel[0] > 1)
+  return TemporalExtent(mean_kt=sum(b.kernel[0] for _, b in blocks) / len(blocks),
+                        temporal_flops_share=temporal / total if total else 0.0, blocks=len(blocks))
+
+
 def count_params(params) -> int:
   """Number of scalars in a params pytree (to check the analytic count against real modules)."""
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -11,6 +11,7 @@ config             task        frames  size      train    validation
 motion             motion      16      64x64     10,000   2,000   (Something-Something-like)
 appearance         appearance  16      64x64     10,000   2,000   (Kinetics-like)
 motion_small       motion      12      48x48     4,000    800     (demo.py:motion; builds in ~20 s)
+appearance_small   appearance  12      48x48     4,000    800     (its appearance counterpart)
 sequence_small     sequence    12      48x48     4,000    800     (two moves in order, 16 classes)
 speed_small        speed       12      48x48     4,000    800     (the README demo: 8 speed bins)
 motion_tiny        motion      12      32x32     64       32      (tests: builds in seconds)
@@ -96,6 +97,8 @@ CONFIGS = {
         _config("motion", "motion"),
         _config("appearance", "appearance"),
         _config("motion_small", "motion", num_frames=12, resolution=48, num_train=4000, num_validation=800),
+        _config("appearance_small", "appearance", num_frames=12, resolution=48, num_train=4000,
+                num_validation=800),
         _config("sequence_small", "sequence", num_frames=12, resolution=48, num_train=4000,
                 num_validation=800),
         _config("speed_small", "speed", num_frames=12, resolution=48, num_train=4000, num_validation=800),
