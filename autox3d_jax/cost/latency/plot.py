@@ -56,6 +56,8 @@ def plot_validation(result: Mapping, path: str) -> str:
   if colour is not None:
     fig.colorbar(sc, ax=[ax1, ax2], label="peak activation memory (MiB)")
   m = result["meta"]
-  fig.suptitle(f"{m['backend']} / {m['device_kind']}, batch {s['batch_size']}, {s['dtype']}, "
+  where = (f"TFLite, {m.get('tflite_threads')} thread(s)" if m.get("latency_backend") == "tflite" else
+           f"{m['backend']} / {m['device_kind']}")
+  fig.suptitle(f"{where}, batch {s['batch_size']}, {s['dtype']}, "
                f"{s['num_frames']}x{s['crop_size']}, {result['num_archs']} random archs", fontsize=10)
   return paths.save_figure(fig, path)   # creates the folder; local or gs://
