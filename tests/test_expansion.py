@@ -253,19 +253,29 @@ def test_the_kinetics_variant_expands_x2d_to_an_x3d_variants_flops(target):
                                                              zoo.X3D_VARIANTS[target]["sampling_stride"])
 
 
+def fake_result(cfg, spec, name) -> train_loop.TrainResult:
+  """A deterministic 'trained' result: top-1 from the clip's frames, then the cost."""
+  cost = arch_cost(spec)
+  top1 = min(0.99, 0.1 + 0.08 * math.log2(cfg.data.num_frames) + 0.01 * math.log2(cost.flops / 1e4))
+  return train_loop.TrainResult(name, spec, top1, top1, cost.gflops, cost.params, 0.1, 32)
+
+
+def patch_training(monkeypatch, fake_run_train) -> None:
+  """expansion_loop trains with `fake_run_train` and reads no dataset."""
+  monkeypatch.setattr(expansion_loop, "run_train", fake_run_train)
+  monkeypatch.setattr(expansion_loop.setup, "ensure_dataset", lambda cfg: None)
+  monkeypatch.setattr(expansion_loop.data_registry, "get_source", lambda *a, **k: None)
+
+
 @pytest.fixture
 def fake_training(monkeypatch):
-  """run_train replaced by a deterministic score (frames, then cost); no dataset is read."""
+  """run_train replaced by `fake_result`; no dataset is read. Returns the run names trained."""
   calls = []
 
   def fake_run_train(cfg, workdir, spec, name, init=None):
     calls.append(name)
-    cost = arch_cost(spec)
-    top1 = min(0.99, 0.1 + 0.08 * math.log2(cfg.data.num_frames) + 0.01 * math.log2(cost.flops / 1e4))
-    return train_loop.TrainResult(name, spec, top1, top1, cost.gflops, cost.params, 0.1, 32)
-  monkeypatch.setattr(expansion_loop, "run_train", fake_run_train)
-  monkeypatch.setattr(expansion_loop.setup, "ensure_dataset", lambda cfg: None)
-  monkeypatch.setattr(expansion_loop.data_registry, "get_source", lambda *a, **k: None)
+    return fake_result(cfg, spec, name)
+  patch_training(monkeypatch, fake_run_train)
   return calls
 
 
@@ -339,12 +349,8 @@ def fake_inheriting_training(monkeypatch):
     directory = loop.run_dirs(workdir, "train", name).checkpoints
     shutil.rmtree(directory, ignore_errors=True)     # a retrained candidate replaces its checkpoint
     weights.save(directory, spec, trained)
-    cost = arch_cost(spec)
-    top1 = min(0.99, 0.1 + 0.08 * math.log2(cfg.data.num_frames) + 0.01 * math.log2(cost.flops / 1e4))
-    return train_loop.TrainResult(name, spec, top1, top1, cost.gflops, cost.params, 0.1, 32)
-  monkeypatch.setattr(expansion_loop, "run_train", fake_run_train)
-  monkeypatch.setattr(expansion_loop.setup, "ensure_dataset", lambda cfg: None)
-  monkeypatch.setattr(expansion_loop.data_registry, "get_source", lambda *a, **k: None)
+    return fake_result(cfg, spec, name)
+  patch_training(monkeypatch, fake_run_train)
   return calls
 
 

@@ -23,20 +23,23 @@ def small_x3d(crop=64, classes=5):
   return zoo.x3d("S", num_classes=classes, num_frames=4, crop_size=crop, depths=(1, 1, 1, 1), widths=(8, 16, 24, 32))
 
 
-def trained_like_variables(spec, seed=0):
-  """Random weights and random BN statistics (so the exports fold non-trivial statistics)."""
+def trained_like_variables(spec, seed=0, mean_std=0.1, var_range=(0.5, 1.5), log_var=False):
+  """Random weights and random BN statistics (so the exports fold non-trivial statistics): means
+  N(0, mean_std), variances uniform in `var_range` (log-uniform with `log_var`)."""
   variables = builder.init_variables(spec, jax.random.PRNGKey(seed))
   rng = np.random.default_rng(seed)
 
   def perturb(path, a):
     name = path[-1].key
     if name == "mean":
-      return rng.normal(0, 0.1, a.shape).astype(np.float32)
+      return rng.normal(0, mean_std, a.shape).astype(np.float32)
     if name == "var":
-      return rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
+      lo, hi = np.log(var_range) if log_var else var_range
+      v = rng.uniform(lo, hi, a.shape)
+      return (np.exp(v) if log_var else v).astype(np.float32)
     return np.asarray(a)
   stats = jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])
-  return {"params": variables["params"], "batch_stats": stats}
+  return {"params": jax.tree_util.tree_map(np.asarray, variables["params"]), "batch_stats": stats}
 
 
 def flax_logits(spec, variables, clips, sig):
@@ -109,18 +112,7 @@ def test_the_int8_tflite_model_stays_close_to_the_float_one(exported):
 def spread_bn_variables(spec, seed=0):
   """Random weights and BN statistics whose per-channel ranges differ by 1000x, as a trained
   network's do: what per-tensor int8 ranges lose unless BN is folded first."""
-  variables = builder.init_variables(spec, jax.random.PRNGKey(seed))
-  rng = np.random.default_rng(seed)
-
-  def perturb(path, a):
-    name = path[-1].key
-    if name == "mean":
-      return rng.normal(0, 1.0, a.shape).astype(np.float32)
-    if name == "var":
-      return np.exp(rng.uniform(np.log(1e-3), np.log(1.0), a.shape)).astype(np.float32)
-    return np.asarray(a)
-  return {"params": jax.tree_util.tree_map(np.asarray, variables["params"]),
-          "batch_stats": jax.tree_util.tree_map_with_path(perturb, variables["batch_stats"])}
+  return trained_like_variables(spec, seed, mean_std=1.0, var_range=(1e-3, 1.0), log_var=True)
 
 
 @pytest.mark.parametrize("block_type", ["x3d", "x2d", "r2plus1d", "csn", "stm", "tea"])
