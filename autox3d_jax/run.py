@@ -98,7 +98,7 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   cost = arch_cost(result.spec)
   entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
            "params": cost.params, "arch": result.spec}
-  notes = input_axes_notes(space, result) + temporal_notes([result.spec])
+  notes = input_axes_notes(space, result) + temporal_notes([(entry["name"], result.spec)])
   if cfg.search.cost_metric == "latency":
     entry["latency_ms"] = measured_latency_ms(cfg, result.spec)
     notes.append(f"Latency-constrained search: table-predicted {result.cost:.3f} ms (target "
@@ -248,7 +248,7 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
            f"device(s); search {result.seconds:.0f} s, retraining {retrain_s[0]:.0f} s + {retrain_s[1]:.0f} s.",
            f"Both networks trained with the same recipe ({cfg.train.steps} steps) and evaluated on "
            f"{cfg.data.name} {cfg.data.eval_split} ({searched[0].eval_examples} videos); {seeds_note}."]
-  notes += temporal_notes([result.spec, baseline_spec])
+  notes += temporal_notes([(m["name"], m["arch"]) for m in models])
   inputs = {"search": result.input, **{f"{r.name} seed {seed}": r.input
                                        for rs in (searched, baseline) for r, seed in zip(rs, seeds)}}
   paths = _write_report(cfg, workdir, space, models, result, notes, inputs)
@@ -324,13 +324,14 @@ def input_axes_notes(space: SearchSpace, result) -> list[str]:
           f"is retrained and evaluated at its own clip."]
 
 
-def temporal_notes(specs) -> list[str]:
-  """One report line per network on its temporal extent (`analytic.temporal_extent`): what a
-  motion task and an appearance task should pull in opposite directions."""
+def temporal_notes(networks) -> list[str]:
+  """One report line per (report name, ArchSpec) on the network's temporal extent
+  (`analytic.temporal_extent`): what a motion task and an appearance task should pull in opposite
+  directions."""
   lines = []
-  for spec in specs:
+  for name, spec in networks:
     t = temporal_extent(spec)
-    lines.append(f"Temporal extent of {spec.name}: mean temporal kernel k_t {t.mean_kt:.2f} over its {t.blocks} "
+    lines.append(f"Temporal extent of {name}: mean temporal kernel k_t {t.mean_kt:.2f} over its {t.blocks} "
                  f"blocks; blocks with k_t > 1 carry {100 * t.temporal_flops_share:.0f}% of the blocks' FLOPs.")
   return lines
 
