@@ -5,11 +5,10 @@
 In eval mode BN is y = (x - mean) * s + bias with s = scale / sqrt(var + eps), per channel. When x
 is a linear op's output (no bias of its own), multiplying that op's kernel by s along its output
 channels and setting BN's bias to bias - mean * s, scale to 1, mean to 0 and var to 1 - eps gives
-the same function (up to float rounding, ~1e-5 on the demo network's logits). The folded network
+the same function (up to float rounding). The folded network
 has normalised pre-BN activations: int8 post-training quantisation gives each tensor one range, and
 unfolded conv outputs have per-channel ranges that BN only equalises afterwards, so one range for
-all channels loses the small ones. On the demo's searched network int8 top-1 went from 47.3% to
-74.6% (float 75.8%) with folding (benchmarks/RESULTS.md, session 20).
+all channels loses the small ones (the measured effect on int8 top-1: benchmarks/RESULTS.md).
 
 Which BN follows which op (models/builder.py, models/blocks.py): the stem's `bn` after its
 depthwise `conv_t`, the head's `conv5_bn` after `conv5`, and in every block `bn_a` / `bn_c` /
@@ -29,7 +28,7 @@ from autox3d_jax import labels
 from autox3d_jax.models.layers import BN_EPSILON
 from autox3d_jax.models.spec import ArchSpec
 
-# BN module name -> the path, within the same parent module, of the kernel it follows.
+# BN module name -> the path, within the same parent module, of the op whose kernel it follows.
 STEM = {"bn": ("conv_t",)}
 HEAD = {"conv5_bn": ("conv5",)}
 BLOCK = {"bn_a": ("conv_a", "conv"), "bn_c": ("conv_c", "conv"), "shortcut_bn": ("shortcut", "conv"),
@@ -40,16 +39,12 @@ BN_B_NOT_FOLDED = frozenset({"stm"})
 
 def _pairs(spec: ArchSpec) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
   """(BN module path, kernel path) of every foldable BN of `spec`, paths under 'params'."""
-  out = [(("stem", bn), ("stem",) + k) for bn, k in STEM.items()]
-  out += [(("head", bn), ("head",) + k) for bn, k in HEAD.items()]
+  modules = [("stem", STEM), ("head", HEAD)]
   for i, stage in enumerate(spec.stages):
     for j, block in enumerate(stage.blocks):
-      name = labels.block(i, j)
-      for bn, k in BLOCK.items():
-        if bn == "bn_b" and block.type in BN_B_NOT_FOLDED:
-          continue
-        out.append(((name, bn), (name,) + k + ("kernel",)))
-  return [(bn, k if k[-1] == "kernel" else k + ("kernel",)) for bn, k in out]
+      rules = {bn: op for bn, op in BLOCK.items() if not (bn == "bn_b" and block.type in BN_B_NOT_FOLDED)}
+      modules.append((labels.block(i, j), rules))
+  return [((name, bn), (name,) + op + ("kernel",)) for name, rules in modules for bn, op in rules.items()]
 
 
 def fold_batch_norm(spec: ArchSpec, variables: Mapping) -> dict:

@@ -10,8 +10,7 @@ model converted is traced on the `shift` depthwise path instead (pads, strided s
 per-channel multiply-adds, all builtins). Float32 by default; with calibration clips, int8 post-
 training quantisation (weights and activations int8, float32 input and output, builtin int8 ops
 only) is written next to it, converted from the network with its batch norms folded into the
-convolutions before them (`export.fold`: without that, int8 lost 28 points of top-1 on the demo's
-network instead of 1).
+convolutions before them (`export.fold`, which says why).
 """
 from __future__ import annotations
 
@@ -26,25 +25,42 @@ TFLITE_INT8_FILE = "model_int8.tflite"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
 
-def _module(spec, variables, sig, impl: str, platforms):
-  """A tf.Module with a `serve` tf.function (clips -> logits) traced on depthwise `impl`."""
+def _serving_module(fn, shape, dtype, impl: str, platforms, names=("clips", "logits")):
+  """A tf.Module whose `serve` tf.function maps one input tensor (`shape`, numpy `dtype`, named
+  names[0]) to {names[1]: fn(x)}: the JAX function `fn` through jax2tf, traced on depthwise `impl`."""
   import tensorflow as tf
   from jax.experimental import jax2tf
-  from autox3d_jax.export import inference_fn
   from autox3d_jax.ops import depthwise
-  converted = jax2tf.convert(inference_fn(spec, variables, sig), with_gradient=False,
-                             native_serialization_platforms=platforms)
+  converted = jax2tf.convert(fn, with_gradient=False, native_serialization_platforms=platforms)
   module = tf.Module()
-  dtype = tf.uint8 if sig.input_kind == "uint8" else tf.float32
+  inp, out = names
 
-  @tf.function(autograph=False, input_signature=[tf.TensorSpec(sig.input_shape, dtype, name="clips")])
-  def serve(clips):
-    return {"logits": converted(clips)}
+  @tf.function(autograph=False, input_signature=[tf.TensorSpec(tuple(shape), tf.as_dtype(dtype), name=inp)])
+  def serve(x):
+    return {out: converted(x)}
 
   with depthwise.forced_impl(impl):
     serve.get_concrete_function()   # trace now, inside the impl's scope
   module.serve = serve
   return module
+
+
+def _module(spec, variables, sig, impl: str, platforms):
+  """The network's serving module (clips -> logits) traced on depthwise `impl`."""
+  from autox3d_jax.export import inference_fn
+  return _serving_module(inference_fn(spec, variables, sig), sig.input_shape, sig.input_dtype, impl, platforms)
+
+
+def _to_tflite(module, configure=None) -> bytes:
+  """The TFLite flatbuffer of a serving module (through a temporary SavedModel, whose StableHLO the
+  converter reads); `configure(converter)` sets options such as quantisation first."""
+  import tensorflow as tf
+  with tempfile.TemporaryDirectory(prefix="autox3d_tflite_") as tmp:
+    _save(module, tmp)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+    if configure is not None:
+      configure(converter)
+    return converter.convert()
 
 
 def _save(module, directory: str) -> None:
@@ -78,22 +94,7 @@ def tflite_of_function(fn, shape: tuple[int, ...], dtype=np.float32) -> bytes:
   """The float32 TFLite flatbuffer of a JAX function of one array (`fn(x)`, its constants closed
   over), traced on the 'frames' depthwise path as the network export is: what the latency table's
   TFLite backend times for each piece."""
-  import tensorflow as tf
-  from jax.experimental import jax2tf
-  from autox3d_jax.ops import depthwise
-  converted = jax2tf.convert(fn, with_gradient=False, native_serialization_platforms=("cpu",))
-  module = tf.Module()
-
-  @tf.function(autograph=False, input_signature=[tf.TensorSpec(tuple(shape), tf.as_dtype(dtype), name="x")])
-  def serve(x):
-    return {"y": converted(x)}
-
-  with depthwise.forced_impl("frames"):
-    serve.get_concrete_function()
-  module.serve = serve
-  with tempfile.TemporaryDirectory(prefix="autox3d_tflite_") as tmp:
-    _save(module, tmp)
-    return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+  return _to_tflite(_serving_module(fn, shape, dtype, "frames", ("cpu",), names=("x", "y")))
 
 
 def make_interpreter(model: bytes, threads: int | None = None):
@@ -137,25 +138,23 @@ def convert_tflite(spec, variables, sig, calibration=None, fold_bn: bool = True)
   network with its batch norms folded (`fold_bn`; False only to measure what folding gives)."""
   import tensorflow as tf
   from autox3d_jax.export.fold import fold_batch_norm
-  if calibration is not None and fold_bn:
-    variables = fold_batch_norm(spec, variables)
-  with tempfile.TemporaryDirectory(prefix="autox3d_tflite_") as tmp:
-    _save(_module(spec, variables, sig, "frames", ("cpu",)), tmp)
-    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-    if calibration is not None:
-      batches = list(calibration)
+  module = lambda v: _module(spec, v, sig, "frames", ("cpu",))  # noqa: E731
+  if calibration is None:
+    return _to_tflite(module(variables))
+  batches = list(calibration)
 
-      def representative():
-        for batch in batches:
-          for clip in batch:   # one clip at a time: the calibration sees every clip
-            yield [np.asarray(clip[None], sig.input_dtype).repeat(sig.batch_size, axis=0)]
+  def representative():
+    for batch in batches:
+      for clip in batch:   # one clip at a time: the calibration sees every clip
+        yield [np.asarray(clip[None], sig.input_dtype).repeat(sig.batch_size, axis=0)]
 
-      converter.optimizations = [tf.lite.Optimize.DEFAULT]
-      converter.representative_dataset = representative
-      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-      converter.inference_input_type = tf.uint8 if sig.input_kind == "uint8" else tf.float32
-      converter.inference_output_type = tf.float32
-    return converter.convert()
+  def int8(converter):
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8 if sig.input_kind == "uint8" else tf.float32
+    converter.inference_output_type = tf.float32
+  return _to_tflite(module(fold_batch_norm(spec, variables) if fold_bn else variables), int8)
 
 
 def write_tflite(spec, variables, sig, out_dir: str, clips: np.ndarray, expected: np.ndarray,

@@ -9,9 +9,10 @@ sampling stride and crop from its factors; the scale jitter scaled with the crop
 config.data.eval_split. With search.x3d_expansion.scorer = 'inherited', every candidate but the base
 starts from the trained weights of the network it was made from (`models.morph.grow`: it computes
 that network's function at the start) and trains search.x3d_expansion.inherited_steps: a cheaper
-proxy than training each from scratch, stated as such in the report. Every finished candidate is appended to `workdir/expansion/candidates.json`
-with its training run's identity, so a killed run resumes without retraining what it has (and a
-candidate killed mid-training resumes from its own checkpoint, as any training run).
+proxy than training each from scratch, stated as such in the report. Every finished candidate is
+appended to `workdir/expansion/candidates.json` with its training run's identity, so a killed run
+resumes without retraining what it has (and a candidate killed mid-training resumes from its own
+checkpoint, as any training run).
 
 Candidates of one step differ in shape, so each compiles its own step: nothing is shared between
 them except JAX's persistent compilation cache, which lets a rerun skip the compiles.
@@ -166,6 +167,7 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
   plan = check_plan(cfg, classes)
   by_name = {r["name"]: r for r in records}
   scored_as: dict[X3DFactors, str] = {}     # factors -> the record name they were last scored under
+  names: list[str] = []                     # the record name of each scored candidate, in scoring order
   trained = 0
 
   def record_name(c: expansion.Candidate) -> str:
@@ -190,6 +192,7 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
     if old is not None and old["identity"] == ident:
       log.info("%s: top-1 %.4f from %s", name, old["top1"], path)
       scored_as[c.factors] = name
+      names.append(name)
       return old["top1"]
     init = None
     if parent is not None:
@@ -205,6 +208,7 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
              "top5": result.top5, "seconds": round(result.seconds, 1)}
     by_name[name] = entry
     scored_as[c.factors] = name
+    names.append(name)
     records[:] = [r for r in records if r["name"] != name] + [entry]
     if jax.process_index() == 0:   # every process trains the candidate; one writes the record
       paths.write_json(path, {"version": RECORD_VERSION, "candidates": records}, indent=1)
@@ -212,14 +216,7 @@ def run_expansion(cfg: ml_collections.ConfigDict, workdir: str) -> ExpansionRun:
              ", from its parent's weights" if inherited else "", result.top1, entry["cost"], plan.metric, result.seconds)
     return result.top1
 
-  names = []      # the record name of each scored candidate, in scoring order
-
-  def score_and_name(c: expansion.Candidate) -> float:
-    top1 = score(c)
-    names.append(scored_as[c.factors])
-    return top1
-
-  result = expansion.run(plan, score_and_name, log.info)
+  result = expansion.run(plan, score, log.info)
   chosen = {id(s) for s in result.path}
   out = []
   for s, name in zip(result.scored, names):

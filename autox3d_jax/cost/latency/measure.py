@@ -124,7 +124,8 @@ def _compile_module(module, x):
   return compiled, variables
 
 
-def _check_backend(backend: str) -> None:
+def check_backend(backend: str) -> None:
+  """ValueError unless `backend` is one of BACKENDS."""
   if backend not in BACKENDS:
     raise ValueError(f"latency backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -180,7 +181,7 @@ def measure_modules(items: Mapping[str, tuple], warmup: int, repeats: int, min_t
   measured during a busy minute.
   """
   from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-  _check_backend(backend)
+  check_backend(backend)
   names = list(items)
   bar = tqdm(total=len(names) * (1 + max(1, int(repeats))), desc=f"{desc}: compile", unit="step",
              disable=not progress, dynamic_ncols=True)
@@ -239,13 +240,13 @@ def time_block(spec: BlockSpec, in_width: int, thw, batch_size: int, dtype: str,
 def measure_overhead_ms(repeats: int = 200, backend: str = "jax") -> float:
   """Median wall time of a trivial program (x + 1 on 8 floats) on `backend`: the per-call cost
   every timed piece includes."""
-  _check_backend(backend)
-  x = jnp.ones((8,), jnp.float32)
+  check_backend(backend)
   if backend == "tflite":
     from autox3d_jax.export import tensorflow as tf_export   # pylint: disable=import-outside-toplevel
     call = tf_export.tflite_invoker(tf_export.tflite_of_function(lambda v: v + 1.0, (8,)), np.ones(8, np.float32),
                                     TFLITE_THREADS)
     return time_compiled(call, (), warmup=5, repeats=repeats)["median_ms"]
+  x = jnp.ones((8,), jnp.float32)
   compiled = jax.jit(lambda v: v + 1.0).lower(x).compile()
   return time_compiled(compiled, (x,), warmup=5, repeats=repeats)["median_ms"]
 

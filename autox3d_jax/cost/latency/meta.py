@@ -75,9 +75,8 @@ def current_meta(space, batch_size: int, dtype: str, statistic: str, backend: st
   """The meta a table measured here and now, for `space`, on latency `backend` ('jax' or 'tflite':
   `measure`), would carry (the match fields). Raises ValueError for a dtype not in DTYPES, a
   statistic not in STATISTICS, an unknown backend, or bfloat16 on the TFLite backend."""
-  from autox3d_jax.cost.latency.measure import BACKENDS, TFLITE_THREADS  # pylint: disable=import-outside-toplevel
-  if backend not in BACKENDS:
-    raise ValueError(f"latency backend must be one of {BACKENDS}, got {backend!r}")
+  from autox3d_jax.cost.latency.measure import TFLITE_THREADS, check_backend  # pylint: disable=import-outside-toplevel
+  check_backend(backend)
   if backend == "tflite" and dtype != "float32":
     raise ValueError(f"the TFLite latency backend times float32 models, not {dtype!r}")
   if dtype not in DTYPES:

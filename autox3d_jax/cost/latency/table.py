@@ -185,7 +185,7 @@ def load_or_build(space, latency_cfg, path: str | None = None, *, dtype: str | N
   dtype = dtype or latency_cfg.dtype
   statistic = statistic or latency_cfg.statistic
   path = path or latency_cfg.path or None
-  backend = latency_cfg.get("backend", "jax")
+  backend = latency_cfg.backend
   wanted = current_meta(space, batch_size, dtype, statistic, backend)
   reason = "no table path given" if path is None else f"no table at {path}"
   if path is not None and paths.exists(path):
