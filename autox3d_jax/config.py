@@ -57,6 +57,15 @@ def optimizer_section(lr: float, warmup_steps: int, weight_decay: float = 5e-5, 
                                         warmup_steps=warmup_steps, grad_clip=grad_clip))
 
 
+def task_section(dataset: str, *, loss: str = "cross_entropy", metric: str = "top1", scale_jitter: tuple = (),
+                 cost_target: float = 0.0, target_arch: str = "", weight: float = 1.0) -> ml_collections.ConfigDict:
+  """One task of a multi-task search (`config.tasks.<name>`; `autox3d_jax.tasks` reads it): its
+  dataset, a registered loss and metric, its scale jitter (() = config.data's), its own cost
+  target (both 0 / '' = config.search's) and its share of the supernet's weight loss."""
+  return ml_collections.ConfigDict(dict(dataset=dataset, loss=loss, metric=metric, scale_jitter=tuple(scale_jitter),
+                                        cost_target=cost_target, target_arch=target_arch, weight=weight))
+
+
 def _temperature_section() -> ml_collections.ConfigDict:
   """Gumbel temperature of the gradient strategies: exp (FBNet) tau_max * exp(-tau_decay * step),
   floored at tau_min, or linear (GDAS) tau_max -> tau_min over search.steps."""
@@ -139,6 +148,8 @@ def base_config() -> ml_collections.ConfigDict:
       init_from="",                   # a checkpoint dir (mode=import's or a training run's): its network's weights
                                       # start the supernet at that network's point (search/adapt.py)
       init_new_blocks="identity",     # init_from: blocks deeper than the network's: identity | copy_last (FNA)
+      tasks="",                       # comma-separated config.tasks names: one multi-task search (FBNetV5), a head
+                                      # and an architecture per task; '' = the single task of config.data
       probabilistic=ml_collections.ConfigDict(dict(
           estimator="reinforce",      # reinforce (with baseline) | parsec (importance weights)
           baseline_decay=0.95, entropy_weight=0.0,
@@ -166,6 +177,7 @@ def base_config() -> ml_collections.ConfigDict:
       init_from="",                   # train mode: start from a checkpoint dir (mode=import's, or a training run's)
       seeds=1,                        # demo: retrain each network with seeds seed .. seed+N-1, report the mean
       optimizer=optimizer_section(lr=0.1, warmup_steps=50)))
+  c.tasks = ml_collections.ConfigDict()   # name -> task_section(...): the tasks config.search.tasks may name
   c.checkpoint = ml_collections.ConfigDict(dict(every_steps=100, keep=3))
   c.eval = ml_collections.ConfigDict(dict(
       checkpoint=""))                 # mode=eval: a checkpoint dir (mode=import's or a training run's); '' = train.arch's run
@@ -306,7 +318,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"config.search.num_groups ({c.search.num_groups}): each group is one architecture")
   if not 0 < c.data.arch_val_fraction < 1:
     raise ConfigError(f"config.data.arch_val_fraction must be in (0, 1), got {c.data.arch_val_fraction}")
-  if searching and c.search.penalty in ("hinge", "absolute") and c.search.cost_target <= 0 and not c.search.target_arch:
+  if searching and c.search.penalty in ("hinge", "absolute") and c.search.cost_target <= 0 and not c.search.target_arch \
+      and not task_names(c):   # a multi-task search's tasks may bring their own targets (check_tasks)
     raise ConfigError("config.search.penalty needs a target: set config.search.cost_target or "
                       "config.search.target_arch (e.g. 'X3D')")
   jitter = tuple(c.data.scale_jitter)
@@ -325,7 +338,90 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _unused_sections(c)
   if s.strategy == "x3d_expansion":
     _expansion(c)
+  check_tasks(c)
   return c
+
+
+TASK_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
+
+
+def task_names(c: ml_collections.ConfigDict) -> list[str]:
+  """config.search.tasks as a list of names, in order ([] = a single-task search)."""
+  return [n.strip() for n in c.search.tasks.split(",")] if c.search.tasks.strip() else []
+
+
+def check_tasks(c: ml_collections.ConfigDict) -> None:
+  """config.search.tasks and config.tasks (a multi-task search, `autox3d_jax.tasks`): each name
+  once, each with a config.tasks section of `task_section`'s keys and sane values, tasks defined
+  only when named, and a run that can serve several tasks. The losses and metrics are checked
+  against their registries by `tasks.tasks_of`."""
+  import re
+  names = task_names(c)
+  if not names:
+    if c.tasks.keys():
+      raise ConfigError(f"config.tasks defines {sorted(c.tasks.keys())} but config.search.tasks names none: set "
+                        f"config.search.tasks={','.join(sorted(c.tasks.keys()))} to search them (or remove config.tasks)")
+    return
+  defaults = task_section("")
+  seen = set()
+  for name in names:
+    if not re.match(TASK_NAME_PATTERN, name):
+      raise ConfigError(f"config.search.tasks = {c.search.tasks!r}: {name!r} is not a task name (a letter, then "
+                        "letters, digits or '_'), comma-separated")
+    if name in seen:
+      raise ConfigError(f"config.search.tasks = {c.search.tasks!r} names the task {name!r} twice; each task gets one "
+                        "head and one architecture: name it once")
+    seen.add(name)
+    if name not in c.tasks:
+      raise ConfigError(f"config.search.tasks names {name!r}, which config.tasks does not define (defined: "
+                        f"{sorted(c.tasks.keys()) or 'none'}); add config.tasks.{name} = config.task_section(<dataset>)")
+    t, key = c.tasks[name], f"tasks.{name}"
+    if not isinstance(t, ml_collections.ConfigDict):
+      raise ConfigError(f"config.{key} must be a section made by config.task_section(<dataset>), got {t!r}")
+    unknown = sorted(set(t.keys()) - set(defaults.keys()))
+    if unknown:
+      raise ConfigError(f"config.{key}.{unknown[0]} is not a task key; a task has {sorted(defaults.keys())}")
+    missing = sorted(set(defaults.keys()) - set(t.keys()))
+    if missing:
+      raise ConfigError(f"config.{key} has no {missing[0]!r}; make it with config.task_section(<dataset>)")
+    if not isinstance(t.dataset, str) or not t.dataset:
+      raise ConfigError(f"config.{key}.dataset is empty; name the task's dataset (e.g. 'moving_digits/motion_small')")
+    _number(c, f"{key}.weight", low=0, low_open=True)
+    _number(c, f"{key}.cost_target", low=0)
+    jitter = tuple(t.scale_jitter)
+    if jitter and (len(jitter) != 2 or not all(_is_number(v) for v in jitter)
+                   or not c.data.crop_size <= jitter[0] <= jitter[1]):
+      raise ConfigError(f"config.{key}.scale_jitter must be () (config.data's) or (min, max) short-side sizes with "
+                        f"config.data.crop_size ({c.data.crop_size}) <= min <= max, got {jitter!r}")
+    if c.search.penalty in ("hinge", "absolute") and t.cost_target <= 0 and not t.target_arch \
+        and c.search.cost_target <= 0 and not c.search.target_arch:
+      raise ConfigError(f"config.search.penalty needs a target for task {name!r}: set config.{key}.cost_target or "
+                        f".target_arch, or config.search.cost_target / target_arch for every task")
+  _multitask_run(c, names)
+
+
+def _multitask_run(c, names):
+  """What a multi-task search cannot do (yet), named before anything is built."""
+  tasks = len(names)
+  if c.mode != "search":
+    raise ConfigError(f"config.search.tasks runs a multi-task search in mode 'search', not {c.mode!r}; "
+                      "benchmarks/bench_multitask.py retrains each task's network")
+  if c.search.strategy not in STRATEGIES:
+    raise ConfigError(f"config.search.tasks needs a supernet strategy {list(STRATEGIES)}, not "
+                      f"{c.search.strategy!r}")
+  if c.search.num_groups % tasks:
+    raise ConfigError(f"config.search.num_groups = {c.search.num_groups} must be divisible by the {tasks} tasks of "
+                      f"config.search.tasks: each task trains num_groups / {tasks} architectures per step")
+  # data.batch_size divides by num_groups (checked above), so each task reads batch_size / T clips.
+  unsupported = [("search.cost_metric", c.search.cost_metric == "latency",
+                  "the latency table is measured with one head; use 'flops' or 'params'"),
+                 ("search.distill", c.search.distill != "none", "in-place distillation is single-task; use 'none'"),
+                 ("search.init_from", bool(c.search.init_from), "a pretrained network has one head; leave it ''")]
+  unsupported += [(f"space.{k}", bool(tuple(c.space[k])), "input axes are searched single-task; use ()")
+                  for k in INPUT_AXIS_KEYS]
+  for key, bad, why in unsupported:
+    if bad:
+      raise ConfigError(f"config.{key} is not supported with config.search.tasks (a multi-task search): {why}")
 
 
 # search.* keys an expansion reads; the rest drive the supernet and must stay at their defaults.

@@ -91,6 +91,8 @@ def measured_latency_ms(cfg: ml_collections.ConfigDict, spec: ArchSpec) -> float
 def search(cfg: ml_collections.ConfigDict, workdir: str):
   if cfg.search.strategy == "x3d_expansion":
     return x3d_expansion(cfg, workdir)
+  if config_lib.task_names(cfg):
+    return multitask_search(cfg, workdir)
   pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
@@ -145,6 +147,48 @@ def x3d_expansion(cfg: ml_collections.ConfigDict, workdir: str):
                          "trained": run_.trained, "candidates": run_.records}}
   _write_report(cfg, workdir, None, [entry], None, notes, {}, extra)
   return run_
+
+
+def multitask_search(cfg: ml_collections.ConfigDict, workdir: str):
+  """config.search.tasks: one multi-task search (`train.multitask_search`), each task's network in
+  the report, side by side, with how they differ."""
+  from autox3d_jax.train.multitask_search import run_multitask_search
+  run_ = run_multitask_search(cfg, workdir)
+  models, notes = [], []
+  for p in run_.programs:
+    r = run_.tasks[p.task.name]
+    cost = arch_cost(r.spec)
+    models.append({"name": r.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
+                   "params": cost.params, "arch": r.spec})
+    notes.append(f"Task {p.task.name} ({p.task.dataset}, {p.space.config.head.num_classes} classes): "
+                 f"{p.table.metric} {r.cost:.4g} against its target {r.cost_target:.4g}.")
+  notes.append(f"One multi-task search of {cfg.search.steps} steps in {run_.seconds:.0f} s: each task trained "
+               f"{cfg.search.num_groups // len(run_.programs)} of the {cfg.search.num_groups} architecture groups and "
+               f"read {cfg.data.batch_size // len(run_.programs)} of the {cfg.data.batch_size} clips per step.")
+  notes += point_differences([(p.task.name, p.space, run_.tasks[p.task.name].point) for p in run_.programs])
+  notes += temporal_notes([(m["name"], m["arch"]) for m in models])
+  extra = {"tasks": {"names": [p.task.name for p in run_.programs], "models": [m["name"] for m in models],
+                     "datasets": [p.task.dataset for p in run_.programs]}}
+  _write_report(cfg, workdir, None, models, None, notes, {"search": run_.input}, extra)
+  return run_
+
+
+def point_differences(tasks) -> list[str]:
+  """One report line per pair of (task name, space, derived point): how many of the decisions
+  active in either network differ, by kind (op, expansion, se, width, depth)."""
+  lines = []
+  for a in range(len(tasks)):
+    for b in range(a + 1, len(tasks)):
+      (name_a, space, pa), (name_b, _, pb) = tasks[a], tasks[b]
+      active = [d for d in space.decisions if space.active(pa, d.label) or space.active(pb, d.label)]
+      differ = [d for d in active if pa[d.label] != pb[d.label]]
+      kinds = {}
+      for d in differ:
+        kinds[d.kind] = kinds.get(d.kind, 0) + 1
+      by_kind = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
+      lines.append(f"{name_a} vs {name_b}: {len(differ)} of the {len(active)} decisions active in either network "
+                   f"differ ({by_kind}).")
+  return lines
 
 
 def check_arch_name(cfg: ml_collections.ConfigDict) -> None:
@@ -363,7 +407,9 @@ def ranking_extra(workdir: str) -> dict:
 
 def _write_report(cfg, workdir, space: SearchSpace | None, models, search_result, notes, inputs: dict[str, dict],
                   extra: dict | None = None):
-  results = {"title": f"autox3d_jax {cfg.mode}: {cfg.data.name}", "models": models,
+  names = config_lib.task_names(cfg)
+  what = f"tasks {', '.join(cfg.tasks[n].dataset for n in names)}" if names else cfg.data.name
+  results = {"title": f"autox3d_jax {cfg.mode}: {what}", "models": models,
              "baseline_family": _x3d_family(cfg, models[0]["arch"].head.num_classes) if models else [],
              "notes": notes + input_notes(inputs), "input": inputs,
              "search": {"strategy": cfg.search.strategy, "steps": cfg.search.steps,

@@ -382,6 +382,19 @@ def _evaluated_weights(cfg):
   return run.evaluated_weights(cfg, "/work", zoo.get("x3d_s"))
 
 
+def _tasks_of_search(cfg):
+  """Which tasks the search serves and each one's share of the step ('single' for a single-task
+  search), as run_multitask_search builds them (on toy spaces)."""
+  from autox3d_jax import tasks as tasks_lib
+  from autox3d_jax.train import multitask_search
+  if not config_lib.task_names(cfg):
+    return "single"
+  found = tasks_lib.tasks_of(cfg)
+  space, table = _toy_table(cfg)
+  programs = [multitask_search.task_program(cfg, t, len(found), space, table) for t in found]
+  return [(p.task.name, p.step_cfg.search.num_groups, p.step_cfg.data.batch_size) for p in programs]
+
+
 PROBE_INIT_FROM = os.path.join(tempfile.mkdtemp(prefix="autox3d_probe_"), "search_init_from")
 
 
@@ -541,6 +554,7 @@ KEYS = {
     "train.init_from": ("/imported/X3D-S", [_initial_weights], {"mode": "train"}),
     "search.init_from": (PROBE_INIT_FROM, [_search_init], {"mode": "search"}),
     "search.init_new_blocks": ("copy_last", [_adapted_supernet], {"search.init_from": "/w"}),
+    "search.tasks": ("a", [_tasks_of_search], {"mode": "search", "tasks": ("a",)}),
     "eval.checkpoint": ("/imported/X3D-S", [_evaluated_weights], {"mode": "eval"}),
     "pretrained.source": ("/ckpt/x3d_s.pyth", [_import_plan], {"mode": "import"}),
     "pretrained.variant": ("x3d_m", [_import_plan], {"mode": "import"}),
@@ -568,7 +582,10 @@ def probe_config(base_overrides):
   cfg.space.num_classes = 5
   cfg.search.target_arch = "X3D"
   cfg.search.num_groups = 2          # K=2: the strategy probes run eagerly, K times per decision
-  return toys.set_keys(cfg, base_overrides)
+  overrides = dict(base_overrides)
+  for name in overrides.pop("tasks", ()):   # config.tasks sections (the multi-task search's)
+    cfg.tasks[name] = config_lib.task_section("moving_digits/motion_tiny")
+  return toys.set_keys(cfg, overrides)
 
 
 def test_every_key_has_a_probe():

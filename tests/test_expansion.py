@@ -358,6 +358,7 @@ INHERITED = {"search.x3d_expansion.scorer": "inherited", "search.x3d_expansion.i
              "search.x3d_expansion.axes": ("temporal", "width")}
 
 
+@pytest.mark.slow   # in CI's slow selection, with the CLI kill-and-resume run of both scorers
 def test_inherited_scorer_starts_each_candidate_from_its_parents_trained_weights(tmp_path, fake_inheriting_training):
   from autox3d_jax.models import morph
   from autox3d_jax.train import loop, weights

@@ -228,6 +228,7 @@ def test_a_tflite_export_of_a_network_ending_at_one_by_one_is_rejected(tmp_path)
 
 
 # ----------------------------------------------------------------------------------- via main
+@pytest.mark.slow   # in CI's slow selection: the CLI process converts three formats
 def test_mode_export_through_main_writes_the_artifacts(tmp_path):
   out = subprocess.run(main_cmd(tmp_path / "w", "--config.mode=export", "--config.export.weights=random",
                                 "--config.export.formats=stablehlo,saved_model"),

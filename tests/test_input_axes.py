@@ -133,7 +133,9 @@ def test_input_term_raises_a_rewarded_setting_and_lowers_a_punished_one():
   assert float(baseline) == pytest.approx(-1.0)                 # the first reward starts the baseline
 
 
-@pytest.mark.parametrize("strategy", ["probabilistic", pytest.param("spos", marks=pytest.mark.slow)])
+# Each compiles one step per input setting (about a minute): with -m slow, as in CI.
+@pytest.mark.parametrize("strategy", [pytest.param("probabilistic", marks=pytest.mark.slow),
+                                      pytest.param("spos", marks=pytest.mark.slow)])
 def test_step_over_input_settings_cuts_the_clip_and_draws_the_next_setting(strategy):
   cfg = config_lib.base_config()
   toys.set_keys(cfg.search, {"strategy": strategy, "num_groups": 2, "arch_warmup_steps": 0, "penalty": "none",
@@ -188,6 +190,7 @@ def test_config_rejects_bad_input_axes(overrides, match):
     config_lib.validate(cfg)
 
 
+@pytest.mark.slow   # in CI's slow selection: four compiled steps, over a minute
 def test_search_over_inputs_end_to_end(tmp_path, monkeypatch):
   """configs/demo.py:tiny with a searched crop: the search runs, derives a network at one of the
   crops, records its clip, and the report says so."""

@@ -14,13 +14,18 @@ ceiling, so the search can only win on cost. `:tiny` is the seconds-long variant
 `:speed` is the default. `:inputs` is the speed task with the clip's frames (4 or 8) and sampling
 stride (1 or 2) searched with the network (one input setting per step, 4 compiled steps); the
 X3D-like baseline stays at the reference 8 x 1 clip. The videos have 12 frames, so the 8 x 2
-setting repeats the last ones, as the pipeline does for every clip longer than its video. Measured figures of every variant: benchmarks/RESULTS.md.
+setting repeats the last ones, as the pipeline does for every clip longer than its video.
+`:multitask` is one multi-task search (mode=search) over the motion, appearance and speed tasks,
+a head and an architecture per task, each at the X3D-like point's FLOPs
+(benchmarks/bench_multitask.py retrains them against single-task searches). Measured figures of
+every variant: benchmarks/RESULTS.md.
 """
-from autox3d_jax.config import base_config, parse_config_arg
+from autox3d_jax.config import base_config, parse_config_arg, task_section
 
 
 def get_config(arg: str = ""):
-  variant = parse_config_arg(arg, "configs/demo.py", variants=("speed", "motion", "tiny", "inputs"))["variant"]
+  variant = parse_config_arg(arg, "configs/demo.py", variants=("speed", "motion", "tiny", "inputs",
+                                                                                  "multitask"))["variant"]
   c = base_config()
   c.mode = "demo"
   # The shared recipe (the motion variant's); the speed variant below changes the data, the weight
@@ -102,4 +107,20 @@ def get_config(arg: str = ""):
     if variant == "inputs":
       c.space.input_frames = (4, 8)
       c.space.input_strides = (1, 2)
+  elif variant == "multitask":
+    c.mode = "search"
+    c.tasks.motion = task_section("moving_digits/motion_small")
+    c.tasks.appearance = task_section("moving_digits/appearance_small")
+    # Scale augmentation changes apparent speed, which is the label: one fixed scale.
+    c.tasks.speed = task_section("moving_digits/speed_small", scale_jitter=(40, 40))
+    c.search.tasks = "motion,appearance,speed"
+    # Two groups per task (the sandwich's largest child and one sample), 8 clips per task.
+    c.search.num_groups = 6
+    c.data.batch_size = 24
+    # The speed task's recipe: the supernet does not learn it at weight lr 0.1.
+    c.search.weight_opt.lr = 0.05
+    c.search.weight_opt.warmup_steps = 60
+    c.search.steps = 600
+    c.search.largest_warmup_steps = 250
+    c.search.arch_warmup_steps = 250
   return c

@@ -199,6 +199,24 @@ def ranking_table(record: Mapping) -> str:
 
 
 # ------------------------------------------------------------------------------------------ report.md
+def _block_cell(b) -> str:
+  return f"{b.type} {'x'.join(map(str, b.kernel))}, {b.width}/{b.inner}, SE {fmt_se(b.se_ratio)}"
+
+
+def tasks_table(tasks: Sequence[str], specs: Sequence[ArchSpec]) -> str:
+  """A multi-task search's networks side by side: one row per block position (type, kernel,
+  width / inner width, SE; '-' where a network is shallower), one column per task, and whether
+  the tasks' blocks differ."""
+  depth = [max(len(s.stages[i].blocks) for s in specs) for i in range(len(specs[0].stages))]
+  rows = []
+  for i, n in enumerate(depth):
+    for j in range(n):
+      cells = [_block_cell(s.stages[i].blocks[j]) if j < len(s.stages[i].blocks) else DASH for s in specs]
+      rows.append([labels.block(i, j)] + cells + ["yes" if len(set(cells)) > 1 else ""])
+  rows.append(["GFLOPs"] + [fmt_gflops(arch_cost(s).gflops) for s in specs] + [""])
+  return md_table(["block"] + list(tasks) + ["differs"], rows, "l" + "l" * len(specs) + "l")
+
+
 def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str],
                     pareto_skipped: str | None, decisions_skipped: str | None) -> str:
   """The text of report.md. written: the timestamp printed under the title. arch_files: model index ->
@@ -225,6 +243,11 @@ def report_markdown(res: Results, *, written: str, arch_files: Mapping[int, str]
   expansion = res.extra.get("expansion")
   if expansion and expansion.get("candidates"):
     md += ["## X3D expansion", "", "![expansion path](expansion.png)", "", expansion_table(expansion["candidates"]), ""]
+  tasks = res.extra.get("tasks")
+  if tasks:
+    specs = {m.name: m.arch for m in res.models}
+    md += ["## Tasks", "", "Each task's network from the one multi-task search (type kernel, width/inner, SE):", "",
+           tasks_table(tasks["names"], [specs[name] for name in tasks["models"]]), ""]
   ranking = res.extra.get("ranking")
   if ranking and ranking.get("settings"):
     level = (ranking.get("bootstrap") or {}).get("level", 0.95)

@@ -31,7 +31,7 @@ CODE_VERSION_KEY = "code_version"
 _NEVER = ("mode", "resume", "compilation_cache", "log_every_steps", "checkpoint.", "mesh.", "data.data_dir", "data.build_if_missing",
           "data.eval_split", "data.eval_batch_size", "data.num_temporal_views", "data.num_spatial_crops",
           "data.max_skipped_fraction")
-_SEARCH = ("seed", "data.", "space.", "search.", "train.dtype")
+_SEARCH = ("seed", "data.", "space.", "search.", "tasks.", "train.dtype")
 _SEARCH_AFTER_LOOP = ("search.derive", "search.derive_within_target", "search.evolution.")
 _TRAIN = ("seed", "data.", "train.")
 _TRAIN_NOT = ("train.seeds", "train.arch", "data.arch_val_fraction")   # the spec stands for train.arch

@@ -106,7 +106,7 @@ def supernet_variables(state) -> dict:
   return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def _video_label(batch):
+def video_label(batch):
   return {"video": batch["video"], "label": batch["label"]}
 
 
@@ -195,8 +195,8 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
 
   def batches():
     while True:
-      yield (partitioning.global_batch(_video_label(next(weight_data)), mesh),
-             partitioning.global_batch(_video_label(next(arch_data)), mesh))
+      yield (partitioning.global_batch(video_label(next(weight_data)), mesh),
+             partitioning.global_batch(video_label(next(arch_data)), mesh))
 
   writer = loop.metrics_writer(dirs.tensorboard)
   if start == 0:
@@ -225,7 +225,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
 
   logits = jax.device_get(state.logits)
   point = derive_point(cfg, dist, table, logits, cost_target,
-                       evolve=lambda: _evolve(cfg, space, table, model, state, cost_target),
+                       evolve=lambda: evolve_point(cfg, space, table, model, state, cost_target),
                        evolves=cfg.search.derive == "evolution" or not strategy.updates_arch)
   point = space.canonical(point)
   arch = space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy}")
@@ -236,7 +236,7 @@ def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
     log.info("searched input: %s; train the network with --config.data.num_frames=%d --config.data.sampling_stride=%d "
              "--config.data.crop_size=%d", clip, clip["frames"], clip["stride"], clip["crop"])
   if jax.process_index() == 0:
-    _write_search_outputs(paths.join(workdir, "search"), arch, point, logits, history,
+    write_search_outputs(paths.join(workdir, "search"), arch, point, logits, history,
                           {"arch": arch.name, "cost_metric": table.metric, "cost": float(cost),
                            "cost_target": float(cost_target), "steps": cfg.search.steps, "input": skipped,
                            "clip": clip})
@@ -261,7 +261,7 @@ def derive_point(cfg, dist: ArchDistribution, table: CostTable, logits, cost_tar
   return point
 
 
-def _write_search_outputs(out_dir, arch, point, logits, history, result):
+def write_search_outputs(out_dir, arch, point, logits, history, result):
   """arch.json, point.json, logits.json, history.json and result.json into `out_dir` (local or
   gs://), each written whole through `paths`; result.json last, so its presence means the rest
   are there."""
@@ -299,11 +299,11 @@ def evolution_batches(cfg) -> tuple[list, list]:
   weight_split, arch_split = split_names(cfg)
   calib = setup.train_pipeline(cfg, weight_split, seed_offset=2)
   held_out = setup.train_pipeline(cfg, arch_split, seed_offset=3)
-  return ([_video_label(b) for b, _ in zip(calib, range(ecfg.bn_batches))],
-          [_video_label(b) for b, _ in zip(held_out, range(ecfg.eval_batches))])
+  return ([video_label(b) for b, _ in zip(calib, range(ecfg.bn_batches))],
+          [video_label(b) for b, _ in zip(held_out, range(ecfg.eval_batches))])
 
 
-def _evolve(cfg, space, table, model, state, cost_target):
+def evolve_point(cfg, space, table, model, state, cost_target):
   """SPOS: evolutionary search on the trained supernet, each candidate's BN recalibrated."""
   calib_batches, eval_batches = evolution_batches(setup.search_data_config(cfg, space))
   source = space.superclip()

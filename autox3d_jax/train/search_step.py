@@ -211,7 +211,8 @@ def jit_search_step(step_fn, state: SearchState, mesh, rule: partitioning.Shardi
   reads the state's input setting (`input_setting`) and runs that setting's compiled program."""
   st_sh = state_shardings(state, mesh, rule)
   batch_sh = partitioning.batch_sharding(mesh)
-  over_inputs = "input" in state.strategy
+  # (a multi-task state holds {task: strategy state}, whatever the tasks are called)
+  over_inputs = "input" in state.strategy and not isinstance(state.strategy["input"], dict)
   jitted = jax.jit(step_fn, in_shardings=(st_sh, batch_sh, batch_sh), out_shardings=(st_sh, partitioning.replicated(mesh)),
                    donate_argnums=(0,), static_argnums=(3,) if over_inputs else ())
   if not over_inputs:

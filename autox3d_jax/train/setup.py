@@ -12,7 +12,7 @@ import jax
 import ml_collections
 
 from autox3d_jax import labels, paths
-from autox3d_jax.config import ConfigError
+from autox3d_jax.config import ConfigError, task_names
 from autox3d_jax.cost import latency
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.data import registry as data_registry
@@ -216,12 +216,17 @@ def check_devices(cfg) -> None:
     raise ConfigError(f"config.mesh.model = {model} does not divide the {n} devices; use a divisor of {n}")
   data_axis = n // model
   keys = ["data.batch_size"] + (["data.eval_batch_size"] if cfg.mode in ("train", "eval", "demo") else [])
+  # A multi-task search reads batch_size / T clips per task, each task's batch sharded on its own.
+  tasks = len(task_names(cfg)) if cfg.mode == "search" else 0
   for key in keys:
     batch = cfg.data[key.split(".")[1]]
+    share = batch // tasks if key == "data.batch_size" and tasks else batch
     for parts, what in ((hosts, f"{hosts} processes"), (data_axis, f"the mesh's data axis ({n} devices / "
                                                                    f"config.mesh.model {model} = {data_axis})")):
-      if batch % parts:
-        raise ConfigError(f"config.{key} = {batch} is not divisible by {what}; use a multiple of {parts}")
+      if share % parts:
+        per_task = f" (batch_size / {tasks} tasks = {share} clips per task)" if share != batch else ""
+        raise ConfigError(f"config.{key} = {batch}{per_task} is not divisible by {what}; use a multiple of "
+                          f"{parts * (tasks or 1)}")
 
 
 def per_host_batch(global_batch: int) -> int:
