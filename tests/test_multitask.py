@@ -2,6 +2,7 @@
 jitted step's task independence, the config's errors, and one search end to end."""
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -218,7 +219,8 @@ def tiny_multitask_config(data_dir=None, **overrides):
 @pytest.mark.slow   # in CI's slow selection: about 80 s (two datasets built, the step compiled)
 def test_multitask_search_end_to_end(tmp_path):
   """One search over the two tiny tasks: a network per task, each with its task's classes,
-  written with the report's side-by-side table; rerunning resumes the finished run."""
+  written with the report's side-by-side table; a run resumed from an earlier checkpoint ends
+  where the uninterrupted one did."""
   from autox3d_jax import run
   from autox3d_jax.models.spec import ArchSpec
   cfg = tiny_multitask_config()
@@ -231,6 +233,35 @@ def test_multitask_search_end_to_end(tmp_path):
     assert written["task"] == name and written["dataset"] == f"moving_digits/{name}_tiny"
   report = open(os.path.join(tmp_path, "report", "report.md")).read()
   assert "## Tasks" in report and "motion vs appearance:" in report
-  again = run.search(cfg, str(tmp_path))   # the checkpoint holds the last step: nothing retrains
+  # Exact resume: the run's copy with its last checkpoint removed resumes from the one before and
+  # ends with the same architecture logits for every task.
+  copy = tmp_path.parent / (tmp_path.name + "_resumed")
+  shutil.copytree(tmp_path, copy)
+  steps = sorted(int(d) for d in os.listdir(copy / "checkpoints" / "search") if d.isdigit())
+  assert steps[-1] == cfg.search.steps and len(steps) > 1
+  shutil.rmtree(copy / "checkpoints" / "search" / str(steps[-1]))
+  shutil.rmtree(copy / "search")
+  resumed = run.search(cfg, str(copy))
   for name in result.tasks:
-    assert again.tasks[name].point == result.tasks[name].point
+    assert resumed.tasks[name].point == result.tasks[name].point
+    assert (json.load(open(copy / "search" / name / "logits.json"))
+            == json.load(open(tmp_path / "search" / name / "logits.json")))
+
+
+# ------------------------------------------------------------------------------------------ report
+def test_the_report_sets_the_tasks_networks_side_by_side_and_counts_their_differences():
+  from autox3d_jax import run
+  from autox3d_jax.report.tables import tasks_table
+  space = toys.tiny_space()
+  a = space.canonical(space.largest_point())
+  b = dict(a)
+  op = next(d for d in space.decisions if d.kind == "op" and space.active(a, d.label))
+  b[op.label] = 1 - a[op.label]
+  lines = run.point_differences([("motion", space, a), ("speed", space, b)])
+  active = sum(space.active(a, d.label) for d in space.decisions)
+  assert lines == [f"motion vs speed: 1 of the {active} decisions active in either network differ (op 1)."]
+  table = tasks_table(["motion", "speed"], [space.to_arch(a), space.to_arch(b)])
+  rows = [r for r in table.splitlines() if r.startswith("| s")]
+  assert len(rows) == sum(len(s.blocks) for s in space.to_arch(a).stages)
+  assert [r.endswith("| yes |") for r in rows].count(True) == 1
+  assert any(r.startswith(f"| {op.label[:-3]} ") and r.endswith("| yes |") for r in rows)
