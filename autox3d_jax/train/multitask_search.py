@@ -33,7 +33,9 @@ import optax
 from autox3d_jax import paths
 from autox3d_jax.data import pipeline as data_pipeline
 from autox3d_jax.search import multitask as mt
+from autox3d_jax.search import strategies
 from autox3d_jax.search import supernet as sn
+from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
 from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.tasks import Task, task_config, tasks_of
@@ -61,15 +63,15 @@ class TaskProgram:
   cfg: ml_collections.ConfigDict      # `task_config`: what the task's own single-task search would read
   step_cfg: ml_collections.ConfigDict  # `share_config` of it: the task's share of the step
   space: SearchSpace                  # the shared space with the task's class count
-  table: object                       # its CostTable
+  table: CostTable
   cost_target: float
   dist: ArchDistribution
-  strategy: object
+  strategy: strategies.Strategy
   model: sn.Supernet                  # the single-task supernet of `space`: it runs the task's view
 
 
 def task_program(cfg: ml_collections.ConfigDict, task: Task, num_tasks: int, space: SearchSpace,
-                 table) -> TaskProgram:
+                 table: CostTable) -> TaskProgram:
   """Task `task`'s part of a search over `num_tasks` tasks, on `space` (the shared space at the
   task's class count) and its cost `table`."""
   tcfg = task_config(cfg, task)
