@@ -212,3 +212,8 @@ def test_bn_recalibration_recovers_a_paths_own_statistics(toy_supernet):
   # Clips masked out (the evaluation pipeline's padding) do not count.
   padded = {**batches[1], "mask": np.zeros(4, bool)}
   assert make_point_scorer(model, space, variables, batches, batches + [padded])([point])[0] == pytest.approx(acc)
+  # The arch scorer (soft weights too) at the point's one-hot weights, through the gated sum: the same.
+  from autox3d_jax.search.recalibrate import make_arch_scorer
+  score_arch = make_arch_scorer(model.clone(exclusive=False), variables, batches, batches)
+  assert score_arch(sn.one_hot_arch(space, point)) == pytest.approx(acc)
+  assert 0.0 <= score_arch(sn.uniform_arch(space)) <= 1.0

@@ -37,17 +37,13 @@ def _batch_stats_from_update(updated):
   return invert(updated)
 
 
-def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_batches, eval_batches,
-                      clip_of=None):
-  """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point.
-
-  calib_batches / eval_batches: lists of {'video': (B, T, H, W, C), 'label': (B,)}; an eval batch
-  may carry 'mask' (B,) bool, as the evaluation pipeline pads its last batch, and then only the
-  masked-in clips count. clip_of(video, point) -> video: each point's own clip cut from the
-  batches' (`search.inputs.select_clip`, when the space searches input axes); None = as given."""
+def make_arch_scorer(model: sn.Supernet, variables, calib_batches, eval_batches):
+  """score(arch, clip=None) -> held-out accuracy of the supernet at `arch` (its weights per decision:
+  one-hot for a point, soft for a relaxed architecture), its BN statistics re-estimated for that
+  arch on `calib_batches` first. clip(video) -> video cuts the arch's clip (None = as given).
+  Batches as in `make_point_scorer`. One compiled program per model serves every arch."""
   params = variables["params"]
   reset = _reset_stats(variables["batch_stats"])
-  model = model.clone(exclusive=True)       # points are one-hot: run only each block's chosen family
 
   @jax.jit
   def batch_stats_of(arch, video):
@@ -63,16 +59,31 @@ def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_b
   masks = [jnp.asarray(b["mask"]) if "mask" in b else jnp.ones(len(b["label"]), bool) for b in eval_batches]
   total = sum(int(jnp.sum(m)) for m in masks)
 
+  def score(arch, clip=None):
+    clip = clip or jnp.asarray
+    per_batch = [batch_stats_of(arch, clip(b["video"])) for b in calib_batches]
+    stats = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
+    hits = sum(int(correct(arch, stats, clip(b["video"]), jnp.asarray(b["label"]), m))
+               for b, m in zip(eval_batches, masks))
+    return hits / max(total, 1)
+
+  return score
+
+
+def make_point_scorer(model: sn.Supernet, space: SearchSpace, variables, calib_batches, eval_batches,
+                      clip_of=None):
+  """score(points) -> list of held-out accuracies (higher is better), BN recalibrated per point.
+
+  calib_batches / eval_batches: lists of {'video': (B, T, H, W, C), 'label': (B,)}; an eval batch
+  may carry 'mask' (B,) bool, as the evaluation pipeline pads its last batch, and then only the
+  masked-in clips count. clip_of(video, point) -> video: each point's own clip cut from the
+  batches' (`search.inputs.select_clip`, when the space searches input axes); None = as given."""
+  # Points are one-hot: run only each block's chosen family.
+  score_arch = make_arch_scorer(model.clone(exclusive=True), variables, calib_batches, eval_batches)
+
   def score(points):
-    out = []
-    for point in points:
-      arch = sn.one_hot_arch(space, point)
-      clip = (lambda v: jnp.asarray(v)) if clip_of is None else (lambda v: clip_of(jnp.asarray(v), point))  # noqa: E731
-      per_batch = [batch_stats_of(arch, clip(b["video"])) for b in calib_batches]
-      stats = jax.tree_util.tree_map(lambda *s: jnp.mean(jnp.stack(s), 0), *per_batch)
-      hits = sum(int(correct(arch, stats, clip(b["video"]), jnp.asarray(b["label"]), m))
-                 for b, m in zip(eval_batches, masks))
-      out.append(hits / max(total, 1))
-    return out
+    return [score_arch(sn.one_hot_arch(space, point),
+                       None if clip_of is None else (lambda v, point=point: clip_of(jnp.asarray(v), point)))
+            for point in points]
 
   return score
