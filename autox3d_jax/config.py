@@ -17,6 +17,7 @@ tests/test_config.py.
 from __future__ import annotations
 
 import math
+import re
 
 import ml_collections
 
@@ -355,7 +356,6 @@ def check_tasks(c: ml_collections.ConfigDict) -> None:
   once, each with a config.tasks section of `task_section`'s keys and sane values, tasks defined
   only when named, and a run that can serve several tasks. The losses and metrics are checked
   against their registries by `tasks.tasks_of`."""
-  import re
   names = task_names(c)
   if not names:
     if c.tasks.keys():
