@@ -14,7 +14,7 @@ own head on the shared supernet, its own architecture distribution and its own d
 a new dataset is a `data.registry` plug-in; neither touches the search.
 
 The clip (frames, sampling stride, crop), the batch and the search recipe are config.data's and
-config.search's, shared by every task.
+config.search's, shared by every task; config.data.name is not read (each task names its dataset).
 """
 from __future__ import annotations
 
