@@ -393,6 +393,7 @@ def test_inherited_scorer_starts_each_candidate_from_its_parents_trained_weights
   assert not {r["name"] for r in again.records if r["kind"] != "base"} & {r["name"] for r in children}
 
 
+@pytest.mark.slow   # in CI's slow selection, with the inherited scorer's other runs
 def test_inherited_scorer_fails_naming_a_parent_whose_weights_are_gone(tmp_path, fake_inheriting_training):
   from autox3d_jax.train import loop
   cfg = tiny_config(**{**INHERITED, "search.x3d_expansion.axes": ("width",)})

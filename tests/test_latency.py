@@ -357,6 +357,7 @@ def test_real_table_and_validation(tmp_path):
   assert set(mem) >= {"peak_activation_bytes", "temp_bytes", "argument_bytes", "output_bytes"}
 
 
+@pytest.mark.slow   # in CI's slow selection: converts every table piece to TFLite (about 20 s)
 def test_tflite_backend_times_the_pieces_as_tflite_models(tmp_path):
   """latency.backend=tflite: every piece converted to a float32 TFLite model (which computes the
   flax module's output) and timed by the interpreter; the table validates like the JAX one."""

@@ -64,7 +64,7 @@ def test_unknown_config_key_fails_on_the_command_line(tmp_path):
 @pytest.mark.parametrize("flag, line", [
     ("--config.search.steps=abc", "error: flag --config.search.steps=abc: invalid literal for int() with base 10: 'abc'"),
     (f"--config={os.path.join(ROOT, 'configs/demo.py')}:moton", "cannot parse 'moton' in 'moton'; it accepts one of "
-                                                                 "['speed', 'motion', 'tiny', 'inputs']"),
+                                                                 "['speed', 'motion', 'tiny', 'inputs', 'multitask']"),
 ])
 def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
   cmd = [a for a in main_cmd(tmp_path) if not (flag.startswith("--config=") and a.startswith("--config="))] + [flag]
@@ -93,6 +93,12 @@ def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
   assert inputs.space.input_frames == (4, 8) and inputs.space.input_strides == (1, 2)
   inputs.space.input_frames, inputs.space.input_strides = (), ()
   assert inputs.to_dict() == speed.to_dict()
+  multitask = load_config("configs/demo.py", "multitask")   # the three tasks in one search, the speed recipe
+  assert multitask.mode == "search" and multitask.search.tasks == "motion,appearance,speed"
+  assert [multitask.tasks[t].dataset for t in ("motion", "appearance", "speed")] == [
+      "moving_digits/motion_small", "moving_digits/appearance_small", "moving_digits/speed_small"]
+  assert multitask.space.to_dict() == speed.space.to_dict()
+  assert multitask.search.weight_opt.to_dict() == speed.search.weight_opt.to_dict()
 
 
 def test_seeds_entry_reports_the_mean_and_every_seed():

@@ -3,6 +3,7 @@ parameters, BN statistics, the optimizer state and the loss in float32."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from autox3d_jax import config as config_lib
 from autox3d_jax.models import zoo
@@ -26,6 +27,7 @@ def _steps(dtype: str, n: int = 4):
   return jax.device_get(state), np.array(losses), str(jax.make_jaxpr(step)(state, batch))
 
 
+@pytest.mark.slow   # in CI's slow selection: bfloat16 is emulated on this CPU (about 15 s)
 def test_bf16_train_step_stays_close_to_float32_and_keeps_float32_state():
   """Four steps from the same init: losses within 5% of float32's (bf16 keeps 8 mantissa bits);
   every floating leaf of the state float32; the program's matmuls take bf16 operands."""
