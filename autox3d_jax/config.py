@@ -323,13 +323,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       and not task_names(c):   # a multi-task search's tasks may bring their own targets (check_tasks)
     raise ConfigError("config.search.penalty needs a target: set config.search.cost_target or "
                       "config.search.target_arch (e.g. 'X3D')")
-  jitter = tuple(c.data.scale_jitter)
-  if len(jitter) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in jitter):
-    raise ConfigError(f"config.data.scale_jitter must be (min, max) short-side sizes, got {jitter!r}")
-  lo, hi = jitter
-  if not c.data.crop_size <= lo <= hi:
-    raise ConfigError(f"config.data.scale_jitter {jitter} must satisfy config.data.crop_size ({c.data.crop_size}) "
-                      f"<= min <= max")
+  _scale_jitter(tuple(c.data.scale_jitter), "data.scale_jitter", c.data.crop_size)
   _ranges(c)
   _export_section(c.export)
   _weights_sources(c)
@@ -341,6 +335,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _expansion(c)
   check_tasks(c)
   return c
+
+
+def _scale_jitter(jitter: tuple, key: str, crop_size: int) -> None:
+  """config.<key> must be (min, max) short-side sizes with crop_size <= min <= max."""
+  if len(jitter) != 2 or not all(_is_number(v) for v in jitter):
+    raise ConfigError(f"config.{key} must be (min, max) short-side sizes, got {jitter!r}")
+  lo, hi = jitter
+  if not crop_size <= lo <= hi:
+    raise ConfigError(f"config.{key} {jitter} must satisfy config.data.crop_size ({crop_size}) <= min <= max")
 
 
 TASK_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*$"
@@ -388,11 +391,8 @@ def check_tasks(c: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{key}.dataset is empty; name the task's dataset (e.g. 'moving_digits/motion_small')")
     _number(c, f"{key}.weight", low=0, low_open=True)
     _number(c, f"{key}.cost_target", low=0)
-    jitter = tuple(t.scale_jitter)
-    if jitter and (len(jitter) != 2 or not all(_is_number(v) for v in jitter)
-                   or not c.data.crop_size <= jitter[0] <= jitter[1]):
-      raise ConfigError(f"config.{key}.scale_jitter must be () (config.data's) or (min, max) short-side sizes with "
-                        f"config.data.crop_size ({c.data.crop_size}) <= min <= max, got {jitter!r}")
+    if tuple(t.scale_jitter):   # () = config.data's
+      _scale_jitter(tuple(t.scale_jitter), f"{key}.scale_jitter", c.data.crop_size)
     if c.search.penalty in ("hinge", "absolute") and t.cost_target <= 0 and not t.target_arch \
         and c.search.cost_target <= 0 and not c.search.target_arch:
       raise ConfigError(f"config.search.penalty needs a target for task {name!r}: set config.{key}.cost_target or "

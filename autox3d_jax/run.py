@@ -167,8 +167,7 @@ def multitask_search(cfg: ml_collections.ConfigDict, workdir: str):
                f"read {cfg.data.batch_size // len(run_.programs)} of the {cfg.data.batch_size} clips per step.")
   notes += point_differences([(p.task.name, p.space, run_.tasks[p.task.name].point) for p in run_.programs])
   notes += temporal_notes([(m["name"], m["arch"]) for m in models])
-  extra = {"tasks": {"names": [p.task.name for p in run_.programs], "models": [m["name"] for m in models],
-                     "datasets": [p.task.dataset for p in run_.programs]}}
+  extra = {"tasks": {"names": [p.task.name for p in run_.programs], "models": [m["name"] for m in models]}}
   _write_report(cfg, workdir, None, models, None, notes, {"search": run_.input}, extra)
   return run_
 

@@ -99,8 +99,3 @@ def task_config(cfg: ml_collections.ConfigDict, task: Task) -> ml_collections.Co
   with c.unlocked():
     c.tasks = ml_collections.ConfigDict()
   return c
-
-
-def head_name(task: str) -> str:
-  """The supernet's parameter subtree of a task's head."""
-  return f"head_{task}"

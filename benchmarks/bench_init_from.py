@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import append_line  # noqa: E402
+from common import append_line, mean_se  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "init_from.jsonl")
 
@@ -101,10 +101,10 @@ def main():
               "top1": round(r.top1, 4), "gflops": round(r.gflops, 6), "seconds": round(time.time() - t0, 1)})
 
   diffs = [p - r for p, r in zip(results["pretrained"], results["random"])]
-  se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+  diff_mean, se = mean_se(diffs)
   _write({"what": "summary", "task_a": args.task_a, "new_blocks": args.new_blocks, "seeds": seeds,
           "mean_top1": {k: round(statistics.mean(v), 4) for k, v in results.items()},
-          "paired_diff_mean": round(statistics.mean(diffs), 4), "paired_diff_se": round(se, 4),
+          "paired_diff_mean": round(diff_mean, 4), "paired_diff_se": round(se, 4),
           "per_seed": {k: [round(t, 4) for t in v] for k, v in results.items()}})
 
 

@@ -15,26 +15,15 @@ and a summary to benchmarks/results/multitask.jsonl.
 A rerun with the same --workdir resumes every search and retraining from its checkpoints.
 """
 import argparse
-import math
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import append_line  # noqa: E402
+from common import append_line, mean_se  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def mean_se(values):
-  """(mean, standard error of the mean); SE is nan for one value."""
-  n = len(values)
-  mean = sum(values) / n
-  if n < 2:
-    return mean, float("nan")
-  var = sum((v - mean) ** 2 for v in values) / (n - 1)
-  return mean, math.sqrt(var / n)
 
 
 def comparison_markdown(rows, multitask_seconds, single_seconds, seeds, train_steps) -> str:

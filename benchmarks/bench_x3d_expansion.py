@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import append_line  # noqa: E402
+from common import append_line, mean_se  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "x3d_expansion.jsonl")
 
@@ -36,8 +36,8 @@ def _write(line: dict) -> None:
 
 def _paired(a: list[float], b: list[float]) -> dict:
   diffs = [x - y for x, y in zip(a, b)]
-  se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
-  return {"diffs": [round(d, 4) for d in diffs], "mean": round(statistics.mean(diffs), 4), "se": round(se, 4)}
+  mean, se = mean_se(diffs)
+  return {"diffs": [round(d, 4) for d in diffs], "mean": round(mean, 4), "se": round(se, 4)}
 
 
 def main():

@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts (run as `python benchmarks/<script>.py`, so this folder is
 on sys.path)."""
+import statistics
 import subprocess
 
 
@@ -25,3 +26,10 @@ def append_line(path: str, bench: str, line: dict) -> dict:
   with open(path, "a") as f:
     f.write(json.dumps(line) + "\n")
   return line
+
+
+def mean_se(values) -> tuple[float, float]:
+  """(mean, standard error of the mean) of `values`; the SE is nan for a single value."""
+  values = list(values)
+  se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
+  return statistics.mean(values), se

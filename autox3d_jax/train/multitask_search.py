@@ -122,8 +122,7 @@ def make_multitask_step(programs: list[TaskProgram], w_tx, a_tx, cfg: ml_collect
 
   def task_losses(p: TaskProgram, params, batch_stats, video, labels, archs, rng, shifts, exclusive):
     """(K / T,) group losses, logits and the updated batch statistics of task p's view."""
-    view = {"params": mt.task_view(params, p.task.name, names), "batch_stats": mt.task_view(batch_stats, p.task.name,
-                                                                                             names)}
+    view = mt.task_variables({"params": params, "batch_stats": batch_stats}, p.task.name, names)
     logits, stats = sn.apply_groups(p.model.clone(exclusive=exclusive), view, video, archs, train=True,
                                     rngs={"dropout": rng}, shifts=shifts)
     per_group = p.task.loss_fn(logits, labels, smoothing).reshape(k_task, -1).mean(axis=1)
@@ -267,8 +266,7 @@ def run_multitask_search(cfg: ml_collections.ConfigDict, workdir: str) -> MultiT
     history["metrics"].append(values)
     logits = jax.device_get(st.logits)
     for n in names:
-      for label, v in logits[n].items():
-        history["probs"][n].setdefault(label, []).append(jax.nn.softmax(jnp.asarray(v)).round(4).tolist())
+      sl.record_probs(history["probs"][n], logits[n])
 
   spec = loop.LoopSpec.from_config(
       cfg, name="multi-task search", total_steps=cfg.search.steps, loss_key="train_loss",
@@ -279,11 +277,10 @@ def run_multitask_search(cfg: ml_collections.ConfigDict, workdir: str) -> MultiT
   skipped = input_report()
 
   logits = jax.device_get(state.logits)
-  results = {}
+  derived = {}
   for p in programs:
     n = p.task.name
-    view = state.replace(params=mt.task_view(state.params, n, names), batch_stats=mt.task_view(state.batch_stats, n,
-                                                                                                names))
+    view = state.replace(**mt.task_variables(sl.supernet_variables(state), n, names))
     point = sl.derive_point(p.cfg, p.dist, p.table, logits[n], p.cost_target,
                             evolve=lambda p=p, view=view: sl.evolve_point(p.cfg, p.space, p.table, p.model, view, p.cost_target),
                             evolves=cfg.search.derive == "evolution" or not p.strategy.updates_arch)
@@ -291,8 +288,8 @@ def run_multitask_search(cfg: ml_collections.ConfigDict, workdir: str) -> MultiT
     arch = p.space.to_arch(point, name=f"AutoX3D-{cfg.search.strategy} ({n})")
     cost = p.table.of_point(point)
     task_history = {"steps": history["steps"], "probs": history["probs"][n], "metrics": history["metrics"]}
-    results[n] = sl.SearchResult(point, arch, cost, p.cost_target, task_history, time.time() - start_time,
-                                 cfg.search.steps, skipped, p.space.input_of(point))
+    derived[n] = dict(point=point, spec=arch, cost=cost, cost_target=p.cost_target, history=task_history,
+                      clip=p.space.input_of(point))
     if jax.process_index() == 0:
       sl.write_search_outputs(paths.join(workdir, "search", n), arch, point, logits[n], task_history,
                                {"arch": arch.name, "task": n, "dataset": p.task.dataset, "cost_metric": p.table.metric,
@@ -300,6 +297,6 @@ def run_multitask_search(cfg: ml_collections.ConfigDict, workdir: str) -> MultiT
                                 "input": skipped})
   ckpt.close()
   seconds = time.time() - start_time
-  for r in results.values():
-    r.seconds = seconds
+  results = {n: sl.SearchResult(**d, seconds=seconds, steps=cfg.search.steps, input=skipped)
+             for n, d in derived.items()}
   return MultiTaskResult(results, programs, seconds, cfg.search.steps, skipped)

@@ -274,8 +274,13 @@ def write_search_outputs(out_dir, arch, point, logits, history, result):
 def _record(history, step, values, logits):
   history["steps"].append(step)
   history["metrics"].append(values)
+  record_probs(history["probs"], logits)
+
+
+def record_probs(probs: dict, logits) -> None:
+  """Append each decision's probabilities (softmax of its logits, 4 decimals) to probs[label]."""
   for label, v in logits.items():
-    history["probs"].setdefault(label, []).append(np.asarray(jax.nn.softmax(jnp.asarray(v))).round(4).tolist())
+    probs.setdefault(label, []).append(np.asarray(jax.nn.softmax(jnp.asarray(v))).round(4).tolist())
 
 
 def restore_supernet_variables(workdir: str) -> dict:
