@@ -13,9 +13,23 @@ from autox3d_jax.models.blocks import MIDDLES, ResidualBlock
 from autox3d_jax.models.spec import ArchSpec, BlockSpec, SpecError, StageSpec
 
 
-def tiny_spec(block_type="x3d", kernel=(3, 3, 3), num_classes=7, frames=4, crop=32):
-  return zoo.x3d("XS", num_classes=num_classes, num_frames=frames, crop_size=crop, depths=(1, 2),
+def tiny_spec(block_type="x3d", kernel=(3, 3, 3), num_classes=7, frames=4, crop=32, heads=0):
+  spec = zoo.x3d("XS", num_classes=num_classes, num_frames=frames, crop_size=crop, depths=(1, 2),
                  widths=(8, 16), block_type=block_type, kernel=kernel)
+  if not heads:
+    return spec
+  return spec.replace(stages=tuple(StageSpec(tuple(dataclasses.replace(b, heads=heads) for b in s.blocks))
+                                   for s in spec.stages))
+
+
+def example_op(block_type):
+  """(kernel, heads) that block_type accepts: 1 x 3 x 3 for 2D-only types, a 2 x 4 x 4 window (axis
+  spans for 'axial') with 2 heads for the attention types, 3 x 3 x 3 otherwise."""
+  if registry.get(block_type).spatial_only:
+    return (1, 3, 3), 0
+  if registry.get(block_type).attention:
+    return (2, 4, 4), 2
+  return (3, 3, 3), 0
 
 
 # --------------------------------------------------------------------------------------- ArchSpec
@@ -87,8 +101,8 @@ def test_unregistered_block_type_is_rejected_naming_the_registered_ones():
 
 @pytest.mark.parametrize("block_type", registry.names())
 def test_every_registered_block_builds_runs_and_matches_its_cost(block_type):
-  kernel = (1, 3, 3) if registry.get(block_type).spatial_only else (3, 3, 3)
-  spec = tiny_spec(block_type, kernel)
+  kernel, heads = example_op(block_type)
+  spec = tiny_spec(block_type, kernel, heads=heads)
   model = builder.build(spec)
   x = jax.random.normal(jax.random.PRNGKey(1), (2,) + spec.input_shape)
   variables = model.init(jax.random.PRNGKey(0), x)
@@ -105,10 +119,12 @@ def test_every_registered_block_builds_runs_and_matches_its_cost(block_type):
 
 
 # XLA's cost analysis counts 2 flops per multiply-add plus every elementwise op (BN, activations, SE
-# gates, frame differences); the analytic count is multiply-adds only (the papers' FLOPs). At the
-# tensor below the elementwise share puts XLA's half-count 3-19% above ours (TEA's motion excitation
-# at stride 2 the most: its elementwise work runs at the input's resolution). A missing or doubled
-# conv or dense would move the ratio out of this band.
+# gates, frame differences, softmax); the analytic count is multiply-adds only (the papers' FLOPs,
+# attention's QK and AV products included). At the tensor below the elementwise share puts XLA's
+# half-count 1-19% above ours (TEA's motion excitation at stride 2 the most: its elementwise work
+# runs at the input's resolution). A missing or doubled conv, dense or attention product would move
+# the ratio out of this band. The 2 x 4 x 4 window does not divide the stride-2 map (14 x 14): the
+# padded windows are computed and counted.
 XLA_OVER_ANALYTIC = (1.0, 1.25)
 
 
@@ -119,9 +135,9 @@ def test_analytic_flops_of_every_block_type_agree_with_xlas_count(block_type, st
   the lax path (what TPU/GPU run), at an X3D-S-like stage-3 tensor."""
   from autox3d_jax.cost.analytic import block_cost
   from autox3d_jax.ops.depthwise import forced_impl
-  kernel = (1, 3, 3) if registry.get(block_type).spatial_only else (3, 3, 3)
+  kernel, heads = example_op(block_type)
   in_width = 48 if stride == 1 else 24
-  spec = BlockSpec(block_type, kernel, width=48, inner=108, se_ratio=1 / 16, stride=stride)
+  spec = BlockSpec(block_type, kernel, width=48, inner=108, se_ratio=1 / 16, stride=stride, heads=heads)
   x = jnp.zeros((1, 8, 28, 28, in_width))
   block = ResidualBlock(spec)
   variables = block.init(jax.random.PRNGKey(0), x)

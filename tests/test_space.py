@@ -90,8 +90,8 @@ def test_largest_point_is_the_widest_deepest_costliest_op():
   for i, stage in enumerate(spec.stages):
     assert stage.width == max(space.config.stage_widths[i])
     assert len(stage.blocks) == space.config.max_depths[i]
-    for b in stage.blocks:   # r2plus1d and x3d both have 27 taps: the first of them wins
-      assert (b.type, b.inner, b.se_ratio) == ("r2plus1d", inner_width(b.width, 3.0), 0.25)
+    for b in stage.blocks:   # x3d's 3x3x3 depthwise costs more than r2plus1d's 1x3x3 + 3x1x1
+      assert (b.type, b.inner, b.se_ratio) == ("x3d", inner_width(b.width, 3.0), 0.25)
 
 
 # --------------------------------------------------------------------------- size and canonical

@@ -12,7 +12,7 @@ import jax
 
 from autox3d_jax import labels
 from autox3d_jax.cost.primitives import Cost, bn_cost, depthwise_cost, pointwise_cost, se_cost
-from autox3d_jax.models import registry
+from autox3d_jax.models import registry, windows
 from autox3d_jax.models.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
 
 
@@ -53,9 +53,59 @@ def _tea_middle(spec, thw):
   return excite + _x3d_middle(spec, thw)
 
 
+def _out_thw(spec, thw):
+  s = spec.stride
+  return (thw[0], _ceil_div(thw[1], s), _ceil_div(thw[2], s))
+
+
+def _token_mixer_frame(spec, thw):
+  """The attention / MLP middles' parts other than the mixer: positional depthwise 1x3x3, its BN,
+  bn_b and SE (`blocks.token_mixer_middle`)."""
+  p = _out_positions(spec, thw)
+  return (depthwise_cost((1, 3, 3), spec.inner, p) + bn_cost(spec.inner) + bn_cost(spec.inner)
+          + se_cost(spec.inner, spec.se_ratio))
+
+
+def _lsa_middle(spec, thw):
+  """Windowed MHSA: the q/k/v projection, then per window of W positions (padded windows counted, as
+  they are computed) W x W x C multiply-adds for the scores and as many for the weighted sum; the
+  softmax is not counted. Params: projection and the relative-position bias table."""
+  out = _out_thw(spec, thw)
+  p, c = _out_positions(spec, thw), spec.inner
+  window, count = windows.window_grid(spec.kernel, out)
+  size = window[0] * window[1] * window[2]
+  mixer = pointwise_cost(c, 3 * c, p) + Cost(windows.bias_table_size(spec.kernel) * spec.heads,
+                                              2 * count * size * size * c)
+  return _token_mixer_frame(spec, thw) + mixer
+
+
+def _axial_middle(spec, thw):
+  """Axial MHSA: per attended axis (span > 1) of length L, a q/k/v projection and 2 x P x L x C
+  multiply-adds; params per axis: projection and a (2 (span // 2) + 1, heads) bias."""
+  out = _out_thw(spec, thw)
+  p, c = _out_positions(spec, thw), spec.inner
+  cost = _token_mixer_frame(spec, thw)
+  for length, span in zip(out, spec.kernel):
+    if span > 1:
+      cost = cost + pointwise_cost(c, 3 * c, p) + Cost((2 * (span // 2) + 1) * spec.heads, 2 * p * length * c)
+  return cost
+
+
+def _mlp_middle(spec, thw):
+  """Windowed token-mixing MLP: per window of W positions W x W x C multiply-adds; params: one
+  (W_full x W_full) matrix per head."""
+  out = _out_thw(spec, thw)
+  c = spec.inner
+  window, count = windows.window_grid(spec.kernel, out)
+  size = window[0] * window[1] * window[2]
+  full = spec.kernel[0] * spec.kernel[1] * spec.kernel[2]
+  return _token_mixer_frame(spec, thw) + Cost(spec.heads * full * full, count * size * size * c)
+
+
 # block type -> cost of its middle: (spec, (T, H, W) at the block's input) -> Cost
 MIDDLE_COSTS = {"x3d": _x3d_middle, "r2plus1d": _r2plus1d_middle, "csn": _x3d_middle, "x2d": _x3d_middle,
-                "stm": _stm_middle, "tea": _tea_middle}
+                "stm": _stm_middle, "tea": _tea_middle, "lsa": _lsa_middle, "axial": _axial_middle,
+                "mlp": _mlp_middle}
 
 
 def stem_cost(stem: StemSpec, in_channels: int, thw) -> tuple[Cost, tuple[int, int, int]]:

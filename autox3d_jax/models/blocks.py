@@ -6,7 +6,7 @@ The shortcut is a strided 1x1x1 conv when the stride is 2 or the width changes, 
 when the width changes (pytorchvideo's `create_x3d_res_block`; SlowFast's X3D always adds the BN).
 
 A middle is a plain function `middle(layers, y, spec)` that builds its layers through `layers`
-(depthwise conv, BN, SE, dense). The standalone network passes `StandaloneLayers`; the supernet passes
+(depthwise conv, BN, SE, dense, token mixer). The standalone network passes `StandaloneLayers`; the supernet passes
 layers that mix candidate kernels and mask channels. One definition of each block type serves both,
 which is what makes "one-hot supernet == derived network" hold by construction. `MIDDLES` maps
 each type of `models.registry` to its middle.
@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from autox3d_jax.models import registry
+from autox3d_jax.models.attention import TokenMixer
 from autox3d_jax.models.layers import (DepthwiseConv3D, Pointwise, SqueezeExcite, batch_norm, swish)
 from autox3d_jax.models.spec import BlockSpec
 
@@ -56,6 +58,11 @@ class StandaloneLayers:
 
   def dense(self, name: str, features: int):
     return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
+
+  def token_mixer(self, name: str, kind: str):
+    s = self.spec
+    return TokenMixer(kind, ((registry.op_label(s.type, s.kernel, s.heads), s.kernel, s.heads),),
+                      dtype=self.dtype, name=name)
 
 
 # ------------------------------------------------------------------------------------------ middles
@@ -105,9 +112,37 @@ def tea_middle(layers, y, spec: BlockSpec):
   return x3d_middle(layers, y * (1.0 + gate), spec)
 
 
+def position_kernel(k):
+  return (1, 3, 3)
+
+
+def token_mixer_middle(layers, y, spec: BlockSpec):
+  """The attention and MLP types (`models.attention`): a depthwise 1 x 3 x 3 positional conv (UniNet's
+  and CPVT's conditional position encoding; it carries the block's stride) -> BN -> the token mixer
+  of `spec.type` -> BN -> SE -> Swish. The skeleton's two pointwise convs around it are the
+  transformer's MLP (UniNet's unified form: expansion and width mean the same for every op type)."""
+  y = layers.depthwise("pos", position_kernel, spec.stride)(y)
+  y = layers.bn("bn_pos")(y)
+  y = layers.token_mixer("mixer", spec.type)(y)
+  y = layers.bn("bn_b")(y)
+  return swish(layers.se("se")(y))
+
+
+def lsa_middle(layers, y, spec):
+  return token_mixer_middle(layers, y, spec)
+
+
+def axial_middle(layers, y, spec):
+  return token_mixer_middle(layers, y, spec)
+
+
+def mlp_middle(layers, y, spec):
+  return token_mixer_middle(layers, y, spec)
+
+
 # block type (a name of `models.registry`) -> its middle
 MIDDLES = {"x3d": x3d_middle, "r2plus1d": r2plus1d_middle, "csn": csn_middle, "x2d": x3d_middle,
-           "stm": stm_middle, "tea": tea_middle}
+           "stm": stm_middle, "tea": tea_middle, "lsa": lsa_middle, "axial": axial_middle, "mlp": mlp_middle}
 
 
 # ---------------------------------------------------------------------------------------- skeleton

@@ -14,13 +14,35 @@ from autox3d_jax.models.spec import ArchSpec, BlockSpec, SpecError
 
 @dataclasses.dataclass(frozen=True)
 class BlockType:
+  """A block type's name and the rules its BlockSpec must follow.
+
+  spatial_only: the kernel must be 1 x k x k (2D ops). attention: the type mixes tokens with
+  `spec.heads` heads (>= 1, dividing `spec.inner`) and its `kernel` is a window or an axis span, of
+  any size; every other type is a convolution, with odd kernels (symmetric SAME padding) and no
+  heads.
+  """
   name: str
-  spatial_only: bool = False   # True: the kernel must be 1 x k x k (2D ops only).
+  spatial_only: bool = False
+  attention: bool = False
   summary: str = ""
 
   def validate(self, spec: BlockSpec, where: str) -> None:
     if self.spatial_only and spec.kernel[0] != 1:
       raise SpecError(f"{where}: block type '{self.name}' is 2D-only, kernel t must be 1, got {spec.kernel}")
+    if not self.attention:
+      for k, axis in zip(spec.kernel, "thw"):
+        if k % 2 == 0:
+          raise SpecError(f"{where}.kernel[{axis}] must be odd (symmetric SAME padding), got {k}")
+      if spec.heads:
+        raise SpecError(f"{where}.heads = {spec.heads}: block type '{self.name}' is a convolution and has no "
+                        "heads; set heads to 0")
+      return
+    if spec.heads < 1:
+      raise SpecError(f"{where}: block type '{self.name}' needs heads >= 1 (the op string's ':h<heads>'), "
+                      f"got {spec.heads}")
+    if spec.inner % spec.heads:
+      raise SpecError(f"{where}: {spec.heads} heads do not divide the inner width {spec.inner} of block type "
+                      f"'{self.name}'; choose heads that divide every inner width")
 
 
 _REGISTRY: dict[str, BlockType] = {}
@@ -38,6 +60,13 @@ def get(name: str) -> BlockType:
     return _REGISTRY[name]
   except KeyError:
     raise SpecError(f"unknown block type '{name}'; registered: {sorted(_REGISTRY)}") from None
+
+
+def op_label(type_name: str, kernel, heads: int = 0) -> str:
+  """The stable label of a block type + kernel (+ heads): 'x3d_333', 'lsa_244_h2'. It names an op's
+  own parameters in the supernet and in a standalone block (the attention types' tables)."""
+  base = f"{type_name}_{''.join(map(str, kernel))}"
+  return f"{base}_h{heads}" if heads else base
 
 
 def names() -> list[str]:
@@ -66,3 +95,9 @@ register(BlockType("csn", summary="ir-CSN: depthwise kt x k x k, ReLU"))
 register(BlockType("x2d", spatial_only=True, summary="2D-only X3D block (1 x k x k)"))
 register(BlockType("stm", summary="STM: channel-wise spatiotemporal + motion modules"))
 register(BlockType("tea", summary="TEA: motion excitation + depthwise aggregation"))
+register(BlockType("lsa", attention=True,
+                   summary="local multi-head self-attention in t x h x w windows, relative position bias"))
+register(BlockType("axial", attention=True,
+                   summary="axial (global) multi-head self-attention along t, h, w; kernel: 1 = axis off, "
+                           "else clipped relative positions"))
+register(BlockType("mlp", attention=True, summary="per-head token-mixing MLP in t x h x w windows (Swin-MLP)"))

@@ -61,9 +61,11 @@ class StemSpec:
 class BlockSpec:
   """One residual block. `type` is a key of the block registry; the rest are its hyper-parameters.
 
-  kernel: (t, h, w) of the block's spatiotemporal (depthwise) conv. width: output channels.
+  kernel: (t, h, w) of the block's spatiotemporal (depthwise) conv, or for the attention and MLP
+  types their window / axes (`models.registry` says which). width: output channels.
   inner: expanded (bottleneck) channels. se_ratio: squeeze-excitation ratio, 0 = no SE.
   stride: spatial stride of the block (temporal stride is always 1, as in X3D).
+  heads: attention heads of the attention and MLP types (they split `inner`), 0 for the others.
   A projection shortcut is used exactly when the stride is 2 or the width changes.
   """
   type: str
@@ -72,6 +74,7 @@ class BlockSpec:
   inner: int
   se_ratio: float = 0.0
   stride: int = 1
+  heads: int = 0
 
   def __post_init__(self):
     # JSON gives lists; keep the spec hashable and comparable.
@@ -82,20 +85,20 @@ class BlockSpec:
     return self.inner / self.width
 
   def validate(self, where: str = "block") -> None:
-    """Structural checks; whether `type` is registered (and its constraints) is
-    `models.registry.check_block`'s job."""
+    """Structural checks; whether `type` is registered, and its own rules (odd conv kernels, heads
+    that divide `inner`), are `models.registry.check_block`'s job."""
     if len(self.kernel) != 3:
       raise SpecError(f"{where}.kernel must be (t, h, w), got {self.kernel!r}")
     for k, axis in zip(self.kernel, "thw"):
       _check_positive_int(k, f"{where}.kernel[{axis}]")
-      if k % 2 == 0:
-        raise SpecError(f"{where}.kernel[{axis}] must be odd (symmetric SAME padding), got {k}")
     _check_positive_int(self.width, f"{where}.width")
     _check_positive_int(self.inner, f"{where}.inner")
     if not 0.0 <= self.se_ratio < 1.0:
       raise SpecError(f"{where}.se_ratio must be in [0, 1), got {self.se_ratio}")
     if self.stride not in (1, 2):
       raise SpecError(f"{where}.stride must be 1 or 2, got {self.stride}")
+    if not isinstance(self.heads, int) or isinstance(self.heads, bool) or self.heads < 0:
+      raise SpecError(f"{where}.heads must be a non-negative integer, got {self.heads!r}")
 
 
 @dataclasses.dataclass(frozen=True)

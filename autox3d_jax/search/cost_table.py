@@ -117,7 +117,7 @@ class CostTable:
         for e, expansion in enumerate(c.expansions):
           for o, op in enumerate(c.ops):
             for s, ratio in enumerate(c.se_ratios):
-              spec = BlockSpec(op.type, op.kernel, w, inner_width(w, expansion), ratio, stride)
+              spec = op.block(w, inner_width(w, expansion), ratio, stride)
               table[a, b, e, o, s] = block_fn(spec, w_in, thw)
     return table
 

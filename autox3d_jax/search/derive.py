@@ -33,6 +33,14 @@ def family_of(space: SearchSpace, op_index: int) -> str:
   raise KeyError(op_index)
 
 
+def _cut(source, target):
+  """`target`'s structure cut out of `source`: the keys target has (a token mixer's other candidates'
+  tables are dropped), each array its leading sub-block."""
+  if isinstance(target, Mapping):
+    return {k: _cut(source[k], v) for k, v in target.items()}
+  return _prefix_slice(source, target)
+
+
 def _inherit_block(super_block: Mapping, target: Mapping, family: str, op_label: str) -> dict:
   out = {}
   for key, sub in target.items():
@@ -42,7 +50,7 @@ def _inherit_block(super_block: Mapping, target: Mapping, family: str, op_label:
       source = super_block[family][key]
       if "kernel" in sub and op_label in source:   # a mixed depthwise conv: pick the op's kernel
         source = {"kernel": source[op_label]}
-    out[key] = jax.tree_util.tree_map(_prefix_slice, source, sub)
+    out[key] = _cut(source, sub)
   return out
 
 

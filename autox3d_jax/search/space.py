@@ -18,6 +18,9 @@ import dataclasses
 import math
 from typing import Mapping, Sequence
 
+import numpy as np
+
+from autox3d_jax.cost.analytic import MIDDLE_COSTS
 from autox3d_jax.models import registry, zoo
 from autox3d_jax import labels
 from autox3d_jax.config import base_config
@@ -27,16 +30,35 @@ from autox3d_jax.search.inputs import ClipInput, superclip
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-  """A candidate for a block's type/kernel decision."""
+  """A candidate for a block's type/kernel decision: a block type, its kernel (a window or axis span
+  for the attention types) and, for those, its heads (0 otherwise).
+  Config string: 'x3d:3x3x3', or 'lsa:2x4x4:h2' with heads."""
   type: str
   kernel: tuple[int, int, int]
+  heads: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "kernel", tuple(int(k) for k in self.kernel))
+    object.__setattr__(self, "heads", int(self.heads))
 
   @property
   def label(self) -> str:
-    return f"{self.type}_{''.join(map(str, self.kernel))}"
+    return registry.op_label(self.type, self.kernel, self.heads)
+
+  @property
+  def string(self) -> str:
+    """The config string `ops_from_strings` parses back to this op."""
+    base = f"{self.type}:{'x'.join(map(str, self.kernel))}"
+    return f"{base}:h{self.heads}" if self.heads else base
+
+  def block(self, width: int, inner: int, se_ratio: float = 0.0, stride: int = 1) -> BlockSpec:
+    """This op as a block of the given widths."""
+    return BlockSpec(type=self.type, kernel=self.kernel, width=width, inner=inner, se_ratio=se_ratio,
+                     stride=stride, heads=self.heads)
+
+  @classmethod
+  def of(cls, block: BlockSpec) -> "Op":
+    return cls(block.type, block.kernel, block.heads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,12 +142,35 @@ class SpaceConfig:
     if not all(0.0 <= r < 1.0 for r in self.se_ratios):
       raise SpecError(f"se_ratios must be in [0, 1), got {self.se_ratios}")
     for op in self.ops:
-      # Validates type and kernel through the same path an ArchSpec uses.
-      registry.check_block(BlockSpec(op.type, op.kernel, width=8, inner=8), f"ops[{op.label}]")
+      # Validates type, kernel and heads through the same path an ArchSpec uses.
+      registry.check_block(op.block(width=8, inner=8 * max(op.heads, 1)), f"ops[{op.label}]")
+    self._validate_token_mixers()
     self.stem.validate()
     self.head.validate()
     self._validate_inputs()
     return self
+
+  def _validate_token_mixers(self) -> None:
+    """Attention / MLP ops: heads divide every inner width of the space, and a window fits the largest
+    feature map a block sees (stage 0's, at the largest clip), where it is clipped the least."""
+    mixers = [op for op in self.ops if registry.get(op.type).attention]
+    if not mixers:
+      return
+    inners = sorted({inner_width(w, e) for ws in self.stage_widths for w in ws for e in self.expansions})
+    frames = max(self.input_frames or (self.num_frames,))
+    crop = max(self.input_crops or (self.crop_size,))
+    side = math.ceil(math.ceil(crop / self.stem.spatial_stride) / 2)   # after the stem and stage 0's stride 2
+    largest = (frames, side, side)
+    for op in mixers:
+      bad = [n for n in inners if n % op.heads]
+      if bad:
+        raise SpecError(f"ops[{op.label}]: {op.heads} heads do not divide the inner widths {bad} of this space "
+                        f"(inner = int(expansion * width) over stage_widths x expansions); choose heads that "
+                        f"divide all of {inners}, or other widths / expansions")
+      if op.type != "axial" and any(k > m for k, m in zip(op.kernel, largest)):
+        raise SpecError(f"ops[{op.label}]: window {'x'.join(map(str, op.kernel))} is larger than the largest "
+                        f"feature map of the space ({'x'.join(map(str, largest))}, stage 0), so it would be "
+                        f"clipped at every block; use a window of at most that size")
 
   def _validate_inputs(self) -> None:
     reference = {"frames": self.num_frames, "stride": self.sampling_stride, "crop": self.crop_size}
@@ -157,7 +202,7 @@ class SearchSpace:
   block) in a fixed order and `by_label`. A *point* is {label: choice index} for every decision;
   `to_arch(point)` gives its ArchSpec, `point_of(spec)` the inverse, `canonical(point)` zeroes the
   decisions of blocks beyond a stage's depth (so equal networks have equal points), `size()`
-  counts distinct networks, `largest_point()` is the costliest choice everywhere.
+  counts distinct networks, `largest_point()` is the costliest choice everywhere (`smallest_point()` the cheapest).
   """
 
   def __init__(self, config: SpaceConfig):
@@ -279,9 +324,8 @@ class SearchSpace:
       for j in range(depth):
         op = c.ops[int(point[labels.block_decision(i, j, "op")])]
         expansion = c.expansions[int(point[labels.block_decision(i, j, "expansion")])]
-        blocks.append(BlockSpec(type=op.type, kernel=op.kernel, width=width,
-                                inner=inner_width(width, expansion),
-                                se_ratio=c.se_ratios[int(point[labels.block_decision(i, j, "se")])], stride=2 if j == 0 else 1))
+        blocks.append(op.block(width, inner_width(width, expansion),
+                               c.se_ratios[int(point[labels.block_decision(i, j, "se")])], stride=2 if j == 0 else 1))
       stages.append(StageSpec(tuple(blocks)))
     clip = self.input_of(point)
     return ArchSpec(name=name, num_frames=clip.frames, crop_size=clip.crop, stem=c.stem,
@@ -327,7 +371,7 @@ class SearchSpace:
         b = stage.blocks[j]
         if b.width != stage.width or b.stride != (2 if j == 0 else 1):
           raise SpecError(f"{spec.name}: block {prefix} width/stride is outside the skeleton")
-        point[labels.block_decision(i, j, "op")] = index(labels.block_decision(i, j, "op"), Op(b.type, b.kernel))
+        point[labels.block_decision(i, j, "op")] = index(labels.block_decision(i, j, "op"), Op.of(b))
         expansion = [e for e in c.expansions if inner_width(b.width, e) == b.inner]
         if not expansion:
           raise SpecError(f"{spec.name}: {prefix} inner width {b.inner} is no expansion of {b.width} "
@@ -341,26 +385,37 @@ class SearchSpace:
     """Inactive decisions set to 0, so equal architectures have equal points."""
     return {l: (int(v) if self.active(point, l) else 0) for l, v in point.items()}
 
-  def _op_taps(self) -> list[int]:
-    """Kernel taps (kt * kh * kw) of each op, in order."""
-    return [o.kernel[0] * o.kernel[1] * o.kernel[2] for o in self.config.ops]
+  def stage_maps(self) -> list[tuple[int, int, int]]:
+    """(T, H, W) of each stage's output at the reference clip (stem, then stride 2 per stage)."""
+    c = self.config
+    side = math.ceil(c.crop_size / c.stem.spatial_stride)
+    maps = []
+    for _ in range(self.num_stages):
+      side = math.ceil(side / 2)
+      maps.append((c.num_frames, side, side))
+    return maps
+
+  def _op_costs(self, stage: int) -> list[int]:
+    """Multiply-adds of each op's middle in `stage` at its largest width and expansion, at the stage's
+    map: the order of the ops' costs there (a conv's grows with its taps, attention's with its
+    window)."""
+    c = self.config
+    width = max(c.stage_widths[stage])
+    inner = max(inner_width(width, e) for e in c.expansions)
+    thw = self.stage_maps()[stage]
+    return [MIDDLE_COSTS[o.type](o.block(width, inner), thw).flops for o in c.ops]
 
   def largest_point(self) -> dict[str, int]:
-    """Every decision at its costliest choice (ops: the one with the most kernel taps)."""
-    taps = self._op_taps()
-    point = {}
-    for d in self.decisions:
-      if d.kind == "op":
-        point[d.label] = taps.index(max(taps))
-      else:
-        point[d.label] = d.size - 1
-    return point
+    """Every decision at its costliest choice (ops: the one whose middle costs most in that stage;
+    for convolutions the most kernel taps)."""
+    costs = [self._op_costs(i) for i in range(self.num_stages)]
+    return {d.label: (int(np.argmax(costs[d.stage])) if d.kind == "op" else d.size - 1) for d in self.decisions}
 
   def smallest_point(self) -> dict[str, int]:
-    """Every decision at its cheapest choice (ops: the one with the fewest kernel taps; choices are
-    in increasing order, so index 0 elsewhere)."""
-    taps = self._op_taps()
-    return {d.label: (taps.index(min(taps)) if d.kind == "op" else 0) for d in self.decisions}
+    """Every decision at its cheapest choice (ops: the cheapest middle in that stage; choices are in
+    increasing order, so index 0 elsewhere)."""
+    costs = [self._op_costs(i) for i in range(self.num_stages)]
+    return {d.label: (int(np.argmin(costs[d.stage])) if d.kind == "op" else 0) for d in self.decisions}
 
 
 def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,
@@ -415,19 +470,25 @@ def space_config_from_dict(d: Mapping) -> SpaceConfig:
   if "head" in d and isinstance(d["head"], Mapping):
     d["head"] = HeadSpec(**d["head"])
   if "ops" in d:
-    d["ops"] = tuple(Op(o["type"], o["kernel"]) if isinstance(o, Mapping) else Op(*o) for o in d["ops"])
+    d["ops"] = tuple(Op(o["type"], o["kernel"], o.get("heads", 0)) if isinstance(o, Mapping) else Op(*o)
+                     for o in d["ops"])
   return SpaceConfig(**d)
 
 
 def ops_from_strings(ops: Sequence[str]) -> tuple[Op, ...]:
-  """Parse 'x3d:3x3x3' style strings (used by configs) into Ops, validating the type name."""
+  """Parse 'x3d:3x3x3' style strings (used by configs) into Ops, validating the type name; the
+  attention types add their heads, 'lsa:2x4x4:h2'."""
   out = []
   for s in ops:
     try:
-      type_name, kernel = s.split(":")
+      type_name, kernel, *rest = s.split(":")
       k = tuple(int(v) for v in kernel.lower().split("x"))
+      if len(rest) > 1 or (rest and not rest[0].lower().startswith("h")):
+        raise ValueError(s)
+      heads = int(rest[0][1:]) if rest else 0
     except ValueError:
-      raise SpecError(f"op '{s}' must look like 'x3d:3x3x3'") from None
+      raise SpecError(f"op '{s}' must look like 'x3d:3x3x3', or 'lsa:2x4x4:h2' for an attention type with "
+                      "its heads") from None
     registry.get(type_name)
-    out.append(Op(type_name, k))
+    out.append(Op(type_name, k, heads))
   return tuple(out)

@@ -7,6 +7,8 @@ forward(x, arch) where `arch` maps every decision label to a probability vector 
   * kernels of one block family -> one depthwise conv with the mixed, zero-padded kernel
     (conv is linear in its weights); different families (x3d, r2plus1d, ...) -> gated sum;
   * SE ratio -> gated sum of the SE variants (SE is cheap: it acts on pooled features);
+  * windows / heads of one attention or MLP family -> one shared projection, gated sum of the
+    candidates' outputs (or only the sampled one, exclusive); see `models.attention`;
   * stage depth -> block j is gated by P(depth > j) against the identity.
 With `exclusive=True` (strategies whose samples are one-hot and need no gradient w.r.t. the arch
 weights: probabilistic/REINFORCE, SPOS) each block runs only the sampled family through
@@ -29,6 +31,7 @@ import numpy as np
 from autox3d_jax.cpu.compile_once import run_once
 from autox3d_jax.models.blocks import MIDDLES
 from autox3d_jax import labels
+from autox3d_jax.models.attention import TokenMixer
 from autox3d_jax.models.builder import Head, Stem
 from autox3d_jax.models.layers import BN_EPSILON, BN_MOMENTUM, Pointwise
 from autox3d_jax.models.spec import BlockSpec, se_width
@@ -172,9 +175,11 @@ class SuperSqueezeExcite(nn.Module):
 class SuperLayers:
   """The supernet's layer factory for one family's middle (mirrors `blocks.StandaloneLayers`)."""
 
-  def __init__(self, ops: list[Op], op_weights, inner_mask, family_active, se, stride, train, dtype=None):
+  def __init__(self, ops: list[Op], op_weights, inner_mask, family_active, se, stride, train, dtype=None,
+               exclusive=False):
     self.ops, self.op_weights, self.inner_mask = ops, op_weights, inner_mask
     self.family_active, self.se_args, self.train, self.dtype = family_active, se, train, dtype
+    self.exclusive = exclusive
 
   def depthwise(self, name, kernel_fn, stride):
     candidates = tuple((op.label, kernel_fn(op.kernel)) for op in self.ops)
@@ -190,6 +195,13 @@ class SuperLayers:
   def dense(self, name, features):
     return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
 
+  def token_mixer(self, name, kind):
+    """The family's attention / MLP candidates over one shared projection (multi-head sharing);
+    exclusive: only the sampled candidate runs."""
+    candidates = tuple((op.label, op.kernel, op.heads) for op in self.ops)
+    mixer = TokenMixer(kind, candidates, switch=self.exclusive, dtype=self.dtype, name=name)
+    return lambda y: mixer(y, self.op_weights, self.inner_mask)
+
 
 class FamilyMiddle(nn.Module):
   """The middle of one block family, run with the family's mixed kernels and masks."""
@@ -198,13 +210,15 @@ class FamilyMiddle(nn.Module):
   stride: int
   train: bool
   dtype: jnp.dtype | None = None
+  exclusive: bool = False
 
   @nn.compact
   def __call__(self, y, op_weights, inner_mask, family_active, se_args):
     layers = SuperLayers(list(self.ops), op_weights, inner_mask, family_active, se_args, self.stride,
-                         self.train, self.dtype)
+                         self.train, self.dtype, self.exclusive)
     first = self.ops[0]
-    # The middles read only type-independent fields of the spec (stride); kernels come from layers.
+    # The middles read only type-independent fields of the spec (type, stride); kernels and heads
+    # come from layers.
     template = BlockSpec(first.type, first.kernel, width=1, inner=1, stride=self.stride)
     return MIDDLES[first.type](layers, y, template)
 
@@ -250,7 +264,7 @@ class SuperBlock(nn.Module):
         w_f = p_op[jnp.array(members)]
         p_f = jnp.sum(w_f)
         middle = FamilyMiddle(family, tuple(c.ops[k] for k in members), stride, self.train, self.dtype,
-                              name=family)
+                              self.exclusive, name=family)
         return p_f.astype(y.dtype) * middle(y, w_f / jnp.maximum(p_f, 1e-12), inner_mask, p_f,
                             (p_se, se_masks, c.se_ratios))
       return run

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 
 from autox3d_jax import labels
+from autox3d_jax.models import registry
 from autox3d_jax.models.spec import ArchSpec, BlockSpec
 
 # Table names of the pieces that are not blocks (`arch_pieces`, `measure_modules` items).
@@ -28,7 +29,7 @@ STEM_ITEM, HEAD_ITEM = "__stem__", "__head__|w"
 def block_key(spec: BlockSpec, in_width: int, thw) -> str:
   """Self-describing key of one block measurement (batch size and dtype are table-wide, in meta)."""
   t, h, w = (int(v) for v in thw)
-  return (f"{spec.type}_{''.join(map(str, spec.kernel))}|in{int(in_width)}|w{spec.width}|i{spec.inner}"
+  return (f"{registry.op_label(spec.type, spec.kernel, spec.heads)}|in{int(in_width)}|w{spec.width}|i{spec.inner}"
           f"|se{float(spec.se_ratio):.6g}|s{spec.stride}|{t}x{h}x{w}")
 
 
