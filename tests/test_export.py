@@ -12,7 +12,7 @@ import pytest
 from autox3d_jax import config as config_lib
 from autox3d_jax import export as export_lib
 from autox3d_jax.export import mode as export_mode
-from autox3d_jax.models import builder, zoo
+from autox3d_jax.models import builder, registry, zoo
 from autox3d_jax.ops import depthwise
 
 from test_main import env_for, main_cmd
@@ -115,13 +115,13 @@ def spread_bn_variables(spec, seed=0):
   return trained_like_variables(spec, seed, mean_std=1.0, var_range=(1e-3, 1.0), log_var=True)
 
 
-@pytest.mark.parametrize("block_type", ["x3d", "x2d", "r2plus1d", "csn", "stm", "tea"])
+@pytest.mark.parametrize("block_type", registry.names())
 def test_folding_batch_norm_keeps_the_function_of_every_block_type(block_type):
   from flax.traverse_util import flatten_dict
-  from autox3d_jax.export.fold import fold_batch_norm
-  kernel = (1, 3, 3) if block_type == "x2d" else (3, 3, 3)
-  spec = zoo.x3d("S", num_classes=5, num_frames=4, crop_size=32, depths=(2, 1), widths=(8, 16), block_type=block_type,
-                 kernel=kernel)
+  from autox3d_jax.export.fold import BN_B_NOT_FOLDED, fold_batch_norm
+  from test_models import example_op, tiny_spec
+  kernel, heads = example_op(block_type)
+  spec = tiny_spec(block_type, kernel, num_classes=5, heads=heads)
   variables = spread_bn_variables(spec)
   folded = fold_batch_norm(spec, variables)
   clips = np.random.default_rng(0).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
@@ -130,7 +130,7 @@ def test_folding_batch_norm_keeps_the_function_of_every_block_type(block_type):
   np.testing.assert_allclose(run(folded), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
   stats = flatten_dict(folded["batch_stats"])
   left = sorted("/".join(k[:-1]) for k, v in stats.items() if k[-1] == "mean" and np.any(v))
-  assert left == ([f"{b}/bn_b" for b in ("s1_b1", "s1_b2", "s2_b1")] if block_type == "stm" else []), left
+  assert left == ([f"{b}/bn_b" for b in ("s1_b1", "s2_b1", "s2_b2")] if block_type in BN_B_NOT_FOLDED else []), left
 
 
 def test_int8_from_the_folded_network_keeps_what_per_tensor_ranges_lose():

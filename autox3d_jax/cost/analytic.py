@@ -48,6 +48,11 @@ def _stm_middle(spec, thw):
           + se_cost(spec.inner, spec.se_ratio))
 
 
+def _ip_csn_middle(spec, thw):
+  p_in = thw[0] * thw[1] * thw[2]
+  return pointwise_cost(spec.inner, spec.inner, p_in) + bn_cost(spec.inner) + _x3d_middle(spec, thw)
+
+
 def _tea_middle(spec, thw):
   excite = Cost(spec.inner * spec.inner, spec.inner * spec.inner * thw[0])
   return excite + _x3d_middle(spec, thw)
@@ -103,9 +108,9 @@ def _mlp_middle(spec, thw):
 
 
 # block type -> cost of its middle: (spec, (T, H, W) at the block's input) -> Cost
-MIDDLE_COSTS = {"x3d": _x3d_middle, "r2plus1d": _r2plus1d_middle, "csn": _x3d_middle, "x2d": _x3d_middle,
-                "stm": _stm_middle, "tea": _tea_middle, "lsa": _lsa_middle, "axial": _axial_middle,
-                "mlp": _mlp_middle}
+MIDDLE_COSTS = {"x3d": _x3d_middle, "r2plus1d": _r2plus1d_middle, "csn": _x3d_middle, "ip_csn": _ip_csn_middle,
+                "x2d": _x3d_middle, "stm": _stm_middle, "tea": _tea_middle, "lsa": _lsa_middle,
+                "axial": _axial_middle, "mlp": _mlp_middle}
 
 
 def stem_cost(stem: StemSpec, in_channels: int, thw) -> tuple[Cost, tuple[int, int, int]]:

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 
 from autox3d_jax.models import registry
 from autox3d_jax.models.attention import TokenMixer
-from autox3d_jax.models.layers import (DepthwiseConv3D, Pointwise, SqueezeExcite, batch_norm, swish)
+from autox3d_jax.models.layers import (DepthwiseConv3D, Pointwise, SqueezeExcite, batch_norm, on_channels,
+                                       swish)
 from autox3d_jax.models.spec import BlockSpec
 
 KernelFn = Callable[[tuple], tuple]
@@ -89,17 +90,30 @@ def csn_middle(layers, y, spec: BlockSpec):
   return nn.relu(layers.se("se")(y))
 
 
+def ip_csn_middle(layers, y, spec: BlockSpec):
+  """ip-CSN (interaction-preserved): a 1x1x1 conv -> BN before the depthwise kt x k x k (VMZ's
+  IPConv3DDepthwise, no ReLU between them), then ir-CSN's BN -> ReLU."""
+  y = on_channels(layers.dense("conv_ip", y.shape[-1]), y)
+  y = layers.bn("bn_ip")(y)
+  return csn_middle(layers, y, spec)
+
+
 def _frame_difference(y):
   """Feature-level motion cue: y[t+1] - y[t], zero for the last frame (keeps T)."""
   return jnp.concatenate([y[:, 1:] - y[:, :-1], jnp.zeros_like(y[:, :1])], axis=1)
 
 
 def stm_middle(layers, y, spec: BlockSpec):
-  """STM (Jiang et al. 2019): channel-wise spatiotemporal module (depthwise temporal then spatial)
-  plus channel-wise motion module (difference of consecutive frames after a depthwise 1 x k x k)."""
+  """STM (Jiang et al. 2019), depthwise: the channel-wise spatiotemporal module (temporal kt x 1 x 1
+  then spatial 1 x k x k) plus the channel-wise motion module H_t = K * F_{t+1} - F_t (K a
+  channel-wise 1 x k x k conv applied to frame t+1, the last step zero), summed (the paper's
+  choice over concatenation). The paper's CMM reduces the channels 16x around this and restores
+  them; here it runs on every inner channel (the depthwise form is already cheap)."""
   cstm = layers.depthwise("cstm_t", temporal_kernel, 1)(y)
   cstm = layers.depthwise("conv_b", spatial_kernel, spec.stride)(cstm)
-  motion = _frame_difference(layers.depthwise("cmm_s", spatial_kernel, spec.stride)(y))
+  moved = layers.depthwise("cmm_s", spatial_kernel, spec.stride)(y)
+  here = y[:, :, ::spec.stride, ::spec.stride]
+  motion = jnp.concatenate([moved[:, 1:] - here[:, :-1], jnp.zeros_like(here[:, :1])], axis=1)
   y = layers.bn("bn_b")(cstm + motion)
   return nn.relu(layers.se("se")(y))
 
@@ -141,8 +155,9 @@ def mlp_middle(layers, y, spec):
 
 
 # block type (a name of `models.registry`) -> its middle
-MIDDLES = {"x3d": x3d_middle, "r2plus1d": r2plus1d_middle, "csn": csn_middle, "x2d": x3d_middle,
-           "stm": stm_middle, "tea": tea_middle, "lsa": lsa_middle, "axial": axial_middle, "mlp": mlp_middle}
+MIDDLES = {"x3d": x3d_middle, "r2plus1d": r2plus1d_middle, "csn": csn_middle, "ip_csn": ip_csn_middle,
+           "x2d": x3d_middle, "stm": stm_middle, "tea": tea_middle, "lsa": lsa_middle, "axial": axial_middle,
+           "mlp": mlp_middle}
 
 
 # ---------------------------------------------------------------------------------------- skeleton

@@ -92,6 +92,7 @@ def check_arch(spec: ArchSpec) -> ArchSpec:
 register(BlockType("x3d", summary="X3D bottleneck: depthwise kt x k x k, SE, Swish"))
 register(BlockType("r2plus1d", summary="(2+1)D depthwise: 1 x k x k then kt x 1 x 1"))
 register(BlockType("csn", summary="ir-CSN: depthwise kt x k x k, ReLU"))
+register(BlockType("ip_csn", summary="ip-CSN: 1x1x1 conv + BN, then depthwise kt x k x k, ReLU"))
 register(BlockType("x2d", spatial_only=True, summary="2D-only X3D block (1 x k x k)"))
 register(BlockType("stm", summary="STM: channel-wise spatiotemporal + motion modules"))
 register(BlockType("tea", summary="TEA: motion excitation + depthwise aggregation"))
