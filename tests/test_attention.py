@@ -255,3 +255,20 @@ def test_the_largest_point_picks_the_costliest_middle_per_stage(hybrid_supernet)
              for o in space.config.ops]
     label = labels.block_decision(i, 0, "op")
     assert largest[label] == int(np.argmax(costs)) and smallest[label] == int(np.argmin(costs))
+
+
+@pytest.mark.parametrize("op, message", [
+    ("lsa:2x5x5:h2", r"config\.space: ops\[lsa_255_h2\]: 2 heads do not divide the inner widths \[27"),
+    ("lsa:2x11x11:h3", r"config\.space: ops\[lsa_21111_h3\]: window 2x11x11 is larger than the largest feature map "
+                       r"of the space \(8x10x10"),
+    ("lsa:2x5x5:q3", r"config\.space: op 'lsa:2x5x5:q3' must look like"),
+])
+def test_a_bad_attention_op_in_a_config_fails_before_any_dataset_build(op, message):
+  """main's early check (`setup.check_space`) names config.space and the op, before data or compiles."""
+  from autox3d_jax import configs
+  from autox3d_jax.config import ConfigError
+  from autox3d_jax.train import setup
+  cfg = configs.get("demo", "hybrid")
+  cfg.space.ops = ("x3d:3x3x3", op)
+  with pytest.raises(ConfigError, match=message):
+    setup.check_space(cfg)

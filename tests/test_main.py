@@ -64,7 +64,7 @@ def test_unknown_config_key_fails_on_the_command_line(tmp_path):
 @pytest.mark.parametrize("flag, line", [
     ("--config.search.steps=abc", "error: flag --config.search.steps=abc: invalid literal for int() with base 10: 'abc'"),
     (f"--config={os.path.join(ROOT, 'configs/demo.py')}:moton", "cannot parse 'moton' in 'moton'; it accepts one of "
-                                                                 "['speed', 'motion', 'tiny', 'inputs', 'multitask']"),
+                                                                 "['speed', 'motion', 'tiny', 'inputs', 'multitask', 'hybrid']"),
 ])
 def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
   cmd = [a for a in main_cmd(tmp_path) if not (flag.startswith("--config=") and a.startswith("--config="))] + [flag]
@@ -75,8 +75,10 @@ def test_bad_flags_fail_in_one_line(tmp_path, flag, line):
 
 
 def test_all_shipped_configs_are_valid():
-  for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion", "inputs"]), ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
-                     ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"])]:
+  for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion", "inputs", "hybrid"]),
+                     ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
+                     ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"]),
+                     ("configs/search_hybrid.py", ["target=S", "target=L", "target=M,runlocal"])]:
     for arg in args:
       config_lib.validate(load_config(path, arg))
 
@@ -99,6 +101,10 @@ def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
       "moving_digits/motion_small", "moving_digits/appearance_small", "moving_digits/speed_small"]
   assert multitask.space.to_dict() == speed.space.to_dict()
   assert multitask.search.weight_opt.to_dict() == speed.search.weight_opt.to_dict()
+  hybrid = load_config("configs/demo.py", "hybrid")        # the speed demo over a conv + attention space
+  assert {"csn", "stm", "tea", "lsa", "axial", "mlp"} <= {op.split(":")[0] for op in hybrid.space.ops}
+  hybrid.space.ops = speed.space.ops
+  assert hybrid.to_dict() == speed.to_dict()
 
 
 def test_seeds_entry_reports_the_mean_and_every_seed():

@@ -12,7 +12,7 @@ import importlib
 
 import ml_collections
 
-NAMES = ("demo", "search_autox3d", "search_x3d_expansion", "x3d")
+NAMES = ("demo", "search_autox3d", "search_hybrid", "search_x3d_expansion", "x3d")
 
 
 def get(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

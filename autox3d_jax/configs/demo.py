@@ -15,6 +15,8 @@ ceiling, so the search can only win on cost. `:tiny` is the seconds-long variant
 stride (1 or 2) searched with the network (one input setting per step, 4 compiled steps); the
 X3D-like baseline stays at the reference 8 x 1 clip. The videos have 12 frames, so the 8 x 2
 setting repeats the last ones, as the pipeline does for every clip longer than its video.
+`:hybrid` is the speed task over a conv + attention space: the default ops plus ir-CSN, STM, TEA,
+windowed and axial self-attention and the windowed MLP (`configs/search_hybrid.py` at X3D's scale).
 `:multitask` is one multi-task search (mode=search) over the motion, appearance and speed tasks,
 a head and an architecture per task, each at the X3D-like point's FLOPs
 (benchmarks/bench_multitask.py retrains them against single-task searches). Measured figures of
@@ -22,10 +24,16 @@ every variant: benchmarks/RESULTS.md.
 """
 from autox3d_jax.config import base_config, parse_config_arg, task_section
 
+# The hybrid variant's ops: the default's convolutions, ir-CSN, STM, TEA and the token mixers. Every
+# inner width of the demo space is a multiple of 3, so 3 heads divide it; the 2 x 5 x 5 windows are
+# clipped to the later stages' maps (5 x 5, 3 x 3, 2 x 2 at the 40 crop).
+HYBRID_OPS = ("x3d:3x3x3", "x3d:5x3x3", "x2d:1x3x3", "r2plus1d:3x3x3", "csn:3x3x3", "stm:3x3x3", "tea:3x3x3",
+              "lsa:2x5x5:h3", "axial:3x5x5:h3", "mlp:2x5x5:h3")
+
 
 def get_config(arg: str = ""):
   variant = parse_config_arg(arg, "configs/demo.py", variants=("speed", "motion", "tiny", "inputs",
-                                                                                  "multitask"))["variant"]
+                                                                                  "multitask", "hybrid"))["variant"]
   c = base_config()
   c.mode = "demo"
   # The shared recipe (the motion variant's); the speed variant below changes the data, the weight
@@ -92,7 +100,7 @@ def get_config(arg: str = ""):
     c.train.steps = 4
     c.checkpoint.every_steps = 2
     c.log_every_steps = 2
-  elif variant in ("speed", "inputs"):
+  elif variant in ("speed", "inputs", "hybrid"):
     c.data.name = "moving_digits/speed_small"
     # Scale augmentation changes apparent speed, which is the label: one fixed scale for train and eval.
     c.data.scale_jitter = (40, 40)
@@ -107,6 +115,8 @@ def get_config(arg: str = ""):
     if variant == "inputs":
       c.space.input_frames = (4, 8)
       c.space.input_strides = (1, 2)
+    if variant == "hybrid":
+      c.space.ops = HYBRID_OPS
   elif variant == "multitask":
     c.mode = "search"
     c.tasks.motion = task_section("moving_digits/motion_small")
