@@ -5,6 +5,7 @@
     python benchmarks/bench_supernet.py --k4-points random --note "..."
     python benchmarks/bench_supernet.py --skip-k4 --ops x3d:3x3x3,x3d:5x3x3,x2d:1x3x3   # ablation:
         # the same space without the r2plus1d family (what the second family costs the supernet)
+    python benchmarks/bench_supernet.py --clip demo --skip-k4 --ops hybrid   # configs/demo.py:hybrid's ops
 
 Space: configs/demo.py's ('' variant: 4 stages, ops x3d:3x3x3 / x3d:5x3x3 / x2d:1x3x3 /
 r2plus1d:3x3x3, 3 expansions, 3 SE ratios), 12 classes, batch 16, random clips.
@@ -62,7 +63,8 @@ def main(argv=None):
   p.add_argument("--note", default="")
   p.add_argument("--no-save", action="store_true")
   p.add_argument("--ops", default="", help="ablation: comma-separated ops replacing the demo space's "
-                 "(e.g. x3d:3x3x3,x3d:5x3x3,x2d:1x3x3 drops the r2plus1d family)")
+                 "(e.g. x3d:3x3x3,x3d:5x3x3,x2d:1x3x3 drops the r2plus1d family); 'hybrid': the demo's "
+                 "hybrid variant's conv + attention ops")
   p.add_argument("--routing", default="exclusive", choices=("exclusive", "mix"),
                  help="exclusive: only the sampled family runs (lax.switch; what probabilistic/SPOS "
                  "searches use); mix: gated sum over all families (what soft / straight-through use)")
@@ -100,7 +102,10 @@ def main(argv=None):
     raise SystemExit(f"--batch must be a positive multiple of 4 (K=4 groups), got {args.batch}")
   cfg.data.num_frames = args.frames or CLIPS[args.clip][0]
   cfg.data.crop_size = args.crop or CLIPS[args.clip][1]
-  if args.ops:
+  if args.ops == "hybrid":
+    from autox3d_jax.configs.demo import HYBRID_OPS
+    cfg.space.ops = HYBRID_OPS
+  elif args.ops:
     cfg.space.ops = tuple(args.ops.split(","))
   space = build_space(cfg, classes=CLASSES)
   c = space.config
@@ -111,7 +116,7 @@ def main(argv=None):
                 devices=jax.device_count(), batch=args.batch, frames=c.num_frames, crop=c.crop_size,
                 classes=CLASSES, warmup=args.warmup, note=args.note, routing=args.routing,
                 k4_points=args.k4_points, clip=args.clip,
-                ops=",".join(f"{o.type}:{'x'.join(map(str, o.kernel))}" for o in c.ops))
+                ops=",".join(o.string for o in c.ops))
   try:
     common["depthwise_plan"] = "/".join(depthwise.execution_plan())
   except Exception as e:  # pragma: no cover

@@ -1,6 +1,6 @@
 """The attention and MLP block types: their math against direct loops, the space's checks on them,
 and the supernet invariant (one-hot supernet == derived network) with multi-head sharing, next to
-the conv types they are searched with (ip-CSN and STM among them)."""
+the conv types they are searched with (ip-CSN, STM and TEA among them)."""
 import dataclasses
 import itertools
 import math
@@ -109,7 +109,7 @@ def test_a_window_covering_the_map_is_global_attention():
 
 # -------------------------------------------------------------------------------------- bad input
 HYBRID_OPS = (Op("x3d", (3, 3, 3)), Op("lsa", (2, 4, 4), 3), Op("lsa", (4, 3, 3), 1), Op("axial", (3, 5, 5), 3),
-              Op("mlp", (2, 3, 3), 3), Op("ip_csn", (3, 3, 3)), Op("stm", (3, 3, 3)))
+              Op("mlp", (2, 3, 3), 3), Op("ip_csn", (3, 3, 3)), Op("stm", (3, 3, 3)), Op("tea", (3, 3, 3)))
 
 
 def hybrid_space(ops=HYBRID_OPS, **overrides):

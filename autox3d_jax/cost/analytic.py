@@ -54,8 +54,18 @@ def _ip_csn_middle(spec, thw):
 
 
 def _tea_middle(spec, thw):
-  excite = Cost(spec.inner * spec.inner, spec.inner * spec.inner * thw[0])
-  return excite + _x3d_middle(spec, thw)
+  """Motion excitation (a C x C dense per frame) and MTA: per interleaved fragment of w_f channels a
+  temporal conv at the input's positions, and for fragments 0-2 a spatial depthwise conv and BN."""
+  p_in, p_out = thw[0] * thw[1] * thw[2], _out_positions(spec, thw)
+  kt, kh, kw = spec.kernel
+  cost = Cost(spec.inner * spec.inner, spec.inner * spec.inner * thw[0]) + se_cost(spec.inner, spec.se_ratio)
+  parts = registry.TEA_FRAGMENTS
+  for f in range(parts):
+    w = len(range(f, spec.inner, parts))
+    cost = cost + depthwise_cost((kt, 1, 1), w, p_in)
+    if f < parts - 1:
+      cost = cost + depthwise_cost((1, kh, kw), w, p_out) + bn_cost(w)
+  return cost
 
 
 def _out_thw(spec, thw):

@@ -60,6 +60,13 @@ class StandaloneLayers:
   def dense(self, name: str, features: int):
     return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
 
+  def fragment(self, index: int, parts: int):
+    """The factory for channels index::parts (TEA's fragments); a concrete block has no masks."""
+    return self
+
+  def mask(self, y):
+    return y
+
   def token_mixer(self, name: str, kind: str):
     s = self.spec
     return TokenMixer(kind, ((registry.op_label(s.type, s.kernel, s.heads), s.kernel, s.heads),),
@@ -118,12 +125,52 @@ def stm_middle(layers, y, spec: BlockSpec):
   return nn.relu(layers.se("se")(y))
 
 
+def _fragments(y, parts: int):
+  """Channel c of (..., C) goes to fragment c mod parts (interleaved, so a prefix of the channels keeps
+  its split: the supernet's masked widths split as the derived network's do)."""
+  return [y[..., f::parts] for f in range(parts)]
+
+
+def _interleave(fragments, channels: int):
+  """The inverse of `_fragments`: (..., C) with fragment f's k-th channel at k * parts + f."""
+  size = fragments[0].shape[-1]
+  padded = [jnp.pad(f, [(0, 0)] * (f.ndim - 1) + [(0, size - f.shape[-1])]) for f in fragments]
+  return jnp.stack(padded, axis=-1).reshape(fragments[0].shape[:-1] + (size * len(fragments),))[..., :channels]
+
+
+def _avg_pool_3x3(y, stride: int):
+  """3 x 3 spatial average pool, padding 1 counted (PyTorch's AvgPool2d default), stride `stride`."""
+  return nn.avg_pool(y, (1, 3, 3), strides=(1, stride, stride), padding=((0, 0), (1, 1), (1, 1)),
+                     count_include_pad=True)
+
+
 def tea_middle(layers, y, spec: BlockSpec):
-  """TEA (Li et al. 2020), depthwise: motion excitation (pooled frame differences -> 1x1x1 -> sigmoid
-  channel gate, x * (1 + gate)) then X3D's depthwise aggregation."""
+  """TEA (Li et al. 2020; Phoenix1327/tea-action-recognition `Bottle2neckShift`), depthwise:
+    * motion excitation: pooled frame differences -> 1x1x1 -> sigmoid channel gate, y * (1 + gate)
+      (the code's conv on frame t+1 and 16x reduction are not reproduced);
+    * multiple temporal aggregation: the channels split into 4 fragments (interleaved); fragments
+      0-2 run a channel-wise temporal kt x 1 x 1 conv, a depthwise 1 x k x k (strided), BN and ReLU,
+      each fragment's input plus the previous fragment's output (Res2Net's hierarchy; not in a
+      strided block, as in the code); the last fragment runs the temporal conv only, then in a
+      strided block a 3 x 3 average pool; the fragments are put back in place -> SE.
+  The code's identity / shift initialisation of the temporal convs is not reproduced."""
   pooled = jnp.mean(_frame_difference(y), axis=(2, 3), keepdims=True)
   gate = jax.nn.sigmoid(layers.dense("me", y.shape[-1])(pooled))
-  return x3d_middle(layers, y * (1.0 + gate), spec)
+  y = y * (1.0 + gate)
+  outs, previous = [], None
+  for f, part in enumerate(_fragments(y, registry.TEA_FRAGMENTS)):
+    view = layers.fragment(f, registry.TEA_FRAGMENTS)
+    if previous is not None and spec.stride == 1:
+      part = view.mask(part + previous[..., :part.shape[-1]])
+    part = view.depthwise(f"mta_t{f}", temporal_kernel, 1)(part)
+    if f == registry.TEA_FRAGMENTS - 1:
+      part = _avg_pool_3x3(part, spec.stride) if spec.stride > 1 else part
+    else:
+      part = view.depthwise(f"mta_s{f}", spatial_kernel, spec.stride)(part)
+      part = nn.relu(view.bn(f"mta_bn{f}")(part))
+    outs.append(part)
+    previous = part
+  return nn.relu(layers.se("se")(_interleave(outs, y.shape[-1])))
 
 
 def position_kernel(k):

@@ -47,6 +47,9 @@ class BlockType:
 
 _REGISTRY: dict[str, BlockType] = {}
 
+# TEA's multiple temporal aggregation splits a block's channels into this many fragments.
+TEA_FRAGMENTS = 4
+
 
 def register(block_type: BlockType) -> BlockType:
   if block_type.name in _REGISTRY:

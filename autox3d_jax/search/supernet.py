@@ -20,6 +20,7 @@ that mix and mask. So a one-hot arch gives the derived network's logits (see `de
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Mapping
 
@@ -194,6 +195,16 @@ class SuperLayers:
 
   def dense(self, name, features):
     return nn.Dense(features, use_bias=False, dtype=self.dtype, name=name)
+
+  def fragment(self, index, parts):
+    """The factory for channels index::parts (TEA's fragments): the masks sliced the same way."""
+    view = copy.copy(self)
+    view.inner_mask = self.inner_mask[index::parts]
+    return view
+
+  def mask(self, y):
+    """y with the inactive channels zeroed."""
+    return y * self.inner_mask.astype(y.dtype)
 
   def token_mixer(self, name, kind):
     """The family's attention / MLP candidates over one shared projection (multi-head sharing);
