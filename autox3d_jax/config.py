@@ -122,6 +122,8 @@ def base_config() -> ml_collections.ConfigDict:
                     (96, 144, 192, 240, 288)),
       min_depths=(1, 2, 5, 3), max_depths=(5, 10, 25, 15),
       expansions=(1.5, 2.25, 3.0, 4.5, 6.0), se_ratios=(0.0, 1 / 16, 1 / 4),
+      # 'type:t x h x w' per op (types: models/registry.py); the attention types add their heads,
+      # 'lsa:2x5x5:h3', and their kernel is a window (axial: axis spans).
       ops=("x3d:3x3x3", "x3d:5x3x3", "x3d:3x5x5", "x3d:5x5x5", "x2d:1x3x3", "x2d:1x5x5", "r2plus1d:3x3x3"),
       conv5_width=432, head_width=2048, dropout=0.5, num_classes=-1,   # -1: from the dataset
       # Input axes searched with the network (probabilistic / spos; one input setting per step):
@@ -159,7 +161,10 @@ def base_config() -> ml_collections.ConfigDict:
           min_samples=1)),
       spos=ml_collections.ConfigDict(dict(
           cost_bins=0,                # > 0: uniform over that many cost bins (SPOS's FLOPs-bin sampling)
-          bin_candidates=16)),
+          bin_candidates=16,
+          # TrioNet's hierarchical sampling: each block's op type uniformly, then one of its ops
+          # (windows / heads / kernels), so a type with many variants is not trained more often.
+          hierarchical=False)),
       dnas=_temperature_section(),
       gdas=_temperature_section(),
       msg=_temperature_section(),

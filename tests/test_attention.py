@@ -272,3 +272,18 @@ def test_a_bad_attention_op_in_a_config_fails_before_any_dataset_build(op, messa
   cfg.space.ops = ("x3d:3x3x3", op)
   with pytest.raises(ConfigError, match=message):
     setup.check_space(cfg)
+
+
+def test_hierarchical_sampling_draws_the_op_type_uniformly_then_one_of_its_ops():
+  """TrioNet's hierarchical sampling (search.spos.hierarchical): with 1 x3d, 2 lsa, 1 axial and 1 mlp op
+  each type is drawn a quarter of the time and each lsa op an eighth; plain uniform gives each op a fifth."""
+  from autox3d_jax.search.distribution import ArchDistribution, op_type_probs
+  space = hybrid_space(ops=HYBRID_OPS[:5])
+  np.testing.assert_allclose(op_type_probs(space.config.ops), [1 / 4, 1 / 8, 1 / 8, 1 / 4, 1 / 4])
+  dist = ArchDistribution(space)
+  label = labels.block_decision(0, 0, "op")
+  for hierarchical, expected in ((True, [1 / 4, 1 / 8, 1 / 8, 1 / 4, 1 / 4]), (False, [1 / 5] * 5)):
+    draws = jax.vmap(lambda k: dist.sample_uniform(k, hierarchical)[label])(
+        jax.random.split(jax.random.PRNGKey(0), 8000))
+    frequencies = np.bincount(np.asarray(draws), minlength=5) / 8000
+    np.testing.assert_allclose(frequencies, expected, atol=0.015)

@@ -502,6 +502,7 @@ KEYS = {
     "search.probabilistic.min_samples": (2, [_strategy], {}),
     "search.spos.cost_bins": (4, [_strategy], {"search.strategy": "spos"}),
     "search.spos.bin_candidates": (2, [_strategy], {"search.strategy": "spos", "search.spos.cost_bins": 4}),
+    "search.spos.hierarchical": (True, [_strategy], {"search.strategy": "spos"}),
     **{f"search.{s}.{k}": (v, [_strategy], {"search.strategy": s})
        for s in ("dnas", "gdas", "msg")
        for k, v in (("tau_schedule", "linear"), ("tau_max", 2.0), ("tau_decay", 0.01))},

@@ -357,6 +357,20 @@ def test_real_table_and_validation(tmp_path):
   assert set(mem) >= {"peak_activation_bytes", "temp_bytes", "argument_bytes", "output_bytes"}
 
 
+def test_a_real_table_times_the_attention_ops_by_their_window_and_heads(fake_timer):
+  """A space with a token mixer: its blocks are table pieces keyed with their heads, and the
+  table gives the cost table every look-up it makes."""
+  space = small_space(stage_widths=((8,), (16,)), max_depths=(2, 2), expansions=(2.0,), se_ratios=(0.25,),
+                      ops=(Op("x3d", (3, 3, 3)), Op("lsa", (2, 4, 4), 2), Op("lsa", (2, 4, 4), 4)))
+  table = quick_table(space, batch_size=1, warmup=1, repeats=1, min_time_s=0.0)
+  blocks, _, _ = L.required_queries(space)
+  assert set(table.entries) == set(blocks)
+  assert {k.split("|")[0] for k in table.entries} == {"x3d_333", "lsa_244_h2", "lsa_244_h4"}
+  assert any(name.startswith("lsa_244_h4") for name, *_ in fake_timer)
+  costs = CostTable.from_latency(space, table)
+  assert costs.of_point(space.largest_point()) > 0
+
+
 @pytest.mark.slow   # in CI's slow selection: converts every table piece to TFLite (about 20 s)
 def test_tflite_backend_times_the_pieces_as_tflite_models(tmp_path):
   """latency.backend=tflite: every piece converted to a float32 TFLite model (which computes the

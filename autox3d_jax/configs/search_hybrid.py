@@ -13,7 +13,8 @@ of 6 and the ops' 3 heads divide it (a space whose heads do not divide an inner 
 naming the op). X3D's own widths (24, 48, 96, 192) are in the space, so the X3D-<target> point and
 its FLOPs target are too. Windows: t x 5 x 5 tiles the maps of a 160 crop (40, 20, 10, 5); the
 axial op attends along t, h and w with relative positions clipped at +-1 (t) and +-3 (h, w).
-`configs/demo.py:hybrid` is the same kind of space at the demo's scale.
+With strategy=spos the paths are sampled hierarchically (TrioNet: each block's op type uniformly,
+then one of its variants). `configs/demo.py:hybrid` is the same kind of space at the demo's scale.
 """
 from autox3d_jax.config import STRATEGIES, parse_config_arg
 from autox3d_jax.configs import search_autox3d
@@ -30,6 +31,8 @@ def get_config(arg: str = "target=S"):
                           flags=("runlocal",))
   c = search_autox3d.get_config(arg)
   c.space.ops = CONV_OPS + TOKEN_MIXERS
+  if c.search.strategy == "spos":
+    c.search.spos.hierarchical = True      # TrioNet: an op type uniformly, then one of its variants
   if args["runlocal"]:
     # The 48 crop's maps (12, 6, 3, 2) clip the 5 x 5 windows in the later stages.
     c.space.stage_widths = ((8, 16), (16, 24, 32), (24, 32, 48), (32, 48, 64))

@@ -19,6 +19,13 @@ Logits = dict[str, jax.Array]
 Point = dict[str, jax.Array]
 
 
+def op_type_probs(ops) -> np.ndarray:
+  """P(op) when a block's op type is drawn uniformly and then one op of that type: 1 / (types x
+  ops of its type)."""
+  types = [op.type for op in ops]
+  return np.array([1.0 / (len(set(types)) * types.count(t)) for t in types])
+
+
 class ArchDistribution:
 
   def __init__(self, space: SearchSpace):
@@ -42,10 +49,17 @@ class ArchDistribution:
     return {d.label: jax.random.categorical(k, logits[d.label]).astype(jnp.int32)
             for d, k in zip(self.space.decisions, keys)}
 
-  def sample_uniform(self, key: jax.Array) -> Point:
+  def sample_uniform(self, key: jax.Array, hierarchical: bool = False) -> Point:
+    """Every decision uniformly; hierarchical: each op decision's type uniformly, then one of that
+    type's ops uniformly (TrioNet's hierarchical sampling; `op_type_probs`)."""
     keys = jax.random.split(key, len(self.space.decisions))
-    return {d.label: jax.random.randint(k, (), 0, d.size, jnp.int32)
-            for d, k in zip(self.space.decisions, keys)}
+    out = {}
+    for d, k in zip(self.space.decisions, keys):
+      if hierarchical and d.kind == "op":
+        out[d.label] = jax.random.categorical(k, jnp.log(jnp.asarray(op_type_probs(d.choices)))).astype(jnp.int32)
+      else:
+        out[d.label] = jax.random.randint(k, (), 0, d.size, jnp.int32)
+    return out
 
   def mode(self, logits: Logits) -> dict[str, int]:
     """The most likely architecture (host-side ints)."""
@@ -146,5 +160,5 @@ class FixedInputs(ArchDistribution):
   def sample(self, key: jax.Array, logits: Logits) -> Point:
     return self._pin(super().sample(key, logits))
 
-  def sample_uniform(self, key: jax.Array) -> Point:
-    return self._pin(super().sample_uniform(key))
+  def sample_uniform(self, key: jax.Array, hierarchical: bool = False) -> Point:
+    return self._pin(super().sample_uniform(key, hierarchical))

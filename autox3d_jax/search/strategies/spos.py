@@ -1,6 +1,7 @@
 """Single-path one-shot (SPOS): the supernet trains on uniformly sampled single paths; optionally
 uniform over cost bins (SPOS's FLOPs-bin sampling: draw `bin_candidates` uniform paths, pick a bin
-uniformly, take a path in it). The architecture is chosen afterwards by `search.evolution`."""
+uniformly, take a path in it), and optionally with each op drawn hierarchically (its type uniformly,
+then one op of the type: TrioNet). The architecture is chosen afterwards by `search.evolution`."""
 from __future__ import annotations
 
 import functools
@@ -16,10 +17,12 @@ class SPOS(Strategy):
   updates_arch = False
 
   def _one_path(self, key):
+    hierarchical = self.settings.hierarchical
     if not self.settings.cost_bins:
-      return self.dist.sample_uniform(key)
+      return self.dist.sample_uniform(key, hierarchical)
     k1, k2 = jax.random.split(key)
-    candidates = stack([self.dist.sample_uniform(k) for k in jax.random.split(k1, self.settings.bin_candidates)])
+    candidates = stack([self.dist.sample_uniform(k, hierarchical)
+                        for k in jax.random.split(k1, self.settings.bin_candidates)])
     costs = jax.vmap(self.point_cost)(candidates)
     lo, hi = self.table_range
     bins = jnp.clip(((costs - lo) / (hi - lo) * self.settings.cost_bins).astype(jnp.int32), 0, self.settings.cost_bins - 1)
