@@ -42,7 +42,7 @@ def x3d_equal_flops_inner(flops: int, width: int, in_width: int, thw) -> int:
   """The inner width of an x3d:3x3x3 block (SE 1/16) whose analytic FLOPs are closest to `flops`."""
   from autox3d_jax.cost.analytic import block_cost
   from autox3d_jax.models.spec import BlockSpec
-  return min(range(1, 8 * width), key=lambda n: abs(
+  return min(range(1, 64 * width), key=lambda n: abs(
       block_cost(BlockSpec("x3d", (3, 3, 3), width, n, 1 / 16), in_width, thw)[0].flops - flops))
 
 
