@@ -197,8 +197,10 @@ def test_heads_share_one_projection_in_the_supernet(hybrid_supernet):
   assert mixer["lsa_244_h3"].shape == (3 * 7 * 7, 3) and mixer["lsa_433_h1"].shape == (7 * 5 * 5, 1)
 
 
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("train", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eval", "train"])
 def test_one_hot_supernet_equals_the_derived_attention_network(hybrid_supernet, train):
+  """Every op of the hybrid space in every block. Train mode (default suite): logits and the BN
+  statistics' updates; eval mode (CI's slow selection, for its time): logits with running statistics."""
   space, variables = hybrid_supernet
   run_eval = jax.jit(lambda v, x, a: sn.Supernet(space).apply(v, x, a, False))   # one compile for every point
   rng = np.random.default_rng(8 + train)

@@ -104,6 +104,11 @@ def test_arch_table_rows_and_totals():
   assert rows["s2_b1"][:9] == ["2", "s2_b1", "x3d", "5x3x3", "48", "96", "2.00", "1/4", "2"]
   assert rows["s2_b2"][:9] == ["2", "s2_b2", "x2d", "1x5x5", "48", "144", "3.00", "0.3", "1"]
   assert rows["s1_b1"][7] == "1/16"
+  with_heads = spec.replace(stages=(spec.stages[0], spec.stages[1].__class__(
+      (dataclasses.replace(spec.stages[1].blocks[0], type="lsa", kernel=(2, 4, 4), heads=3),)
+      + spec.stages[1].blocks[1:])) + spec.stages[2:])
+  attention_row = [line for line in report.arch_table(with_heads).splitlines() if "| s2_b1 |" in line][0]
+  assert "| lsa (3 heads) | 2x4x4 |" in attention_row
   total = [line for line in table.splitlines() if "**total**" in line][0]
   nums = re.findall(r"\*\*([\d,.]+)\*\*", total)
   assert int(nums[0].replace(",", "")) == cost.params

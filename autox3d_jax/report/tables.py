@@ -104,7 +104,7 @@ def arch_table(spec: ArchSpec | Mapping) -> str:
   for i, stage in enumerate(spec.stages):
     for j, b in enumerate(stage.blocks):
       name = labels.block(i, j)
-      rows.append([i + 1, name, b.type, "x".join(map(str, b.kernel)), b.width, b.inner,
+      rows.append([i + 1, name, _type_cell(b), "x".join(map(str, b.kernel)), b.width, b.inner,
                    f"{b.inner / b.width:.2f}", fmt_se(b.se_ratio), b.stride,
                    _fmt_int(layers[name].params), mflops(name)])
   head = spec.head
@@ -199,8 +199,13 @@ def ranking_table(record: Mapping) -> str:
 
 
 # ------------------------------------------------------------------------------------------ report.md
+def _type_cell(b) -> str:
+  """A block's type, with its heads for the attention types: 'lsa (3 heads)'."""
+  return f"{b.type} ({b.heads} head{'s' if b.heads > 1 else ''})" if b.heads else b.type
+
+
 def _block_cell(b) -> str:
-  return f"{b.type} {'x'.join(map(str, b.kernel))}, {b.width}/{b.inner}, SE {fmt_se(b.se_ratio)}"
+  return f"{_type_cell(b)} {'x'.join(map(str, b.kernel))}, {b.width}/{b.inner}, SE {fmt_se(b.se_ratio)}"
 
 
 def tasks_table(tasks: Sequence[str], specs: Sequence[ArchSpec]) -> str:
