@@ -202,10 +202,12 @@ def test_one_hot_supernet_equals_the_derived_attention_network(hybrid_supernet, 
   """Every op of the hybrid space in every block. Train mode (default suite): logits and the BN
   statistics' updates; eval mode (CI's slow selection, for its time): logits with running statistics."""
   space, variables = hybrid_supernet
-  run_eval = jax.jit(lambda v, x, a: sn.Supernet(space).apply(v, x, a, False))   # one compile for every point
+  drop = {"dropout": jax.random.PRNGKey(5)}
+  # One compile each for every point (the arch is an argument).
+  run_eval = jax.jit(lambda v, x, a: sn.Supernet(space).apply(v, x, a, False))
+  run_train = jax.jit(lambda v, x, a: sn.Supernet(space).apply(v, x, a, True, rngs=drop, mutable=["batch_stats"]))
   rng = np.random.default_rng(8 + train)
   x = jax.random.normal(jax.random.PRNGKey(9), (2, 4, 32, 32, 3))
-  drop = {"dropout": jax.random.PRNGKey(5)}
   for op_index in range(1, len(space.config.ops)):
     point = _all_blocks(space, op_index, rng)
     spec, child = derive_lib.derive(space, point, variables)
@@ -213,8 +215,7 @@ def test_one_hot_supernet_equals_the_derived_attention_network(hybrid_supernet, 
     net = builder.build(spec)
     if train:
       expected, child_updates = net.apply(child, x, train=True, rngs=drop, mutable=["batch_stats"])
-      got, updates = sn.Supernet(space).apply(variables, x, sn.one_hot_arch(space, point), True, rngs=drop,
-                                              mutable=["batch_stats"])
+      got, updates = run_train(variables, x, sn.one_hot_arch(space, point))
       _, inherited = derive_lib.derive(space, point, {**variables, "batch_stats": updates["batch_stats"]})
       for a, b in zip(jax.tree_util.tree_leaves(inherited["batch_stats"]),
                       jax.tree_util.tree_leaves(child_updates["batch_stats"])):
