@@ -7,6 +7,7 @@ plus its type's middle, `MIDDLE_COSTS[type](spec, (T, H, W) at the block's input
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 
@@ -20,10 +21,14 @@ def _ceil_div(a: int, b: int) -> int:
   return -(-a // b)
 
 
-def _out_positions(spec: BlockSpec, thw) -> int:
-  t, h, w = thw
+def _out_thw(spec: BlockSpec, thw) -> tuple[int, int, int]:
+  """(T, H, W) after the block's spatial stride."""
   s = spec.stride
-  return t * _ceil_div(h, s) * _ceil_div(w, s)
+  return (thw[0], _ceil_div(thw[1], s), _ceil_div(thw[2], s))
+
+
+def _out_positions(spec: BlockSpec, thw) -> int:
+  return math.prod(_out_thw(spec, thw))
 
 
 def _x3d_middle(spec, thw):
@@ -68,11 +73,6 @@ def _tea_middle(spec, thw):
   return cost
 
 
-def _out_thw(spec, thw):
-  s = spec.stride
-  return (thw[0], _ceil_div(thw[1], s), _ceil_div(thw[2], s))
-
-
 def _token_mixer_frame(spec, thw):
   """The attention / MLP middles' parts other than the mixer: positional depthwise 1x3x3, its BN,
   bn_b and SE (`blocks.token_mixer_middle`)."""
@@ -88,7 +88,7 @@ def _lsa_middle(spec, thw):
   out = _out_thw(spec, thw)
   p, c = _out_positions(spec, thw), spec.inner
   window, count = windows.window_grid(spec.kernel, out)
-  size = window[0] * window[1] * window[2]
+  size = math.prod(window)
   mixer = pointwise_cost(c, 3 * c, p) + Cost(windows.bias_table_size(spec.kernel) * spec.heads,
                                               2 * count * size * size * c)
   return _token_mixer_frame(spec, thw) + mixer
@@ -102,7 +102,7 @@ def _axial_middle(spec, thw):
   cost = _token_mixer_frame(spec, thw)
   for length, span in zip(out, spec.kernel):
     if span > 1:
-      cost = cost + pointwise_cost(c, 3 * c, p) + Cost((2 * (span // 2) + 1) * spec.heads, 2 * p * length * c)
+      cost = cost + pointwise_cost(c, 3 * c, p) + Cost(windows.axis_table_size(span) * spec.heads, 2 * p * length * c)
   return cost
 
 
@@ -112,8 +112,7 @@ def _mlp_middle(spec, thw):
   out = _out_thw(spec, thw)
   c = spec.inner
   window, count = windows.window_grid(spec.kernel, out)
-  size = window[0] * window[1] * window[2]
-  full = spec.kernel[0] * spec.kernel[1] * spec.kernel[2]
+  size, full = math.prod(window), math.prod(spec.kernel)
   return _token_mixer_frame(spec, thw) + Cost(spec.heads * full * full, count * size * size * c)
 
 
@@ -135,7 +134,7 @@ def stem_cost(stem: StemSpec, in_channels: int, thw) -> tuple[Cost, tuple[int, i
 def block_cost(block: BlockSpec, in_width: int, thw) -> tuple[Cost, tuple[int, int, int]]:
   """Cost of one block given its input width and (T, H, W); returns (cost, output (T, H, W))."""
   t, h, w = thw
-  out = (t, _ceil_div(h, block.stride), _ceil_div(w, block.stride))
+  out = _out_thw(block, thw)
   p_in, p_out = t * h * w, out[0] * out[1] * out[2]
   cost = pointwise_cost(in_width, block.inner, p_in) + bn_cost(block.inner)
   registry.get(block.type)   # a known type, or SpecError naming the registered ones

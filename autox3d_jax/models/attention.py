@@ -36,8 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from autox3d_jax.models.windows import (bias_table_size, positions, relative_axis_index, relative_bias_index,
-                                        window_grid)
+from autox3d_jax.models.windows import (axis_table_size, bias_table_size, positions, relative_axis_index,
+                                        relative_bias_index, window_grid)
 
 KINDS = ("lsa", "axial", "mlp")
 _MASKED = -1e9
@@ -188,7 +188,7 @@ class TokenMixer(nn.Module):
     used = [(axis, name) for axis, name in AXES if any(window[axis - 1] > 1 for _, window, _ in self.candidates)]
     kernels = {axis: self._qkv_param(f"qkv_{name}", c) for axis, name in used}
     tables = {(label, axis): self.param(f"{label}_{name}", nn.initializers.truncated_normal(0.02),
-                                        (2 * (window[axis - 1] // 2) + 1, heads), jnp.float32)
+                                        (axis_table_size(window[axis - 1]), heads), jnp.float32)
               for label, window, heads in self.candidates for axis, name in used if window[axis - 1] > 1}
 
     def run(label, window, heads):

@@ -105,9 +105,11 @@ def ip_csn_middle(layers, y, spec: BlockSpec):
   return csn_middle(layers, y, spec)
 
 
-def _frame_difference(y):
-  """Feature-level motion cue: y[t+1] - y[t], zero for the last frame (keeps T)."""
-  return jnp.concatenate([y[:, 1:] - y[:, :-1], jnp.zeros_like(y[:, :1])], axis=1)
+def _frame_difference(y, later=None):
+  """Feature-level motion cue: later[t+1] - y[t] (later defaults to y), zero for the last frame
+  (keeps T)."""
+  later = y if later is None else later
+  return jnp.concatenate([later[:, 1:] - y[:, :-1], jnp.zeros_like(y[:, :1])], axis=1)
 
 
 def stm_middle(layers, y, spec: BlockSpec):
@@ -119,8 +121,7 @@ def stm_middle(layers, y, spec: BlockSpec):
   cstm = layers.depthwise("cstm_t", temporal_kernel, 1)(y)
   cstm = layers.depthwise("conv_b", spatial_kernel, spec.stride)(cstm)
   moved = layers.depthwise("cmm_s", spatial_kernel, spec.stride)(y)
-  here = y[:, :, ::spec.stride, ::spec.stride]
-  motion = jnp.concatenate([moved[:, 1:] - here[:, :-1], jnp.zeros_like(here[:, :1])], axis=1)
+  motion = _frame_difference(y[:, :, ::spec.stride, ::spec.stride], later=moved)
   y = layers.bn("bn_b")(cstm + motion)
   return nn.relu(layers.se("se")(y))
 
@@ -189,6 +190,8 @@ def token_mixer_middle(layers, y, spec: BlockSpec):
   return swish(layers.se("se")(y))
 
 
+# One function per token-mixer type, not one shared: the supernet groups ops into families by their
+# middle function, and each type's mixer has its own parameters.
 def lsa_middle(layers, y, spec):
   return token_mixer_middle(layers, y, spec)
 

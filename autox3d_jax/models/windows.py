@@ -39,6 +39,11 @@ def bias_table_size(window: Sequence[int]) -> int:
   return math.prod(2 * int(k) - 1 for k in window)
 
 
+def axis_table_size(span: int) -> int:
+  """Entries of an axial bias table: relative offsets -R..R, R = span // 2."""
+  return 2 * (int(span) // 2) + 1
+
+
 def relative_axis_index(length: int, span: int) -> np.ndarray:
   """(L, L) index into a (2 R + 1) bias table, R = span // 2: key offset - query offset, clipped."""
   r = span // 2

@@ -150,6 +150,16 @@ class SpaceConfig:
     self._validate_inputs()
     return self
 
+  def stage_maps(self, frames: int | None = None, crop: int | None = None) -> list[tuple[int, int, int]]:
+    """(T, H, W) of each stage's output for a clip of `frames` x `crop`^2 (default: the reference
+    clip's): the stem's stride, then stride 2 per stage."""
+    side = math.ceil((crop or self.crop_size) / self.stem.spatial_stride)
+    maps = []
+    for _ in self.stage_widths:
+      side = math.ceil(side / 2)
+      maps.append((frames or self.num_frames, side, side))
+    return maps
+
   def _validate_token_mixers(self) -> None:
     """Attention / MLP ops: heads divide every inner width of the space, and a window fits the largest
     feature map a block sees (stage 0's, at the largest clip), where it is clipped the least."""
@@ -157,10 +167,8 @@ class SpaceConfig:
     if not mixers:
       return
     inners = sorted({inner_width(w, e) for ws in self.stage_widths for w in ws for e in self.expansions})
-    frames = max(self.input_frames or (self.num_frames,))
-    crop = max(self.input_crops or (self.crop_size,))
-    side = math.ceil(math.ceil(crop / self.stem.spatial_stride) / 2)   # after the stem and stage 0's stride 2
-    largest = (frames, side, side)
+    largest = self.stage_maps(max(self.input_frames or (self.num_frames,)),
+                              max(self.input_crops or (self.crop_size,)))[0]
     for op in mixers:
       bad = [n for n in inners if n % op.heads]
       if bad:
@@ -386,14 +394,8 @@ class SearchSpace:
     return {l: (int(v) if self.active(point, l) else 0) for l, v in point.items()}
 
   def stage_maps(self) -> list[tuple[int, int, int]]:
-    """(T, H, W) of each stage's output at the reference clip (stem, then stride 2 per stage)."""
-    c = self.config
-    side = math.ceil(c.crop_size / c.stem.spatial_stride)
-    maps = []
-    for _ in range(self.num_stages):
-      side = math.ceil(side / 2)
-      maps.append((c.num_frames, side, side))
-    return maps
+    """(T, H, W) of each stage's output at the reference clip (`SpaceConfig.stage_maps`)."""
+    return self.config.stage_maps()
 
   def _op_costs(self, stage: int) -> list[int]:
     """Multiply-adds of each op's middle in `stage` at its largest width and expansion, at the stage's
