@@ -214,14 +214,16 @@ def test_one_hot_supernet_equals_the_derived_attention_network(hybrid_supernet, 
     assert count_params(child["params"]) == arch_cost(spec).params
     net = builder.build(spec)
     if train:
-      expected, child_updates = net.apply(child, x, train=True, rngs=drop, mutable=["batch_stats"])
+      # Jitted: one compile of the child, not one per eager op shape.
+      expected, child_updates = jax.jit(lambda v, x: net.apply(v, x, train=True, rngs=drop,
+                                                              mutable=["batch_stats"]))(child, x)
       got, updates = run_train(variables, x, sn.one_hot_arch(space, point))
       _, inherited = derive_lib.derive(space, point, {**variables, "batch_stats": updates["batch_stats"]})
       for a, b in zip(jax.tree_util.tree_leaves(inherited["batch_stats"]),
                       jax.tree_util.tree_leaves(child_updates["batch_stats"])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     else:
-      expected = net.apply(child, x, train=False)
+      expected = jax.jit(lambda v, x: net.apply(v, x, train=False))(child, x)
       got = run_eval(variables, x, sn.one_hot_arch(space, point))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(expected))))
 

@@ -25,15 +25,16 @@ def trained_like(spec, seed=0):
   """Variables with nothing at its initial value: random params and BN statistics (as if trained)."""
   variables = builder.init_variables(spec, jax.random.PRNGKey(seed))
   leaves, tree = jax.tree_util.tree_flatten(variables)
-  keys = jax.random.split(jax.random.PRNGKey(seed + 100), len(leaves))
-  noisy = [np.asarray(l) + 0.3 * np.asarray(jax.random.normal(k, l.shape)) for k, l in zip(keys, leaves)]
+  rng = np.random.default_rng(seed + 100)     # numpy: one jax.random call per leaf shape is one compile each
+  noisy = [np.asarray(l) + 0.3 * rng.standard_normal(l.shape, np.float32) for l in leaves]
   out = jax.tree_util.tree_unflatten(tree, noisy)
   out["batch_stats"] = jax.tree_util.tree_map(np.abs, out["batch_stats"])   # variances stay positive
   return out
 
 
 def logits(spec, variables, clip):
-  return np.asarray(builder.build(spec).apply(variables, clip, train=False))
+  """Eval-mode logits, jitted: one compile instead of one per op shape."""
+  return np.asarray(jax.jit(lambda v, x: builder.build(spec).apply(v, x, train=False))(variables, clip))
 
 
 @pytest.mark.parametrize("change", [
@@ -81,7 +82,7 @@ def test_new_channels_are_trainable_and_new_blocks_are_identities():
   def loss(params):
     out = model.apply({"params": params, "batch_stats": grown["batch_stats"]}, clip, train=False)
     return jnp.sum(out ** 2)
-  grads = flatten_dict(jax.grad(loss)(grown["params"]))
+  grads = flatten_dict(jax.jit(jax.grad(loss))(grown["params"]))
   fc1 = np.asarray(grads[("head", "fc1", "kernel")])
   old_conv5 = parent.head.conv5_width
   assert child.head.conv5_width > old_conv5 and np.abs(fc1[old_conv5:]).max() > 0
@@ -101,7 +102,7 @@ def test_a_narrower_child_keeps_the_leading_corner():
   old, new = flatten_dict(variables), flatten_dict(shrunk)
   for path, value in new.items():
     np.testing.assert_array_equal(value, old[path][tuple(slice(0, s) for s in value.shape)], err_msg="/".join(path))
-  builder.build(child).apply(shrunk, jnp.zeros((1,) + child.input_shape), train=False)   # the shapes fit
+  logits(child, shrunk, jnp.zeros((1,) + child.input_shape))   # the shapes fit
 
 
 def test_another_skeleton_is_refused_naming_the_block():

@@ -26,19 +26,20 @@ def random_point(space, rng):
 
 
 def randomize(variables, seed):
-  """Random params and BN statistics, so equal outputs cannot come from trivial values."""
+  """Random params and BN statistics, so equal outputs cannot come from trivial values. numpy's
+  generator, not jax.random: one jax.random call per leaf shape would be one compile each."""
   leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
-  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  rng = np.random.default_rng(seed)
   out = []
-  for (path, leaf), key in zip(leaves, keys):
+  for path, leaf in leaves:
     name = str(path[-1])
     if "var" in name:
-      out.append(jax.random.uniform(key, leaf.shape, minval=0.5, maxval=1.5))
+      out.append(rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32))
     elif "scale" in name:
-      out.append(1.0 + 0.3 * jax.random.normal(key, leaf.shape))
+      out.append((1.0 + 0.3 * rng.standard_normal(leaf.shape)).astype(np.float32))
     else:
-      out.append(0.3 * jax.random.normal(key, leaf.shape) + (0 if "mean" not in name else 0.0))
-  return jax.tree_util.tree_unflatten(treedef, out)
+      out.append((0.3 * rng.standard_normal(leaf.shape)).astype(np.float32))
+  return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in out])
 
 
 # ---------------------------------------------------------------------------------------- supernet
