@@ -145,6 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
       distill="none",                 # none | inplace (BigNAS, needs sandwich): the groups share the clips, the last
                                       # trains the smallest child, all but group 0 learn group 0's soft predictions
       largest_warmup_steps=0,         # probabilistic/spos: the first N weight steps train only the largest
+      sandwich_ops=(),                # ops the sandwich's / warm-up's largest and smallest children use
+                                      # ('x3d:5x3x3', ...; () = every op of config.space.ops)
       fair_channels=True,             # single-path strategies: roll channel masks (fair channel selection)
       derive="mode",                  # mode (argmax of the distribution) | evolution (SPOS)
       derive_within_target=True,      # mode above the cost target -> the most likely arch within it
@@ -262,7 +264,7 @@ def _unused_sections(c):
       raise ConfigError(f"config.search.{name}.{changed[0]} is set but config.search.strategy is "
                         f"{c.search.strategy!r}: it only applies to strategy={name!r}")
   if c.search.strategy not in SINGLE_PATH_WEIGHT_STEP:
-    for key in ("sandwich", "largest_warmup_steps", "distill"):
+    for key in ("sandwich", "largest_warmup_steps", "distill", "sandwich_ops"):
       if c.search[key] != defaults[key]:
         raise ConfigError(f"config.search.{key} applies to strategies {list(SINGLE_PATH_WEIGHT_STEP)}, "
                           f"not to {c.search.strategy!r}")
@@ -296,6 +298,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if s.distill == "inplace" and s.num_groups < 2:
     raise ConfigError(f"config.search.distill = 'inplace' needs config.search.num_groups >= 2 (a teacher and a "
                       f"student), got {s.num_groups}")
+  sandwich_ops = tuple(s.sandwich_ops)
+  if sandwich_ops:
+    if not all(isinstance(o, str) and o for o in sandwich_ops):
+      raise ConfigError(f"config.search.sandwich_ops must be a tuple of op names of config.space.ops such as "
+                        f"'x3d:5x3x3', got {sandwich_ops!r}")
+    if not s.sandwich and s.largest_warmup_steps <= 0:
+      raise ConfigError("config.search.sandwich_ops picks the ops of the sandwich's and the warm-up's largest "
+                        "child, but neither is on: set config.search.sandwich=True or "
+                        "config.search.largest_warmup_steps > 0, or leave sandwich_ops empty")
   _choice(c.train.dtype, ("float32", "bfloat16"), "train.dtype")
   _choice(c.latency.dtype, ("float32", "bfloat16"), "latency.dtype")
   _choice(c.latency.backend, ("jax", "tflite"), "latency.backend")

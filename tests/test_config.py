@@ -491,6 +491,7 @@ KEYS = {
     "search.distill": ("inplace", [_strategy, _search_step], {"search.sandwich": True}),
     "search.ssr_weight": (0.5, [_strategy], {"search.strategy": "dnas"}),
     "search.largest_warmup_steps": (10, [_strategy], {}),
+    "search.sandwich_ops": (("x2d:1x3x3",), [_strategy], {"search.sandwich": True}),
     "search.fair_channels": (False, [_strategy], {}),
     "search.derive": ("evolution", [_derive], {}),
     "search.derive_within_target": (False, [_derive], {}),

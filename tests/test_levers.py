@@ -15,6 +15,7 @@ from autox3d_jax import config as config_lib
 from autox3d_jax.search import strategies
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.space import ops_from_strings
 from autox3d_jax.train.losses import inplace_distillation
 
 import toys
@@ -70,12 +71,53 @@ def test_the_full_sandwich_puts_the_largest_first_and_the_smallest_last(name):
   assert table.of_point(point(3)) <= min(table.of_point(point(g)) for g in range(4))
 
 
+@pytest.mark.parametrize("name", ["probabilistic", "spos"])
+def test_sandwich_ops_pick_the_largest_and_smallest_children_among_those_ops(name):
+  """search.sandwich_ops: the sandwich's and the warm-up's largest child (and the full sandwich's
+  smallest) take their ops from the listed ones; every other decision stays at its extreme."""
+  space = toy_space()                                # ops x3d 3x3x3, x2d 1x3x3, r2plus1d 3x3x3
+  allowed = ("x2d:1x3x3", "r2plus1d:3x3x3")
+  dist = ArchDistribution(space)
+  point = lambda archs, g: {l: int(jnp.argmax(a[g])) for l, a in archs.items()}   # noqa: E731
+  for cfg in (search_cfg(name, num_groups=4, sandwich=True, distill="inplace", sandwich_ops=allowed),
+              search_cfg(name, num_groups=4, largest_warmup_steps=5, sandwich_ops=allowed)):
+    strategy = strategies.make(dist, CostTable.build(space), cfg)
+    archs, _ = strategy.weight_archs(jax.random.PRNGKey(0), dist.init_logits(), strategy.init_state(), 0)
+    largest = point(archs, 0)
+    ops = {space.config.ops[largest[d.label]].string for d in space.decisions if d.kind == "op"}
+    assert ops == {"r2plus1d:3x3x3"}       # the costlier of the two; x3d (costlier still) is not allowed
+    assert largest != space.largest_point()
+    assert {l: v for l, v in largest.items() if not l.endswith("_op")} == \
+        {l: v for l, v in space.largest_point().items() if not l.endswith("_op")}
+    if cfg.sandwich:
+      smallest = point(archs, 3)
+      assert smallest == space.smallest_point(ops_from_strings(allowed))
+      assert {space.config.ops[smallest[d.label]].string for d in space.decisions if d.kind == "op"} == {"x2d:1x3x3"}
+
+
+def test_sandwich_ops_outside_the_space_fail_before_any_dataset_build(tmp_path):
+  from autox3d_jax.train import setup
+  cfg = toys.set_keys(config_lib.base_config(), {"mode": "search", "search.sandwich": True, "search.target_arch": "X3D",
+                                                 "search.sandwich_ops": ("x3d:7x3x3",)})
+  config_lib.validate(cfg)
+  with pytest.raises(config_lib.ConfigError, match=r"config.search.sandwich_ops: ops \['x3d:7x3x3'\] are not "
+                                                   r"among the space's ops"):
+    setup.check_space(cfg)
+  cfg.search.sandwich_ops = ("x3d",)
+  with pytest.raises(config_lib.ConfigError, match=r"config.search.sandwich_ops: op 'x3d' must look like"):
+    setup.check_space(cfg)
+
+
 @pytest.mark.parametrize("keys, message", [
     ({"search.distill": "kd"}, r"config.search.distill = 'kd' is not allowed"),
     ({"search.distill": "inplace"}, r"distils from the largest child, which only the sandwich rule trains"),
     ({"search.distill": "inplace", "search.sandwich": True, "search.num_groups": 1}, r"num_groups >= 2"),
     ({"search.distill": "inplace", "search.sandwich": True, "search.strategy": "dnas"},
      r"config.search.sandwich applies to strategies"),
+    ({"search.sandwich_ops": ("x3d:3x3x3",)}, r"config.search.sandwich_ops picks the ops .* neither is on"),
+    ({"search.sandwich_ops": ("x3d:3x3x3",), "search.sandwich": True, "search.strategy": "gdas"},
+     r"config.search.sandwich applies to strategies"),
+    ({"search.sandwich_ops": ("x3d:3x3x3", ""), "search.sandwich": True}, r"config.search.sandwich_ops must be a tuple"),
 ])
 def test_bad_distillation_settings_are_rejected_naming_the_key(keys, message):
   cfg = config_lib.base_config()

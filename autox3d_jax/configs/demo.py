@@ -116,6 +116,9 @@ def get_config(arg: str = ""):
       c.space.input_frames = (4, 8)
       c.space.input_strides = (1, 2)
     if variant == "hybrid":
+      # The sandwich and warm-up child keeps the default space's ops (x3d 5x3x3 in every block):
+      # the space's costliest op, axial attention in every block, barely learns this task.
+      c.search.sandwich_ops = c.space.ops
       c.space.ops = HYBRID_OPS
   elif variant == "multitask":
     c.mode = "search"

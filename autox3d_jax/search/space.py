@@ -407,17 +407,33 @@ class SearchSpace:
     thw = self.stage_maps()[stage]
     return [MIDDLE_COSTS[o.type](o.block(width, inner), thw).flops for o in c.ops]
 
-  def largest_point(self) -> dict[str, int]:
-    """Every decision at its costliest choice (ops: the one whose middle costs most in that stage;
-    for convolutions the most kernel taps)."""
-    costs = [self._op_costs(i) for i in range(self.num_stages)]
-    return {d.label: (int(np.argmax(costs[d.stage])) if d.kind == "op" else d.size - 1) for d in self.decisions}
+  def _op_choices(self, ops) -> list[int]:
+    """Indices into config.ops of `ops` (None = every op); ValueError naming an op not in the space."""
+    if ops is None:
+      return list(range(len(self.config.ops)))
+    index = {op: k for k, op in enumerate(self.config.ops)}
+    missing = [op.string for op in ops if op not in index]
+    if missing or not ops:
+      raise ValueError(f"ops {missing or '()'} are not among the space's ops {[o.string for o in self.config.ops]}")
+    return sorted({index[op] for op in ops})
 
-  def smallest_point(self) -> dict[str, int]:
-    """Every decision at its cheapest choice (ops: the cheapest middle in that stage; choices are in
-    increasing order, so index 0 elsewhere)."""
-    costs = [self._op_costs(i) for i in range(self.num_stages)]
-    return {d.label: (int(np.argmin(costs[d.stage])) if d.kind == "op" else 0) for d in self.decisions}
+  def _extreme_point(self, ops, pick) -> dict[str, int]:
+    allowed = self._op_choices(ops)
+    costs = [np.asarray(self._op_costs(i))[allowed] for i in range(self.num_stages)]
+    return {d.label: (allowed[int(pick(costs[d.stage]))] if d.kind == "op" else
+                      (d.size - 1 if pick is np.argmax else 0)) for d in self.decisions}
+
+  def largest_point(self, ops=None) -> dict[str, int]:
+    """Every decision at its costliest choice (ops: the one whose middle costs most in that stage;
+    for convolutions the most kernel taps). `ops` (a sequence of `Op`s of the space; None = all)
+    restricts the op decisions to those ops: the sandwich rule's largest child in a space whose
+    costliest op trains slowly (`config.search.sandwich_ops`)."""
+    return self._extreme_point(ops, np.argmax)
+
+  def smallest_point(self, ops=None) -> dict[str, int]:
+    """Every decision at its cheapest choice (ops: the cheapest middle in that stage, among `ops` when
+    given; choices are in increasing order, so index 0 elsewhere)."""
+    return self._extreme_point(ops, np.argmin)
 
 
 def space_config_from_section(section, *, num_frames: int | None = None, crop_size: int | None = None,

@@ -197,14 +197,21 @@ def enable_compilation_cache(cfg) -> str | None:
 
 def check_space(cfg) -> None:
   """Build config.space's search space (the class count stood in for when it comes from the
-  dataset) so that a bad op name or shape fails before any dataset build, as a ConfigError."""
+  dataset) so that a bad op name or shape, or a config.search.sandwich_ops op the space lacks,
+  fails before any dataset build, as a ConfigError."""
   if cfg.mode not in ("search", "demo", "latency"):
     return
   from autox3d_jax.models.spec import SpecError
+  from autox3d_jax.search.space import ops_from_strings
   try:
-    build_space(cfg, classes=cfg.space.num_classes if cfg.space.num_classes > 0 else 2)
+    space = build_space(cfg, classes=cfg.space.num_classes if cfg.space.num_classes > 0 else 2)
   except SpecError as e:
     raise ConfigError(f"config.space: {e}") from None
+  if tuple(cfg.search.sandwich_ops):
+    try:
+      space.largest_point(ops_from_strings(cfg.search.sandwich_ops))
+    except (SpecError, ValueError) as e:
+      raise ConfigError(f"config.search.sandwich_ops: {e}") from None
 
 
 def check_devices(cfg) -> None:

@@ -17,6 +17,7 @@ import ml_collections
 
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
+from autox3d_jax.search.space import ops_from_strings
 from autox3d_jax.search.supernet import stage_tables
 
 def stack(trees):
@@ -159,6 +160,13 @@ class Strategy:
     strategies that compare their samples' losses."""
     return self.compares_samples and bool(self.settings.shared_val_batch)
 
+  @property
+  def sandwich_ops(self):
+    """The ops the sandwich's largest and smallest children and the warm-up child may use
+    (config.search.sandwich_ops), None = every op of the space."""
+    names = tuple(self.cfg.get("sandwich_ops", ()))
+    return ops_from_strings(names) if names else None
+
   def weight_points(self, points, step):
     """Which architectures the weight step trains, on top of the sampled `points`.
 
@@ -169,9 +177,12 @@ class Strategy:
     * The sandwich rule's upper slice (search.sandwich, BigNAS/OFA): group 0 trains the largest
       architecture, so the shared weights learn the task about as fast as one big network does.
       With search.distill='inplace' the full rule: the last group trains the smallest.
+    The largest and smallest children take their ops from search.sandwich_ops when it is set: in a
+    space whose costliest op is attention, the all-attention child learns slowly and its weights
+    start no one well (benchmarks/RESULTS.md, the hybrid demo).
     Only the weight step: the architecture step samples its own points.
     """
-    largest = self.dist.space.largest_point()
+    largest = self.dist.space.largest_point(self.sandwich_ops)
     warmup = int(self.cfg.largest_warmup_steps)
     if warmup > 0:
       warming = jnp.asarray(step) < warmup
@@ -180,7 +191,7 @@ class Strategy:
       return points
     points = {l: v.at[0].set(largest[l]) for l, v in points.items()}
     if self.cfg.distill == "inplace":   # the full sandwich: the smallest child in the last group
-      smallest = self.dist.space.smallest_point()
+      smallest = self.dist.space.smallest_point(self.sandwich_ops)
       points = {l: v.at[-1].set(smallest[l]) for l, v in points.items()}
     return points
 
