@@ -128,7 +128,11 @@ def base_config() -> ml_collections.ConfigDict:
       conv5_width=432, head_width=2048, dropout=0.5, num_classes=-1,   # -1: from the dataset
       # Input axes searched with the network (probabilistic / spos; one input setting per step):
       # ascending choices that include data's value; () = fixed at data.num_frames / sampling_stride / crop_size.
-      input_frames=(), input_strides=(), input_crops=()))
+      input_frames=(), input_strides=(), input_crops=(),
+      # UniNet's downsampling module before each stage, searched per stage: one tuple of kinds per
+      # stage among 'local' and 'local_global' (per-frame global attention with downsample_heads
+      # heads); () = none, each stage's first block strides (X3D).
+      downsample=(), downsample_heads=0))
 
   c.search = ml_collections.ConfigDict(dict(
       strategy="probabilistic", steps=600, num_groups=4,
@@ -345,6 +349,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _weights_sources(c)
   _space_section(c.space)
   _input_axes(c)
+  _downsample_costs(c)
   _resume_keys(c)
   _unused_sections(c)
   if s.strategy == "x3d_expansion":
@@ -635,6 +640,19 @@ def _space_section(s):
   ops = tuple(s.ops)
   if not ops or not all(isinstance(o, str) and o for o in ops):
     raise ConfigError(f"config.space.ops must be a non-empty tuple of op names such as 'x3d:3x3x3', got {ops!r}")
+  downsample = tuple(s.downsample)
+  kinds = ("local", "local_global")
+  if downsample and (len(downsample) != len(stages) or not all(
+      isinstance(k, tuple) and k and len(set(k)) == len(k) and all(v in kinds for v in k) for k in downsample)):
+    raise ConfigError(f"config.space.downsample must be () or one tuple of distinct kinds among {list(kinds)} per "
+                      f"stage ({len(stages)} stages), e.g. {(('local',),) * (len(stages) - 1) + (kinds,)}; got "
+                      f"{downsample!r}")
+  if not _is_int(s.downsample_heads) or s.downsample_heads < 0:
+    raise ConfigError(f"config.space.downsample_heads must be an integer >= 0, got {s.downsample_heads!r}")
+  needs_heads = any("local_global" in k for k in downsample)
+  if needs_heads != (s.downsample_heads > 0):
+    raise ConfigError(f"config.space.downsample_heads ({s.downsample_heads}) must be > 0 exactly when a stage of "
+                      f"config.space.downsample can choose 'local_global' (its attention heads)")
 
 
 # Strategies that can search the input axes: one input setting per step, drawn inside the step from
@@ -675,6 +693,17 @@ def _input_axes(c):
   if c.search.cost_metric == "latency":
     raise ConfigError(f"config.space.{searched[0]} with config.search.cost_metric = 'latency': the latency table "
                       "is measured at one clip; use 'flops' or 'params' when searching input axes")
+
+
+def _downsample_costs(c):
+  """The latency table times blocks only: a space with downsampling modules is searched on FLOPs or
+  params, and mode=latency does not measure it."""
+  if not tuple(c.space.downsample):
+    return
+  if c.mode == "latency" or c.search.cost_metric == "latency":
+    raise ConfigError("config.space.downsample with a latency table (mode 'latency' or config.search.cost_metric = "
+                      "'latency'): the table has no entries for downsampling modules; search on 'flops' or "
+                      "'params', or clear config.space.downsample")
 
 
 def _is_number(v) -> bool:

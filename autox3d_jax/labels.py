@@ -6,6 +6,8 @@ res2..res5 are s1..s4) and from 0 in code:
 
   block(i, j)              's{i+1}_b{j+1}'            a block position (also the flax module name)
   width(i) / depth(i)      's{i+1}_width' / '_depth'  a stage's decisions
+  downsample(i)            's{i+1}_downsample'        a stage's downsampling-module decision
+  downsample_module(i)     's{i+1}_dsm'               that module (also the flax module name)
   block_decision(i, j, k)  's{i+1}_b{j+1}_{k}'        a block's decision of kind k (op, expansion, se)
   input_decision(k)        'input_{k}'                an input axis of the clip (frames, stride, crop)
 
@@ -15,7 +17,7 @@ loading flax or the model stack.
 from __future__ import annotations
 
 BLOCK_KINDS = ("op", "expansion", "se")
-STAGE_KINDS = ("width", "depth")
+STAGE_KINDS = ("width", "depth", "downsample")
 INPUT_KINDS = ("frames", "stride", "crop")
 
 
@@ -37,6 +39,16 @@ def width(i: int) -> str:
 def depth(i: int) -> str:
   """The depth decision of stage i (0-based)."""
   return f"{stage(i)}_depth"
+
+
+def downsample(i: int) -> str:
+  """The downsampling-module decision of stage i (0-based)."""
+  return f"{stage(i)}_downsample"
+
+
+def downsample_module(i: int) -> str:
+  """The flax module name of stage i's downsampling module (0-based)."""
+  return f"{stage(i)}_dsm"
 
 
 def block_decision(i: int, j: int, kind: str) -> str:

@@ -28,6 +28,7 @@ WORKS = {
                                                                 "space.num_classes")},
     ("search.probabilistic.entropy_weight", "negative"): "a negative weight rewards low entropy",
     ("search.sandwich_ops", "empty"): "() is the default: every op of the space",
+    ("space.downsample", "empty"): "() is the default: no downsampling modules (X3D's strided first blocks)",
     **{(f"space.{k}", "empty"): "() is the default: the input axis is not searched" for k in (
         "input_frames", "input_strides", "input_crops")},
     **{(f"search.x3d_expansion.{k}", "zero"): "0 = no limit on the axis (0 train_steps: train.steps)" for k in (

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from autox3d_jax import config as config_lib
+from autox3d_jax.train import setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,9 +79,12 @@ def test_all_shipped_configs_are_valid():
   for path, args in [("configs/demo.py", ["", "tiny", "speed", "motion", "inputs", "hybrid"]),
                      ("configs/x3d.py", ["variant=S", "variant=XS,runlocal"]),
                      ("configs/search_autox3d.py", ["target=S", "target=M,runlocal"]),
-                     ("configs/search_hybrid.py", ["target=S", "target=L", "target=M,runlocal"])]:
+                     ("configs/search_hybrid.py", ["target=S", "target=L", "target=M,runlocal",
+                                                   "target=S,downsample", "target=XS,runlocal,downsample"])]:
     for arg in args:
-      config_lib.validate(load_config(path, arg))
+      cfg = config_lib.validate(load_config(path, arg))
+      if cfg.mode in ("search", "demo"):
+        setup.check_space(cfg)     # the ops, heads, windows and modules fit the space
 
 
 def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
@@ -103,7 +107,8 @@ def test_demo_default_is_the_speed_task_and_motion_stays_a_variant():
   assert multitask.search.weight_opt.to_dict() == speed.search.weight_opt.to_dict()
   hybrid = load_config("configs/demo.py", "hybrid")        # the speed demo over a conv + attention space
   assert {"csn", "stm", "tea", "lsa", "axial", "mlp"} <= {op.split(":")[0] for op in hybrid.space.ops}
-  hybrid.space.ops = speed.space.ops
+  assert hybrid.search.sandwich_ops == speed.space.ops     # the warm-up child is the default space's largest
+  hybrid.space.ops, hybrid.search.sandwich_ops = speed.space.ops, ()
   assert hybrid.to_dict() == speed.to_dict()
 
 

@@ -15,14 +15,15 @@ from autox3d_jax.train.optim import make_arch_optimizer, make_optimizer
 import toys
 
 
-def tiny_setup(strategy="probabilistic", num_groups=2, dtype=None, **search):
+def tiny_setup(strategy="probabilistic", num_groups=2, dtype=None, space_overrides=None, **search):
   cfg = config_lib.base_config()
   overrides = {"strategy": strategy, "num_groups": num_groups, "arch_warmup_steps": 1, "penalty": "none",
                "weight_opt.lr": 0.05, "arch_opt.lr": 0.1, "steps": 10, **search}
   if strategy in ("dnas", "gdas", "msg"):
     overrides.setdefault(f"{strategy}.tau_decay", 0.0)
   toys.set_keys(cfg.search, overrides)
-  space = toys.tiny_space(head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3))
+  space = toys.tiny_space(head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3),
+                          **(space_overrides or {}))
   dist = ArchDistribution(space)
   table = CostTable.build(space)
   strategy = search_loop.make_strategy(cfg, dist, table, cost_target=0.0)

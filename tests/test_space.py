@@ -220,6 +220,10 @@ SECTION_FIELDS = {
     "input_frames": ((4, 8), lambda c: dataclasses.replace(c, input_frames=(4, 8))),
     "input_strides": ((1, 2), lambda c: dataclasses.replace(c, input_strides=(1, 2))),
     "input_crops": ((48, 64), lambda c: dataclasses.replace(c, input_crops=(48, 64))),
+    "downsample": ((("local",),) * 4, lambda c: dataclasses.replace(c, downsample=(("local",),) * 4)),
+    # Heads only with a stage that can choose 'local_global' (set on both sides of the comparison).
+    "downsample_heads": (12, lambda c: dataclasses.replace(c, downsample_heads=12),
+                         {"downsample": (("local",),) * 3 + (("local", "local_global"),), "downsample_heads": 6}),
 }
 
 
@@ -229,10 +233,12 @@ def test_space_config_from_section_honours_every_field():
   base = space_config_from_section(section)
   assert (base.num_frames, base.crop_size, base.head.num_classes) == (8, 64, 10)
   assert base.ops == ops_from_strings(section.ops) and base.stem == StemSpec(width=section.stem_width)
-  for key, (value, expected) in SECTION_FIELDS.items():
-    changed = space_config_from_section(_section(**{key: value}))
-    assert changed != base, key
-    assert changed == expected(base), key
+  for key, (value, expected, *extra) in SECTION_FIELDS.items():
+    extra = extra[0] if extra else {}
+    start = space_config_from_section(_section(**extra)) if extra else base
+    changed = space_config_from_section(_section(**{**extra, key: value}))
+    assert changed != start, key
+    assert changed == expected(start), key
     SearchSpace(changed)  # still a valid space
 
 

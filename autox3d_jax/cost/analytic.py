@@ -131,6 +131,25 @@ def stem_cost(stem: StemSpec, in_channels: int, thw) -> tuple[Cost, tuple[int, i
   return conv_xy + depthwise_cost((stem.temporal_kernel, 1, 1), stem.width, p) + bn_cost(stem.width), out
 
 
+def downsample_cost(kind: str, in_width: int, width: int, thw) -> tuple[Cost, tuple[int, int, int]]:
+  """Cost of a downsampling module (`models.downsample`) of `kind` from in_width to width channels at
+  input (T, H, W); returns (cost, output (T, H, W)). The local path's depthwise 1x3x3 and 1x1 and the
+  residual's 1x1 at the output's positions (the max pool is not counted); 'local_global' adds the
+  k/v projection at the input's positions, the per-frame scores and weighted sum (2 x T x h w x H W x
+  width multiply-adds; the softmax is not counted) and the output projection."""
+  t, h, w = thw
+  out = (t, _ceil_div(h, 2), _ceil_div(w, 2))
+  p_in, p_out = t * h * w, math.prod(out)
+  cost = (depthwise_cost((1, 3, 3), in_width, p_out) + bn_cost(in_width) + pointwise_cost(in_width, width, p_out)
+          + pointwise_cost(in_width, width, p_out) + bn_cost(width))
+  if kind == "local_global":
+    cost = (cost + bn_cost(width) + bn_cost(in_width) + pointwise_cost(in_width, 2 * width, p_in)
+            + Cost(0, 2 * t * out[1] * out[2] * h * w * width) + pointwise_cost(width, width, p_out))
+  elif kind != "local":
+    raise ValueError(f"unknown downsampling module {kind!r}")
+  return cost, out
+
+
 def block_cost(block: BlockSpec, in_width: int, thw) -> tuple[Cost, tuple[int, int, int]]:
   """Cost of one block given its input width and (T, H, W); returns (cost, output (T, H, W))."""
   t, h, w = thw
@@ -156,7 +175,7 @@ def head_cost(head: HeadSpec, in_width: int, thw) -> Cost:
 
 @dataclasses.dataclass(frozen=True)
 class CostReport:
-  """Per-layer costs in network order ('stem', 's1_b1', ..., 'head') and their total."""
+  """Per-layer costs in network order ('stem', ['s1_dsm',] 's1_b1', ..., 'head') and their total."""
   layers: dict[str, Cost]
   input_thw: tuple[int, int, int]
 
@@ -188,6 +207,9 @@ def arch_cost(spec: ArchSpec, num_frames: int | None = None, crop_size: int | No
   layers["stem"], cur = stem_cost(spec.stem, spec.in_channels, thw)
   width = spec.stem.width
   for i, stage in enumerate(spec.stages):
+    if stage.downsample:
+      layers[labels.downsample_module(i)], cur = downsample_cost(stage.downsample, width, stage.width, cur)
+      width = stage.width
     for j, block in enumerate(stage.blocks):
       layers[labels.block(i, j)], cur = block_cost(block, width, cur)
       width = block.width

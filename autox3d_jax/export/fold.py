@@ -16,7 +16,8 @@ depthwise `conv_t`, the head's `conv5_bn` after `conv5`, and in every block `bn_
 `conv_b_spatial`, `bn_ip` after ip-CSN's `conv_ip`, TEA's fragment BNs `mta_bn<f>` after `mta_s<f>`, `bn_pos` after the attention types' positional
 `pos`, and `bn_b` after `conv_b` in the middles where it directly follows it (all but STM, whose
 `bn_b` normalises a sum of two branches, and the attention and MLP types, whose `bn_b` follows the
-token mixer: these stay as they are). Every kernel has its output
+token mixer: these stay as they are). In a downsampling module (`models.downsample`) `down_bn`
+follows `down_dw`; its other BNs normalise sums or a projection's input and stay. Every kernel has its output
 channels on the last axis.
 """
 from __future__ import annotations
@@ -39,12 +40,15 @@ BLOCK = {"bn_a": ("conv_a", "conv"), "bn_c": ("conv_c", "conv"), "shortcut_bn": 
 # Block types whose bn_b does not directly follow conv_b: STM's sums two branches, the attention and
 # MLP types' follows their token mixer.
 BN_B_NOT_FOLDED = frozenset({"stm", "lsa", "axial", "mlp"})
+DOWNSAMPLE = {"down_bn": ("down_dw",)}
 
 
 def _pairs(spec: ArchSpec) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
   """(BN module path, kernel path) of every foldable BN of `spec`, paths under 'params'."""
   modules = [("stem", STEM), ("head", HEAD)]
   for i, stage in enumerate(spec.stages):
+    if stage.downsample:
+      modules.append((labels.downsample_module(i), DOWNSAMPLE))
     for j, block in enumerate(stage.blocks):
       rules = {bn: op for bn, op in BLOCK.items() if not (bn == "bn_b" and block.type in BN_B_NOT_FOLDED)}
       modules.append((labels.block(i, j), rules))

@@ -37,8 +37,7 @@ def final_map_size(spec: ArchSpec) -> int:
   """Height (= width) of the last stage's feature maps at the spec's crop."""
   size = math.ceil(spec.crop_size / spec.stem.spatial_stride)
   for stage in spec.stages:
-    for block in stage.blocks:
-      size = math.ceil(size / block.stride)
+    size = math.ceil(size / stage.stride)
   return size
 
 

@@ -1,6 +1,7 @@
 """One builder: any ArchSpec -> a flax.linen module (params and batch_stats pytrees).
 
-Layered as stem / stages of registered blocks / head, each a separate module so a caller can swap
+Layered as stem / stages (an optional downsampling module, `models.downsample`, then registered
+blocks) / head, each a separate module so a caller can swap
 one part. Parameter names ('stem', 's{i}_b{j}', 'head') are stable: the supernet uses the same names,
 which is what lets weights be inherited from it.
 """
@@ -14,6 +15,7 @@ from autox3d_jax import labels
 from autox3d_jax.cpu.compile_once import run_once
 from autox3d_jax.models import registry
 from autox3d_jax.models.blocks import ResidualBlock
+from autox3d_jax.models.downsample import Downsample
 from autox3d_jax.models.layers import DepthwiseConv3D, SpatialConv, batch_norm, on_channels
 from autox3d_jax.models.spec import ArchSpec, HeadSpec, SpecError, StemSpec
 
@@ -61,6 +63,9 @@ class VideoNet(nn.Module):
       x = x.astype(self.dtype)
     x = Stem(self.spec.stem, self.dtype, name="stem")(x, train)
     for i, stage in enumerate(self.spec.stages):
+      if stage.downsample:
+        x = Downsample((stage.downsample,), stage.width, stage.downsample_heads, self.dtype,
+                       name=labels.downsample_module(i))(x, train)
       for j, block in enumerate(stage.blocks):
         x = ResidualBlock(block, self.dtype, name=labels.block(i, j))(x, train)
     return Head(self.spec.head, self.dtype, name="head")(x, train)

@@ -360,6 +360,9 @@ def create_x3d_kwargs(spec: ArchSpec) -> dict:
   def no(reason):
     return CheckpointError(f"{spec.name} is not a network pytorchvideo's create_x3d builds: {reason}")
   blocks = list(_x3d_blocks(spec))   # raises for non-x3d blocks
+  with_module = [labels.stage(i) for i, stage in enumerate(spec.stages) if stage.downsample]
+  if with_module:
+    raise no(f"stages {with_module} start with a downsampling module (create_x3d's first blocks stride)")
   if len(spec.stages) != 4:
     raise no(f"{len(spec.stages)} stages (create_x3d has 4)")
   if spec.stem.spatial_kernel != 3 or spec.stem.spatial_stride != 2:

@@ -24,6 +24,44 @@ def batch_norm(train: bool, name: str | None = None, dtype=None) -> nn.BatchNorm
                       dtype=dtype, name=name)
 
 
+class MaskedBatchNorm(nn.Module):
+  """Flax BatchNorm's math (fast variance, same names) with a channel mask.
+
+  Output channels outside the mask are zeroed (BN would turn zeros into `bias`), and running
+  statistics are updated only for channels that are active *and* when the layer is `active`
+  (a family the sample did not choose must not drag its statistics towards zero).
+  """
+  mask: jax.Array | None = None
+  active: jax.Array | float = 1.0
+  train: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    if self.train:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axes)
+      var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
+      if not self.is_initializing():
+        update = jnp.asarray(self.active, jnp.float32) > 0
+        if self.mask is not None:
+          update = update & (self.mask > 0)
+        ra_mean.value = jnp.where(update, BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mean,
+                                  ra_mean.value)
+        ra_var.value = jnp.where(update, BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var,
+                                 ra_var.value)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    mul = scale * jax.lax.rsqrt(var + BN_EPSILON)
+    y = (x - mean.astype(x.dtype)) * mul.astype(x.dtype) + bias.astype(x.dtype)
+    return y if self.mask is None else y * self.mask.astype(x.dtype)
+
+
 def swish(x: jax.Array) -> jax.Array:
   return x * jax.nn.sigmoid(x)
 

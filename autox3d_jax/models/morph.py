@@ -40,6 +40,9 @@ def _check_same_skeleton(parent: ArchSpec, child: ArchSpec) -> None:
     raise SpecError(f"{child.name}: {len(child.stages)} stages, {parent.name} has {len(parent.stages)}: weights "
                     "carry over between networks of the same skeleton only")
   for i, (p, c) in enumerate(zip(parent.stages, child.stages)):
+    if p.downsample or c.downsample:
+      raise SpecError(f"{child.name}: stage {labels.stage(i)} has a downsampling module: weights carry over "
+                      "between networks of X3D's skeleton only")
     for j, (bp, bc) in enumerate(zip(p.blocks, c.blocks)):
       if (bp.type, bp.kernel, bp.stride, bp.se_ratio > 0) != (bc.type, bc.kernel, bc.stride, bc.se_ratio > 0):
         raise SpecError(f"{child.name}: block {labels.block(i, j)} is {bc.type} {bc.kernel} (stride {bc.stride}, "

@@ -101,9 +101,19 @@ class BlockSpec:
       raise SpecError(f"{where}.heads must be a non-negative integer, got {self.heads!r}")
 
 
+# UniNet's downsampling modules (`models.downsample`): '' = none (the stage's first block strides).
+DOWNSAMPLE_KINDS = ("local", "local_global")
+
+
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
+  """A stage: its blocks, and optionally a downsampling module before them (UniNet's DSM,
+  `models.downsample`): downsample '' (X3D: the first block strides and projects), 'local' or
+  'local_global'; the module then halves H and W and maps to the stage's width, and the first block
+  has stride 1. downsample_heads: the attention heads of 'local_global' (they split the width), else 0."""
   blocks: tuple[BlockSpec, ...]
+  downsample: str = ""
+  downsample_heads: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "blocks", tuple(self.blocks))
@@ -111,6 +121,26 @@ class StageSpec:
   @property
   def width(self) -> int:
     return self.blocks[-1].width
+
+  @property
+  def stride(self) -> int:
+    """The stage's spatial stride: its downsampling module's 2, else the product of its blocks'."""
+    return 2 if self.downsample else math.prod(b.stride for b in self.blocks)
+
+  def validate(self, where: str = "stage") -> None:
+    if self.downsample not in ("",) + DOWNSAMPLE_KINDS:
+      raise SpecError(f"{where}.downsample must be '' or one of {list(DOWNSAMPLE_KINDS)}, got {self.downsample!r}")
+    heads = self.downsample_heads
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
+      raise SpecError(f"{where}.downsample_heads must be a non-negative integer, got {heads!r}")
+    if self.downsample and self.blocks and self.blocks[0].stride != 1:
+      raise SpecError(f"{where}: the downsampling module strides, so blocks[0].stride must be 1, got "
+                      f"{self.blocks[0].stride}")
+    if self.downsample == "local_global" and (heads <= 0 or self.blocks and self.blocks[0].width % heads):
+      raise SpecError(f"{where}.downsample_heads ({heads}) must be positive and divide the stage's width "
+                      f"{self.blocks[0].width if self.blocks else '?'} for 'local_global'")
+    if self.downsample != "local_global" and heads:
+      raise SpecError(f"{where}.downsample_heads must be 0 unless downsample is 'local_global', got {heads}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +206,9 @@ class ArchSpec:
         raise SpecError(f"stages[{i}] has no blocks")
       for j, block in enumerate(stage.blocks):
         block.validate(f"stages[{i}].blocks[{j}]")
+      stage.validate(f"stages[{i}]")
+      size = math.ceil(size / 2) if stage.downsample else size
+      for block in stage.blocks:
         size = math.ceil(size / block.stride)
     if size < 1:
       raise SpecError(f"crop_size {self.crop_size} is too small for the network's total stride")
@@ -197,7 +230,8 @@ class ArchSpec:
   def from_dict(cls, d: dict) -> "ArchSpec":
     try:
       d = dict(d)
-      stages = tuple(StageSpec(tuple(BlockSpec(**b) for b in s["blocks"])) for s in d.pop("stages"))
+      stages = tuple(StageSpec(tuple(BlockSpec(**b) for b in s["blocks"]),
+                               **{k: v for k, v in s.items() if k != "blocks"}) for s in d.pop("stages"))
       stem = StemSpec(**d.pop("stem"))
       head = HeadSpec(**d.pop("head"))
       return cls(stem=stem, stages=stages, head=head, **d)

@@ -102,6 +102,11 @@ def arch_table(spec: ArchSpec | Mapping) -> str:
            stem.width, DASH, DASH, "-", stem.spatial_stride,
            _fmt_int(layers["stem"].params), mflops("stem")]]
   for i, stage in enumerate(spec.stages):
+    if stage.downsample:
+      name = labels.downsample_module(i)
+      heads = f" ({stage.downsample_heads} heads)" if stage.downsample_heads else ""
+      rows.append([i + 1, name, f"downsample {stage.downsample}{heads}", "1x3x3", stage.width, DASH, DASH, "-", 2,
+                   _fmt_int(layers[name].params), mflops(name)])
     for j, b in enumerate(stage.blocks):
       name = labels.block(i, j)
       rows.append([i + 1, name, _type_cell(b), "x".join(map(str, b.kernel)), b.width, b.inner,
@@ -216,6 +221,9 @@ def tasks_table(tasks: Sequence[str], specs: Sequence[ArchSpec]) -> str:
   rows = []
   for i, n in enumerate(depth):
     for j in range(n):
+      if j == 0 and any(s.stages[i].downsample for s in specs):
+        cells = [s.stages[i].downsample or DASH for s in specs]
+        rows.append([labels.downsample_module(i)] + cells + ["yes" if len(set(cells)) > 1 else ""])
       cells = [_block_cell(s.stages[i].blocks[j]) if j < len(s.stages[i].blocks) else DASH for s in specs]
       rows.append([labels.block(i, j)] + cells + ["yes" if len(set(cells)) > 1 else ""])
   rows.append(["GFLOPs"] + [fmt_gflops(arch_cost(s).gflops) for s in specs] + [""])

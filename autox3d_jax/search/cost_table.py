@@ -49,15 +49,17 @@ def analytic_fns(space: SearchSpace, metric: str):
 
 @dataclasses.dataclass
 class CostTable:
-  """stem: scalar; blocks[label]: array (Wprev, W, E, O, S); head: array (W_last,), at the space's
-  reference clip. variants: {(frames, crop): CostTable at that clip} when the space searches input
-  axes, else empty."""
+  """stem: scalar; blocks[label]: array (Wprev, W, E, O, S) (Wprev = 1 but for a stage's strided first
+  block); head: array (W_last,), at the space's reference clip. variants: {(frames, crop): CostTable
+  at that clip} when the space searches input axes, else empty. downsample[label]: array
+  (Wprev, W, D) of each stage's downsampling-module decision, when the space has them."""
   space: SearchSpace
   stem: float
   blocks: dict
   head: np.ndarray
   metric: str
   variants: dict = dataclasses.field(default_factory=dict)
+  downsample: dict = dataclasses.field(default_factory=dict)
 
   @classmethod
   def build(cls, space: SearchSpace, metric: str = "flops", fns=None) -> "CostTable":
@@ -65,22 +67,30 @@ class CostTable:
       return cls._build_with_inputs(space, metric, fns)
     stem_fn, block_fn, head_fn = fns or analytic_fns(space, metric)
     c = space.config
+    if c.downsample and fns is not None:
+      raise ValueError("a measured cost table has no entries for downsampling modules (config.space.downsample): "
+                       "search on the analytic 'flops' or 'params'")
     t, h = c.num_frames, -(-c.crop_size // c.stem.spatial_stride)
-    blocks, cache = {}, {}
+    blocks, cache, downsample = {}, {}, {}
     prev_widths = (c.stem.width,)
     for i, widths in enumerate(c.stage_widths):
       in_thw = (t, h, h)
       h = -(-h // 2)
+      if c.downsample:
+        downsample[labels.downsample(i)] = np.array(
+            [[[getattr(analytic.downsample_cost(kind, a, b, in_thw)[0], metric) for kind in c.downsample[i]]
+              for b in widths] for a in prev_widths], np.float64)
       for j in range(c.max_depths[i]):
-        thw = in_thw if j == 0 else (t, h, h)
-        key = (i, j == 0)
+        strided = j == 0 and not c.downsample
+        thw = in_thw if strided else (t, h, h)
+        key = (i, strided)
         if key not in cache:
-          cache[key] = cls._block_table(c, widths, prev_widths if j == 0 else None, thw, 2 if j == 0 else 1,
+          cache[key] = cls._block_table(c, widths, prev_widths if strided else None, thw, 2 if strided else 1,
                                         block_fn)
         blocks[labels.block(i, j)] = cache[key]
       prev_widths = widths
     head = np.array([head_fn(w, (t, h, h)) for w in c.stage_widths[-1]], np.float64)
-    return cls(space, float(stem_fn()), blocks, head, metric)
+    return cls(space, float(stem_fn()), blocks, head, metric, downsample=downsample)
 
   @classmethod
   def _build_with_inputs(cls, space: SearchSpace, metric: str, fns) -> "CostTable":
@@ -92,7 +102,7 @@ class CostTable:
     variants = {(f, c): cls.build(space.at_input(ClipInput(f, ref.stride, c)), metric)
                 for f in axes.get("frames", (ref.frames,)) for c in axes.get("crop", (ref.crop,))}
     own = variants[(ref.frames, ref.crop)]
-    return cls(space, own.stem, own.blocks, own.head, metric, variants)
+    return cls(space, own.stem, own.blocks, own.head, metric, variants, own.downsample)
 
   def _input_weight(self, probs, kind: str, value: int):
     label = labels.input_decision(kind)
@@ -139,10 +149,14 @@ class CostTable:
     for i in range(self.space.num_stages):
       p_w = probs[labels.width(i)]
       p_prev = probs[labels.width(i - 1)] if i > 0 else jnp.ones((1,), jnp.float32)
+      if self.downsample:
+        label = labels.downsample(i)
+        total = total + jnp.einsum("a,b,d,abd->", p_prev, p_w, probs[label],
+                                   jnp.asarray(self.downsample[label], jnp.float32))
       for j in range(c.max_depths[i]):
         prefix = labels.block(i, j)
         table = jnp.asarray(self.blocks[prefix], jnp.float32)
-        if j == 0:
+        if j == 0 and not self.downsample:
           cost = jnp.einsum("a,b,e,o,s,abeos->", p_prev, p_w, probs[labels.block_decision(i, j, "expansion")],
                             probs[labels.block_decision(i, j, "op")], probs[labels.block_decision(i, j, "se")], table)
         else:
@@ -167,10 +181,13 @@ class CostTable:
       depth_label = labels.depth(i)
       depth = space.by_label[depth_label].choices[int(point[depth_label])] if depth_label in space.by_label \
           else c.max_depths[i]
+      if self.downsample:
+        label = labels.downsample(i)
+        total = f32(total + f32(self.downsample[label][prev, w, int(point[label])]))
       for j in range(max(depth, c.min_depths[i])):
         idx = tuple(int(point[labels.block_decision(i, j, k)]) for k in ("expansion", "op", "se"))
         table = self.blocks[labels.block(i, j)]
-        total = f32(total + f32(table[(prev, w) + idx] if j == 0 else table[(0, w) + idx]))
+        total = f32(total + f32(table[(prev, w) + idx] if table.shape[0] > 1 else table[(0, w) + idx]))
       prev = w
     return float(f32(total + f32(self.head[int(point[labels.width(space.num_stages - 1)])])))
 
@@ -195,10 +212,10 @@ class CostTable:
     for i in range(self.space.num_stages):
       depths = np.array(self.space.by_label[labels.depth(i)].choices)
       per_block, choices = [], []
-      n_prev = self.blocks[labels.block(i, 0)].shape[0]            # previous-width choices (A)
+      n_prev = 1 if i == 0 else len(c.stage_widths[i - 1])        # previous-width choices (A)
       for j in range(c.max_depths[i]):
-        table = self.blocks[labels.block(i, j)]                   # (A, W, E, O, S); later blocks A = 1
-        if j > 0:
+        table = self.blocks[labels.block(i, j)]                   # (A, W, E, O, S); unstrided blocks A = 1
+        if table.shape[0] != n_prev:
           table = np.broadcast_to(table[:1], (n_prev,) + table.shape[1:])
         flat = table.reshape(table.shape[:2] + (-1,))
         per_block.append(pick(flat, axis=-1))
@@ -206,7 +223,12 @@ class CostTable:
       cum = np.cumsum(np.stack(per_block), axis=0)               # cum[j]: blocks 0..j kept
       by_depth = cum[depths - 1]                                 # (D, A, W)
       depth_index = best(by_depth, axis=0)
-      score[i] = (pick(by_depth, axis=0), depth_index, choices, table.shape[2:])
+      stage_cost = pick(by_depth, axis=0)
+      module = None
+      if self.downsample:
+        table_d = self.downsample[labels.downsample(i)]           # (A, W, kinds)
+        stage_cost, module = stage_cost + pick(table_d, axis=-1), best(table_d, axis=-1)
+      score[i] = (stage_cost, depth_index, choices, table.shape[2:], module)
     # Chain over stages: value[b] = best cost of the stem and stages 0..i ending at width index b.
     value, back = np.array([self.stem]), []
     for i in range(self.space.num_stages):
@@ -220,9 +242,11 @@ class CostTable:
     point = {d.label: 0 for d in self.space.decisions}
     for i in reversed(range(self.space.num_stages)):
       a = int(back[i][b])
-      _, depth_index, choices, (n_e, n_o, n_s) = score[i]
+      _, depth_index, choices, (n_e, n_o, n_s), module = score[i]
       d = int(depth_index[a, b])
       point[labels.width(i)], point[labels.depth(i)] = b, d
+      if module is not None:
+        point[labels.downsample(i)] = int(module[a, b])
       depth = self.space.by_label[labels.depth(i)].choices[d]
       for j in range(depth):
         e, o, s_ = np.unravel_index(int(choices[j][a, b]), (n_e, n_o, n_s))

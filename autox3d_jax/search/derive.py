@@ -67,6 +67,8 @@ def inherit_variables(space: SearchSpace, point: Mapping[str, int], supernet_var
     for name, target in target_tree.items():
       if name in ("stem", "head"):
         tree[name] = jax.tree_util.tree_map(_prefix_slice, source_tree[name], target)
+      elif name.endswith("_dsm"):   # a downsampling module: its kind's parameters (the others' dropped)
+        tree[name] = _cut(source_tree[name], target)
       else:
         op_index = int(point[f"{name}_op"])
         family = family_of(space, op_index)

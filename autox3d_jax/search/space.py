@@ -24,7 +24,8 @@ from autox3d_jax.cost.analytic import MIDDLE_COSTS
 from autox3d_jax.models import registry, zoo
 from autox3d_jax import labels
 from autox3d_jax.config import base_config
-from autox3d_jax.models.spec import (ArchSpec, BlockSpec, HeadSpec, SpecError, StageSpec, StemSpec)
+from autox3d_jax.models.spec import (DOWNSAMPLE_KINDS, ArchSpec, BlockSpec, HeadSpec, SpecError, StageSpec,
+                                     StemSpec)
 from autox3d_jax.search.inputs import ClipInput, superclip
 
 
@@ -64,7 +65,7 @@ class Op:
 @dataclasses.dataclass(frozen=True)
 class Decision:
   label: str
-  kind: str           # 'width' | 'depth' | 'op' | 'expansion' | 'se'
+  kind: str           # 'width' | 'depth' | 'downsample' | 'op' | 'expansion' | 'se' | 'input'
   choices: tuple
   stage: int
   block: int | None = None
@@ -97,6 +98,10 @@ class SpaceConfig:
   input_strides: tuple[int, ...]
   input_crops: tuple[int, ...]
   in_channels: int = 3
+  # UniNet's downsampling modules: per stage, the kinds (DOWNSAMPLE_KINDS) its decision chooses from;
+  # () = none (X3D: each stage's first block strides). downsample_heads: 'local_global''s heads.
+  downsample: tuple[tuple[str, ...], ...] = ()
+  downsample_heads: int = 0
 
   def __post_init__(self):
     object.__setattr__(self, "stage_widths", tuple(tuple(int(w) for w in ws) for ws in self.stage_widths))
@@ -107,6 +112,7 @@ class SpaceConfig:
     object.__setattr__(self, "ops", tuple(o if isinstance(o, Op) else Op(*o) for o in self.ops))
     for name in ("input_frames", "input_strides", "input_crops"):
       object.__setattr__(self, name, tuple(getattr(self, name)))
+    object.__setattr__(self, "downsample", tuple(tuple(kinds) for kinds in self.downsample))
 
   @property
   def input_axes(self) -> dict[str, tuple[int, ...]]:
@@ -145,6 +151,7 @@ class SpaceConfig:
       # Validates type, kernel and heads through the same path an ArchSpec uses.
       registry.check_block(op.block(width=8, inner=8 * max(op.heads, 1)), f"ops[{op.label}]")
     self._validate_token_mixers()
+    self._validate_downsample()
     self.stem.validate()
     self.head.validate()
     self._validate_inputs()
@@ -179,6 +186,31 @@ class SpaceConfig:
         raise SpecError(f"ops[{op.label}]: window {'x'.join(map(str, op.kernel))} is larger than the largest "
                         f"feature map of the space ({'x'.join(map(str, largest))}, stage 0), so it would be "
                         f"clipped at every block; use a window of at most that size")
+
+  def _validate_downsample(self) -> None:
+    """downsample: one non-empty tuple of distinct known kinds per stage (or none at all); heads
+    positive and dividing the stage's widths where 'local_global' is a choice, 0 where it is not."""
+    heads = self.downsample_heads
+    if not isinstance(heads, int) or isinstance(heads, bool) or heads < 0:
+      raise SpecError(f"downsample_heads must be a non-negative integer, got {heads!r}")
+    if not self.downsample:
+      if heads:
+        raise SpecError(f"downsample_heads = {heads} is set but downsample is empty: set downsample, or 0 heads")
+      return
+    if len(self.downsample) != len(self.stage_widths):
+      raise SpecError(f"downsample needs one tuple of kinds per stage ({len(self.stage_widths)}), got "
+                      f"{len(self.downsample)}: {self.downsample}")
+    for i, kinds in enumerate(self.downsample):
+      if not kinds or len(set(kinds)) != len(kinds) or any(k not in DOWNSAMPLE_KINDS for k in kinds):
+        raise SpecError(f"downsample[{i}] must be distinct kinds among {list(DOWNSAMPLE_KINDS)}, got {kinds}")
+    with_attention = [i for i, kinds in enumerate(self.downsample) if "local_global" in kinds]
+    if not with_attention and heads:
+      raise SpecError(f"downsample_heads = {heads} is set but no stage can choose 'local_global': use 0")
+    for i in with_attention:
+      bad = [w for w in self.stage_widths[i] if heads <= 0 or w % heads]
+      if bad:
+        raise SpecError(f"downsample[{i}] can choose 'local_global', whose downsample_heads ({heads}) must be "
+                        f"positive and divide the stage's widths; it does not divide {bad} of {self.stage_widths[i]}")
 
   def _validate_inputs(self) -> None:
     reference = {"frames": self.num_frames, "stride": self.sampling_stride, "crop": self.crop_size}
@@ -220,6 +252,8 @@ class SearchSpace:
       decisions.append(Decision(labels.width(i), "width", widths, i))
       decisions.append(Decision(labels.depth(i), "depth",
                                 tuple(range(config.min_depths[i], config.max_depths[i] + 1)), i))
+      if config.downsample:
+        decisions.append(Decision(labels.downsample(i), "downsample", config.downsample[i], i))
       for j in range(config.max_depths[i]):
         decisions.append(Decision(labels.block_decision(i, j, "op"), "op", config.ops, i, j))
         decisions.append(Decision(labels.block_decision(i, j, "expansion"), "expansion", config.expansions, i, j))
@@ -296,6 +330,8 @@ class SearchSpace:
       total *= len(c.stage_widths[i]) * depths
     for choices in c.input_axes.values():
       total *= len(choices)
+    for kinds in c.downsample:
+      total *= len(kinds)
     return total
 
   def log10_size(self) -> float:
@@ -333,8 +369,10 @@ class SearchSpace:
         op = c.ops[int(point[labels.block_decision(i, j, "op")])]
         expansion = c.expansions[int(point[labels.block_decision(i, j, "expansion")])]
         blocks.append(op.block(width, inner_width(width, expansion),
-                               c.se_ratios[int(point[labels.block_decision(i, j, "se")])], stride=2 if j == 0 else 1))
-      stages.append(StageSpec(tuple(blocks)))
+                               c.se_ratios[int(point[labels.block_decision(i, j, "se")])],
+                               stride=2 if j == 0 and not c.downsample else 1))
+      kind = c.downsample[i][int(point[labels.downsample(i)])] if c.downsample else ""
+      stages.append(StageSpec(tuple(blocks), kind, c.downsample_heads if kind == "local_global" else 0))
     clip = self.input_of(point)
     return ArchSpec(name=name, num_frames=clip.frames, crop_size=clip.crop, stem=c.stem,
                     stages=tuple(stages), head=c.head, in_channels=c.in_channels).validate()
@@ -371,13 +409,21 @@ class SearchSpace:
     for i, stage in enumerate(spec.stages):
       point[labels.width(i)] = index(labels.width(i), stage.width)
       point[labels.depth(i)] = index(labels.depth(i), len(stage.blocks))
+      if c.downsample:
+        point[labels.downsample(i)] = index(labels.downsample(i), stage.downsample)
+        if stage.downsample_heads != (c.downsample_heads if stage.downsample == "local_global" else 0):
+          raise SpecError(f"{spec.name}: stage {labels.stage(i)}'s downsampling module has "
+                          f"{stage.downsample_heads} heads, the space's {c.downsample_heads}")
+      elif stage.downsample:
+        raise SpecError(f"{spec.name}: stage {labels.stage(i)} has a downsampling module ({stage.downsample!r}); "
+                        "the space has none")
       for j in range(c.max_depths[i]):
         prefix = labels.block(i, j)
         if j >= len(stage.blocks):
           point.update({labels.block_decision(i, j, "op"): 0, labels.block_decision(i, j, "expansion"): 0, labels.block_decision(i, j, "se"): 0})
           continue
         b = stage.blocks[j]
-        if b.width != stage.width or b.stride != (2 if j == 0 else 1):
+        if b.width != stage.width or b.stride != (2 if j == 0 and not c.downsample else 1):
           raise SpecError(f"{spec.name}: block {prefix} width/stride is outside the skeleton")
         point[labels.block_decision(i, j, "op")] = index(labels.block_decision(i, j, "op"), Op.of(b))
         expansion = [e for e in c.expansions if inner_width(b.width, e) == b.inner]
@@ -420,8 +466,14 @@ class SearchSpace:
   def _extreme_point(self, ops, pick) -> dict[str, int]:
     allowed = self._op_choices(ops)
     costs = [np.asarray(self._op_costs(i))[allowed] for i in range(self.num_stages)]
-    return {d.label: (allowed[int(pick(costs[d.stage]))] if d.kind == "op" else
-                      (d.size - 1 if pick is np.argmax else 0)) for d in self.decisions}
+
+    def choice(d):
+      if d.kind == "op":
+        return allowed[int(pick(costs[d.stage]))]
+      if d.kind == "downsample":   # 'local_global' is 'local' plus attention
+        return int(pick([DOWNSAMPLE_KINDS.index(k) for k in d.choices]))
+      return d.size - 1 if pick is np.argmax else 0
+    return {d.label: choice(d) for d in self.decisions}
 
   def largest_point(self, ops=None) -> dict[str, int]:
     """Every decision at its costliest choice (ops: the one whose middle costs most in that stage;
@@ -458,7 +510,8 @@ def space_config_from_section(section, *, num_frames: int | None = None, crop_si
       head=HeadSpec(conv5_width=s.conv5_width, head_width=s.head_width, dropout=s.dropout,
                     num_classes=pick(num_classes, s.num_classes, "num_classes")),
       sampling_stride=int(sampling_stride if sampling_stride is not None else base_config().data.sampling_stride),
-      input_frames=tuple(s.input_frames), input_strides=tuple(s.input_strides), input_crops=tuple(s.input_crops))
+      input_frames=tuple(s.input_frames), input_strides=tuple(s.input_strides), input_crops=tuple(s.input_crops),
+      downsample=tuple(tuple(kinds) for kinds in s.downsample), downsample_heads=int(s.downsample_heads))
 
 
 def space_config(**overrides) -> SpaceConfig:

@@ -9,7 +9,9 @@ forward(x, arch) where `arch` maps every decision label to a probability vector 
   * SE ratio -> gated sum of the SE variants (SE is cheap: it acts on pooled features);
   * windows / heads of one attention or MLP family -> one shared projection, gated sum of the
     candidates' outputs (or only the sampled one, exclusive); see `models.attention`;
-  * stage depth -> block j is gated by P(depth > j) against the identity.
+  * stage depth -> block j is gated by P(depth > j) against the identity;
+  * downsampling module (UniNet's, `models.downsample`) -> gated sum of the kinds, which share the
+    local path and the residual; its input and output channels masked like the blocks'.
 With `exclusive=True` (strategies whose samples are one-hot and need no gradient w.r.t. the arch
 weights: probabilistic/REINFORCE, SPOS) each block runs only the sampled family through
 `lax.switch`, so a step costs about what the sampled child costs, and K groups run one after the
@@ -34,7 +36,8 @@ from autox3d_jax.models.blocks import MIDDLES
 from autox3d_jax import labels
 from autox3d_jax.models.attention import TokenMixer
 from autox3d_jax.models.builder import Head, Stem
-from autox3d_jax.models.layers import BN_EPSILON, BN_MOMENTUM, Pointwise
+from autox3d_jax.models.downsample import Downsample
+from autox3d_jax.models.layers import MaskedBatchNorm, Pointwise
 from autox3d_jax.models.spec import BlockSpec, se_width
 from autox3d_jax.ops.depthwise import depthwise_conv3d
 from autox3d_jax.search.space import Op, SearchSpace, inner_width
@@ -87,44 +90,6 @@ def roll_mask(mask: jax.Array, shift) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------------------ layers
-class MaskedBatchNorm(nn.Module):
-  """Flax BatchNorm's math (fast variance, same names) with a channel mask.
-
-  Output channels outside the mask are zeroed (BN would turn zeros into `bias`), and running
-  statistics are updated only for channels that are active *and* when the layer is `active`
-  (a family the sample did not choose must not drag its statistics towards zero).
-  """
-  mask: jax.Array | None = None
-  active: jax.Array | float = 1.0
-  train: bool = False
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
-    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    if self.train:
-      xf = x.astype(jnp.float32)
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(xf, axes)
-      var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axes) - jnp.square(mean))
-      if not self.is_initializing():
-        update = jnp.asarray(self.active, jnp.float32) > 0
-        if self.mask is not None:
-          update = update & (self.mask > 0)
-        ra_mean.value = jnp.where(update, BN_MOMENTUM * ra_mean.value + (1 - BN_MOMENTUM) * mean,
-                                  ra_mean.value)
-        ra_var.value = jnp.where(update, BN_MOMENTUM * ra_var.value + (1 - BN_MOMENTUM) * var,
-                                 ra_var.value)
-    else:
-      mean, var = ra_mean.value, ra_var.value
-    mul = scale * jax.lax.rsqrt(var + BN_EPSILON)
-    y = (x - mean.astype(x.dtype)) * mul.astype(x.dtype) + bias.astype(x.dtype)
-    return y if self.mask is None else y * self.mask.astype(x.dtype)
-
-
 def pad_kernel(kernel: jax.Array, box) -> jax.Array:
   """Zero-pad an odd kernel (kt, kh, kw, C) symmetrically to the odd bounding box `box`."""
   pads = [((b - k) // 2, (b - k) // 2) for k, b in zip(kernel.shape[:3], box)] + [(0, 0)]
@@ -250,7 +215,9 @@ class SuperBlock(nn.Module):
     shifts = shifts or {}
     p_w, p_e = arch[labels.width(i)], arch[labels.block_decision(i, j, "expansion")]
     p_op, p_se = arch[labels.block_decision(i, j, "op")], arch[labels.block_decision(i, j, "se")]
-    stride = 2 if j == 0 else 1
+    # The stage's first block strides and projects, unless a downsampling module precedes it.
+    strided = j == 0 and not c.downsample
+    stride = 2 if strided else 1
 
     width_mask = roll_mask(p_w @ t.width_masks, shifts.get(labels.width(i)))
     inner_mask = roll_mask(jnp.einsum("w,e,wec->c", p_w, p_e, t.inner_masks),
@@ -258,7 +225,7 @@ class SuperBlock(nn.Module):
     se_masks = jnp.einsum("w,e,werc->rc", p_w, p_e, t.se_masks)
 
     shortcut = x
-    if j == 0:
+    if strided:
       shortcut = Pointwise(t.max_width, stride, self.dtype, name="shortcut")(x)
       # pytorchvideo: projection BN only when the width changes; gate it by P(width changes).
       p_change = self._width_change_prob(prev_width_probs, p_w)
@@ -326,7 +293,15 @@ class Supernet(nn.Module):
       x = x.astype(self.dtype)
     x = Stem(c.stem, self.dtype, name="stem")(x, train)
     prev = jnp.ones((1,), jnp.float32)
+    rolls = shifts or {}
     for i in range(self.space.num_stages):
+      if c.downsample:
+        in_mask = None if i == 0 else roll_mask(prev @ stage_tables(self.space, i - 1).width_masks,
+                                                rolls.get(labels.width(i - 1)))
+        out_mask = roll_mask(arch[labels.width(i)] @ stage_tables(self.space, i).width_masks,
+                             rolls.get(labels.width(i)))
+        x = Downsample(c.downsample[i], max(c.stage_widths[i]), c.downsample_heads, self.dtype,
+                       name=labels.downsample_module(i))(x, train, arch[labels.downsample(i)], in_mask, out_mask)
       for j in range(c.max_depths[i]):
         x = SuperBlock(self.space, i, j, train, self.exclusive, self.dtype, name=labels.block(i, j))(
             x, arch, prev, shifts)

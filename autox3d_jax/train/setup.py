@@ -130,6 +130,9 @@ def x3d_like_point(space: SearchSpace, depths: tuple[int, ...] | None = None) ->
     depth_choices = space.by_label[labels.depth(i)].choices
     want = x3d_depths[i] if i < len(x3d_depths) else depth_choices[-1]
     point[labels.depth(i)] = nearest(depth_choices, want)
+    if c.downsample:   # X3D has none: the cheapest module, the local one
+      kinds = c.downsample[i]
+      point[labels.downsample(i)] = kinds.index("local") if "local" in kinds else 0
     for j in range(c.max_depths[i]):
       point[labels.block_decision(i, j, "op")] = op
       point[labels.block_decision(i, j, "expansion")] = nearest(c.expansions, 2.25)

@@ -40,6 +40,8 @@ def network_queries(space, spec: ArchSpec) -> tuple[list[tuple[BlockSpec, int, t
   t, h = c.num_frames, -(-c.crop_size // c.stem.spatial_stride)
   width = c.stem.width
   blocks = []
+  if any(stage.downsample for stage in spec.stages):
+    raise ValueError(f"{spec.name}: the latency table has no entries for downsampling modules")
   for block in spec.blocks:
     blocks.append((block, int(width), (int(t), int(h), int(h))))
     h, width = -(-h // block.stride), block.width
