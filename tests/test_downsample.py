@@ -136,6 +136,19 @@ def test_a_network_with_modules_counts_them_and_its_blocks_stop_striding():
   assert logits.shape == (1, 5)
 
 
+def test_the_report_lists_each_module_with_its_cost():
+  from autox3d_jax import report
+  space = dsm_space()
+  point = toys.random_point(space, np.random.default_rng(6)) | {labels.downsample(0): 0, labels.downsample(1): 1}
+  spec = space.to_arch(point)
+  table = report.arch_table(spec)
+  rows = {name: [line for line in table.splitlines() if f"| {name} |" in line] for name in ("s1_dsm", "s2_dsm")}
+  assert "| downsample local |" in rows["s1_dsm"][0]
+  assert "| downsample local_global (4 heads) |" in rows["s2_dsm"][0]
+  mflops = f"{arch_cost(spec).layers['s2_dsm'].flops / 1e6:,.2f}"
+  assert rows["s2_dsm"][0].rstrip(" |").endswith(mflops)
+
+
 # ----------------------------------------------------------------------------------------- space
 def test_the_space_has_one_decision_per_stage_and_points_round_trip():
   space = dsm_space(downsample=(("local",), BOTH))
