@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from common import append_line
+from common import append_line, compile_with_peak
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -80,12 +80,7 @@ def main(argv=None):
       y, _ = model.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
       return jnp.sum(y)
 
-    t0 = time.perf_counter()
-    compiled = jax.jit(jax.value_and_grad(loss)).lower(variables["params"]).compile()
-    compile_s = time.perf_counter() - t0
-    memory = compiled.memory_analysis()
-    peak = None if memory is None else int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
-                                            + memory.output_size_in_bytes)
+    compiled, compile_s, peak = compile_with_peak(jax.value_and_grad(loss), variables["params"])
     jax.block_until_ready(compiled(variables["params"]))
     entries[kind] = dict(compiled=compiled, params=variables["params"], times=[], compile_s=compile_s, peak=peak)
   for _ in range(args.steps):

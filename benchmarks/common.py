@@ -33,3 +33,17 @@ def mean_se(values) -> tuple[float, float]:
   values = list(values)
   se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
   return statistics.mean(values), se
+
+
+def compile_with_peak(fn, *args):
+  """jit(fn) lowered and compiled for `args`: (compiled, compile seconds, peak bytes of XLA's memory
+  analysis, temp + arguments + outputs, or None where the backend gives none)."""
+  import time
+  import jax
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  memory = compiled.memory_analysis()
+  peak = None if memory is None else int(memory.temp_size_in_bytes + memory.argument_size_in_bytes
+                                          + memory.output_size_in_bytes)
+  return compiled, compile_s, peak
