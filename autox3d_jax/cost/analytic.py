@@ -14,7 +14,7 @@ import jax
 from autox3d_jax import labels
 from autox3d_jax.cost.primitives import Cost, bn_cost, depthwise_cost, pointwise_cost, se_cost
 from autox3d_jax.models import registry, windows
-from autox3d_jax.models.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
+from autox3d_jax.models.spec import ArchSpec, BlockSpec, HeadSpec, StemSpec, reduced_width
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -46,11 +46,14 @@ def _r2plus1d_middle(spec, thw):
 
 
 def _stm_middle(spec, thw):
+  """CSTM (temporal then spatial depthwise) and CMM (1x1x1 reduce to r = inner / 16, a channel-wise
+  1 x k x k conv on r channels, 1x1x1 back)."""
   p_in, p_out = thw[0] * thw[1] * thw[2], _out_positions(spec, thw)
   kt, kh, kw = spec.kernel
+  r = reduced_width(spec.inner, registry.MOTION_REDUCTION)
   return (depthwise_cost((kt, 1, 1), spec.inner, p_in) + depthwise_cost((1, kh, kw), spec.inner, p_out)
-          + depthwise_cost((1, kh, kw), spec.inner, p_out) + bn_cost(spec.inner)
-          + se_cost(spec.inner, spec.se_ratio))
+          + pointwise_cost(spec.inner, r, p_in) + depthwise_cost((1, kh, kw), r, p_out)
+          + pointwise_cost(r, spec.inner, p_out) + bn_cost(spec.inner) + se_cost(spec.inner, spec.se_ratio))
 
 
 def _ip_csn_middle(spec, thw):
@@ -59,11 +62,15 @@ def _ip_csn_middle(spec, thw):
 
 
 def _tea_middle(spec, thw):
-  """Motion excitation (a C x C dense per frame) and MTA: per interleaved fragment of w_f channels a
-  temporal conv at the input's positions, and for fragments 0-2 a spatial depthwise conv and BN."""
+  """Motion excitation (1x1x1 reduce to r = inner / 16 and BN, a channel-wise 1 x 3 x 3 conv on r
+  channels, per frame a dense r -> inner on the pooled differences and BN) and MTA: per interleaved
+  fragment of w_f channels a temporal conv at the input's positions, and for fragments 0-2 a
+  spatial depthwise conv and BN."""
   p_in, p_out = thw[0] * thw[1] * thw[2], _out_positions(spec, thw)
   kt, kh, kw = spec.kernel
-  cost = Cost(spec.inner * spec.inner, spec.inner * spec.inner * thw[0]) + se_cost(spec.inner, spec.se_ratio)
+  r = reduced_width(spec.inner, registry.MOTION_REDUCTION)
+  cost = (pointwise_cost(spec.inner, r, p_in) + bn_cost(r) + depthwise_cost((1, 3, 3), r, p_in)
+          + pointwise_cost(r, spec.inner, thw[0]) + bn_cost(spec.inner) + se_cost(spec.inner, spec.se_ratio))
   parts = registry.TEA_FRAGMENTS
   for f in range(parts):
     w = len(range(f, spec.inner, parts))

@@ -13,7 +13,8 @@ all channels loses the small ones (the measured effect on int8 top-1: benchmarks
 Which BN follows which op (models/builder.py, models/blocks.py): the stem's `bn` after its
 depthwise `conv_t`, the head's `conv5_bn` after `conv5`, and in every block `bn_a` / `bn_c` /
 `shortcut_bn` after the pointwise `conv_a` / `conv_c` / `shortcut`, `bn_b_spatial` after
-`conv_b_spatial`, `bn_ip` after ip-CSN's `conv_ip`, TEA's fragment BNs `mta_bn<f>` after `mta_s<f>`, `bn_pos` after the attention types' positional
+`conv_b_spatial`, `bn_ip` after ip-CSN's `conv_ip`, TEA's fragment BNs `mta_bn<f>` after `mta_s<f>` and
+its motion excitation's `me_bn1` / `me_bn2` after `me_reduce` / `me_expand`, `bn_pos` after the attention types' positional
 `pos`, and `bn_b` after `conv_b` in the middles where it directly follows it (all but STM, whose
 `bn_b` normalises a sum of two branches, and the attention and MLP types, whose `bn_b` follows the
 token mixer: these stay as they are). In a downsampling module (`models.downsample`) `down_bn`
@@ -36,7 +37,7 @@ STEM = {"bn": ("conv_t",)}
 HEAD = {"conv5_bn": ("conv5",)}
 BLOCK = {"bn_a": ("conv_a", "conv"), "bn_c": ("conv_c", "conv"), "shortcut_bn": ("shortcut", "conv"),
          "bn_b_spatial": ("conv_b_spatial",), "bn_b": ("conv_b",), "bn_ip": ("conv_ip",), "bn_pos": ("pos",),
-         **{f"mta_bn{f}": (f"mta_s{f}",) for f in range(3)}}
+         "me_bn1": ("me_reduce",), "me_bn2": ("me_expand",), **{f"mta_bn{f}": (f"mta_s{f}",) for f in range(3)}}
 # Block types whose bn_b does not directly follow conv_b: STM's sums two branches, the attention and
 # MLP types' follows their token mixer.
 BN_B_NOT_FOLDED = frozenset({"stm", "lsa", "axial", "mlp"})

@@ -23,9 +23,14 @@ from autox3d_jax.models import registry
 from autox3d_jax.models.attention import TokenMixer
 from autox3d_jax.models.layers import (DepthwiseConv3D, Pointwise, SqueezeExcite, batch_norm, on_channels,
                                        swish)
-from autox3d_jax.models.spec import BlockSpec
+from autox3d_jax.models.spec import BlockSpec, reduced_width
 
 KernelFn = Callable[[tuple], tuple]
+
+
+def spatial_3x3(k):
+  """A fixed 1 x 3 x 3 kernel whatever the op's (the attention types' positional conv, TEA's K)."""
+  return (1, 3, 3)
 
 
 def full_kernel(k):
@@ -46,8 +51,8 @@ class StandaloneLayers:
   def __init__(self, spec: BlockSpec, train: bool, dtype=None):
     self.spec, self.train, self.dtype = spec, train, dtype
 
-  def depthwise(self, name: str, kernel_fn: KernelFn, stride: int):
-    return DepthwiseConv3D(kernel_fn(self.spec.kernel), stride, self.dtype, name=name)
+  def depthwise(self, name: str, kernel_fn: KernelFn, stride: int, init: str = "default"):
+    return DepthwiseConv3D(kernel_fn(self.spec.kernel), stride, self.dtype, init_name=init, name=name)
 
   def bn(self, name: str):
     return batch_norm(self.train, name, self.dtype)
@@ -62,6 +67,11 @@ class StandaloneLayers:
 
   def fragment(self, index: int, parts: int):
     """The factory for channels index::parts (TEA's fragments); a concrete block has no masks."""
+    return self
+
+  def reduced(self, ratio: int):
+    """The factory for a `reduced_width(channels, ratio)`-channel bottleneck inside the middle (STM's
+    and TEA's motion modules); a concrete block has no masks."""
     return self
 
   def mask(self, y):
@@ -113,15 +123,20 @@ def _frame_difference(y, later=None):
 
 
 def stm_middle(layers, y, spec: BlockSpec):
-  """STM (Jiang et al. 2019), depthwise: the channel-wise spatiotemporal module (temporal kt x 1 x 1
-  then spatial 1 x k x k) plus the channel-wise motion module H_t = K * F_{t+1} - F_t (K a
-  channel-wise 1 x k x k conv applied to frame t+1, the last step zero), summed (the paper's
-  choice over concatenation). The paper's CMM reduces the channels 16x around this and restores
-  them; here it runs on every inner channel (the depthwise form is already cheap)."""
-  cstm = layers.depthwise("cstm_t", temporal_kernel, 1)(y)
+  """STM (Jiang et al. 2019; the facts in shared/REFERENCES-round2.md, from paper summaries), with
+  depthwise spatial convs:
+    * CSTM: a channel-wise temporal kt x 1 x 1 conv (shift-initialised: a quarter of the channels
+      reads t-1, a quarter t+1, the rest t, as the paper) then a depthwise 1 x k x k conv;
+    * CMM: a 1x1x1 conv reduces the channels 16x, H_t = K * F_{t+1} - F_t with K a channel-wise
+      1 x k x k conv on frame t+1 (the last step zero), and a 1x1x1 conv restores the channels;
+    * the two summed (the paper's choice over concatenation) -> BN -> SE -> ReLU."""
+  cstm = layers.depthwise("cstm_t", temporal_kernel, 1, init="stm_shift")(y)
   cstm = layers.depthwise("conv_b", spatial_kernel, spec.stride)(cstm)
-  moved = layers.depthwise("cmm_s", spatial_kernel, spec.stride)(y)
-  motion = _frame_difference(y[:, :, ::spec.stride, ::spec.stride], later=moved)
+  small = layers.reduced(registry.MOTION_REDUCTION)
+  r = on_channels(small.dense("cmm_reduce", reduced_width(y.shape[-1], registry.MOTION_REDUCTION)), y)
+  moved = small.depthwise("cmm_s", spatial_kernel, spec.stride)(r)
+  motion = _frame_difference(r[:, :, ::spec.stride, ::spec.stride], later=moved)
+  motion = on_channels(layers.dense("cmm_expand", y.shape[-1]), small.mask(motion))
   y = layers.bn("bn_b")(cstm + motion)
   return nn.relu(layers.se("se")(y))
 
@@ -146,24 +161,34 @@ def _avg_pool_3x3(y, stride: int):
 
 
 def tea_middle(layers, y, spec: BlockSpec):
-  """TEA (Li et al. 2020; Phoenix1327/tea-action-recognition `Bottle2neckShift`), depthwise:
-    * motion excitation: pooled frame differences -> 1x1x1 -> sigmoid channel gate, y * (1 + gate)
-      (the code's conv on frame t+1 and 16x reduction are not reproduced);
+  """TEA (Li et al. 2020; Phoenix1327/tea-action-recognition `Bottle2neckShift`, `MEModule`), with
+  depthwise spatial convs:
+    * motion excitation (the code's MEModule): a 1x1x1 conv reduces the channels 16x -> BN; a
+      channel-wise 1 x 3 x 3 conv K on frame t+1 gives K * F_{t+1} - F_t (the last step zero);
+      spatial average -> 1x1x1 conv back to the channels -> BN -> sigmoid - 0.5 = gate;
+      y + y * gate;
     * multiple temporal aggregation: the channels split into 4 fragments (interleaved); fragments
-      0-2 run a channel-wise temporal kt x 1 x 1 conv, a depthwise 1 x k x k (strided), BN and ReLU,
-      each fragment's input plus the previous fragment's output (Res2Net's hierarchy; not in a
-      strided block, as in the code); the last fragment runs the temporal conv only, then in a
-      strided block a 3 x 3 average pool; the fragments are put back in place -> SE.
-  The code's identity / shift initialisation of the temporal convs is not reproduced."""
-  pooled = jnp.mean(_frame_difference(y), axis=(2, 3), keepdims=True)
-  gate = jax.nn.sigmoid(layers.dense("me", y.shape[-1])(pooled))
-  y = y * (1.0 + gate)
+      0-2 run a channel-wise temporal kt x 1 x 1 conv (identity-initialised, the code's 'fixed'),
+      a depthwise 1 x k x k (strided), BN and ReLU, each fragment's input plus the previous
+      fragment's output (Res2Net's hierarchy; not in a strided block, as in the code); the last
+      fragment runs the temporal conv only (shift-initialised, the code's 'shift': half the
+      channels read t+1, half t-1), then in a strided block a 3 x 3 average pool; the fragments
+      are put back in place -> SE."""
+  small = layers.reduced(registry.MOTION_REDUCTION)
+  r = on_channels(small.dense("me_reduce", reduced_width(y.shape[-1], registry.MOTION_REDUCTION)), y)
+  r = small.bn("me_bn1")(r)
+  moved = small.depthwise("me_s", spatial_3x3, 1)(r)
+  pooled = jnp.mean(_frame_difference(r, later=moved), axis=(2, 3), keepdims=True)
+  gate = layers.dense("me_expand", y.shape[-1])(small.mask(pooled))
+  gate = jax.nn.sigmoid(layers.bn("me_bn2")(gate)) - 0.5
+  y = y + y * gate
   outs, previous = [], None
   for f, part in enumerate(_fragments(y, registry.TEA_FRAGMENTS)):
     view = layers.fragment(f, registry.TEA_FRAGMENTS)
     if previous is not None and spec.stride == 1:
       part = view.mask(part + previous[..., :part.shape[-1]])
-    part = view.depthwise(f"mta_t{f}", temporal_kernel, 1)(part)
+    last = f == registry.TEA_FRAGMENTS - 1
+    part = view.depthwise(f"mta_t{f}", temporal_kernel, 1, init="shift" if last else "identity")(part)
     if f == registry.TEA_FRAGMENTS - 1:
       part = _avg_pool_3x3(part, spec.stride) if spec.stride > 1 else part
     else:
@@ -174,16 +199,12 @@ def tea_middle(layers, y, spec: BlockSpec):
   return nn.relu(layers.se("se")(_interleave(outs, y.shape[-1])))
 
 
-def position_kernel(k):
-  return (1, 3, 3)
-
-
 def token_mixer_middle(layers, y, spec: BlockSpec):
   """The attention and MLP types (`models.attention`): a depthwise 1 x 3 x 3 positional conv (UniNet's
   and CPVT's conditional position encoding; it carries the block's stride) -> BN -> the token mixer
   of `spec.type` -> BN -> SE -> Swish. The skeleton's two pointwise convs around it are the
   transformer's MLP (UniNet's unified form: expansion and width mean the same for every op type)."""
-  y = layers.depthwise("pos", position_kernel, spec.stride)(y)
+  y = layers.depthwise("pos", spatial_3x3, spec.stride)(y)
   y = layers.bn("bn_pos")(y)
   y = layers.token_mixer("mixer", spec.type)(y)
   y = layers.bn("bn_b")(y)

@@ -146,18 +146,45 @@ class SpatialConv(nn.Module):
         dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
 
 
+def depthwise_init(name: str = "default"):
+  """Initialiser of a depthwise kernel (kt, kh, kw, C).
+  default: PyTorch's for Conv3d(groups=C), kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
+  identity: a temporal kernel that passes frame t through (TEA's 'fixed' mode, [0, 1, 0]).
+  shift: the first half of the channels takes frame t+1, the second half frame t-1 (TEA's 'shift'
+  mode, [0, 0, 1] / [1, 0, 0]; TSM's shift as a trainable conv).
+  stm_shift: the first quarter takes t-1, the last quarter t+1, the middle half t (STM's CSTM init).
+  The conv is a correlation: kernel tap i reads frame t + i - kt // 2."""
+  if name == "default":
+    return nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
+  if name not in ("identity", "shift", "stm_shift"):
+    raise ValueError(f"depthwise init must be 'default', 'identity', 'shift' or 'stm_shift', got {name!r}")
+
+  def init(key, shape, dtype=jnp.float32):
+    kt, kh, kw, c = shape
+    t, h, w = kt // 2, kh // 2, kw // 2
+    # tap per channel: 0 = frame t, +1 = t+1, -1 = t-1
+    if name == "identity" or kt == 1:
+      taps = jnp.zeros((c,), jnp.int32)
+    elif name == "shift":
+      taps = jnp.where(jnp.arange(c) < c // 2, 1, -1)
+    else:
+      taps = jnp.where(jnp.arange(c) < c // 4, -1, jnp.where(jnp.arange(c) >= c - c // 4, 1, 0))
+    return jnp.zeros(shape, dtype).at[t + taps, h, w, jnp.arange(c)].set(1.0)
+  return init
+
+
 class DepthwiseConv3D(nn.Module):
-  """Channel-wise conv with kernel (kt, kh, kw, C); spatial stride; symmetric k//2 padding."""
+  """Channel-wise conv with kernel (kt, kh, kw, C); spatial stride; symmetric k//2 padding;
+  `init_name` one of `depthwise_init`'s."""
   kernel_size: Sequence[int]
   stride: int = 1
   dtype: jnp.dtype | None = None
+  init_name: str = "default"
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    # PyTorch's default init for Conv3d(groups=C): kaiming_uniform(a=sqrt(5)) == U(+-1/sqrt(fan_in)).
-    init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
-    kernel = self.param("kernel", init, tuple(self.kernel_size) + (c,), jnp.float32)
+    kernel = self.param("kernel", depthwise_init(self.init_name), tuple(self.kernel_size) + (c,), jnp.float32)
     if self.dtype is not None:
       x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     return depthwise_conv3d(x, kernel, self.stride)

@@ -49,6 +49,8 @@ _REGISTRY: dict[str, BlockType] = {}
 
 # TEA's multiple temporal aggregation splits a block's channels into this many fragments.
 TEA_FRAGMENTS = 4
+# STM's and TEA's motion modules work on a 16x channel reduction (both papers' r = 16).
+MOTION_REDUCTION = 16
 
 
 def register(block_type: BlockType) -> BlockType:

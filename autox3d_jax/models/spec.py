@@ -33,6 +33,11 @@ def se_width(inner: int, se_ratio: float) -> int:
   return round_width(inner, se_ratio) if se_ratio > 0 else 0
 
 
+def reduced_width(channels: int, ratio: int) -> int:
+  """Channels of a ratio-x reduction inside a middle (STM's and TEA's motion modules: C / 16), at least 1."""
+  return max(1, channels // ratio)
+
+
 def _check_positive_int(value: Any, where: str) -> None:
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise SpecError(f"{where} must be a positive integer, got {value!r}")

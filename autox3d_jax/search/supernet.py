@@ -37,8 +37,8 @@ from autox3d_jax import labels
 from autox3d_jax.models.attention import TokenMixer
 from autox3d_jax.models.builder import Head, Stem
 from autox3d_jax.models.downsample import Downsample
-from autox3d_jax.models.layers import MaskedBatchNorm, Pointwise
-from autox3d_jax.models.spec import BlockSpec, se_width
+from autox3d_jax.models.layers import MaskedBatchNorm, Pointwise, depthwise_init
+from autox3d_jax.models.spec import BlockSpec, reduced_width, se_width
 from autox3d_jax.ops.depthwise import depthwise_conv3d
 from autox3d_jax.search.space import Op, SearchSpace, inner_width
 
@@ -101,12 +101,13 @@ class MixedDepthwise(nn.Module):
   Params: one kernel per candidate op, named by the op's label."""
   candidates: tuple            # ((label, kernel shape), ...)
   stride: int = 1
+  init_name: str = "default"
 
   @nn.compact
   def __call__(self, x, weights: jax.Array):
     c = x.shape[-1]
     box = tuple(max(k[a] for _, k in self.candidates) for a in range(3))
-    init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform", in_axis=(0, 1, 2), out_axis=3)
+    init = depthwise_init(self.init_name)
     mixed = 0.0
     for (label, shape), w in zip(self.candidates, weights):
       mixed = mixed + w * pad_kernel(self.param(label, init, tuple(shape) + (c,), jnp.float32), box)
@@ -147,9 +148,9 @@ class SuperLayers:
     self.family_active, self.se_args, self.train, self.dtype = family_active, se, train, dtype
     self.exclusive = exclusive
 
-  def depthwise(self, name, kernel_fn, stride):
+  def depthwise(self, name, kernel_fn, stride, init="default"):
     candidates = tuple((op.label, kernel_fn(op.kernel)) for op in self.ops)
-    conv = MixedDepthwise(candidates, stride, name=name)
+    conv = MixedDepthwise(candidates, stride, init, name=name)
     return lambda y: conv(y, self.op_weights)
 
   def bn(self, name):
@@ -165,6 +166,15 @@ class SuperLayers:
     """The factory for channels index::parts (TEA's fragments): the masks sliced the same way."""
     view = copy.copy(self)
     view.inner_mask = self.inner_mask[index::parts]
+    return view
+
+  def reduced(self, ratio):
+    """The factory for the middle's reduced bottleneck (`models.layers.reduced_width` of the active
+    inner width): its mask keeps that many leading channels, as the derived block has."""
+    view = copy.copy(self)
+    active = jnp.sum(self.inner_mask)
+    size = reduced_width(self.inner_mask.shape[-1], ratio)
+    view.inner_mask = (jnp.arange(size) < jnp.maximum(1.0, jnp.floor(active / ratio))).astype(jnp.float32)
     return view
 
   def mask(self, y):
