@@ -3,6 +3,7 @@ computation, its costs (params exact, FLOPs against XLA's count), the space's de
 cost table, extreme points), one-hot supernet == derived network, export folding, and the bad
 inputs, rejected before anything is built."""
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from autox3d_jax.models.spec import ArchSpec, SpecError, StageSpec
 from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search import supernet as sn
 from autox3d_jax.search.cost_table import CostTable
+from autox3d_jax.search.space import space_config_from_dict
 
 BOTH = ("local", "local_global")
 
@@ -161,6 +163,10 @@ def test_the_space_has_one_decision_per_stage_and_points_round_trip():
     assert space.canonical(space.point_of(space.to_arch(point))) == point
   largest, smallest = space.largest_point(), space.smallest_point()
   assert (largest[labels.downsample(1)], smallest[labels.downsample(1)]) == (1, 0)
+  saved = json.loads(json.dumps(dataclasses.asdict(space.config)))      # the JSON a search writes
+  assert space_config_from_dict(saved) == space.config
+  del saved["downsample"], saved["downsample_heads"]                     # written before the modules
+  assert space_config_from_dict(saved).downsample == ()
 
 
 def test_the_cost_table_holds_the_modules_exactly():

@@ -26,7 +26,7 @@ def small_space(**overrides) -> SearchSpace:
   kw = dict(num_frames=4, crop_size=32, stem=STEM, stage_widths=((8, 12), (16, 24)), min_depths=(1, 1),
             max_depths=(3, 3), expansions=(1.5, 3.0), se_ratios=(0.0, 0.25),
             ops=(Op("x3d", (3, 3, 3)), Op("x2d", (1, 3, 3)), Op("r2plus1d", (3, 3, 3))), head=HEAD,
-            sampling_stride=1, input_frames=(), input_strides=(), input_crops=())
+            sampling_stride=1, input_frames=(), input_strides=(), input_crops=(), downsample=(), downsample_heads=0)
   kw.update(overrides)
   return SearchSpace(SpaceConfig(**kw))
 

@@ -97,11 +97,11 @@ class SpaceConfig:
   input_frames: tuple[int, ...]
   input_strides: tuple[int, ...]
   input_crops: tuple[int, ...]
-  in_channels: int = 3
   # UniNet's downsampling modules: per stage, the kinds (DOWNSAMPLE_KINDS) its decision chooses from;
   # () = none (X3D: each stage's first block strides). downsample_heads: 'local_global''s heads.
-  downsample: tuple[tuple[str, ...], ...] = ()
-  downsample_heads: int = 0
+  downsample: tuple[tuple[str, ...], ...]
+  downsample_heads: int
+  in_channels: int = 3
 
   def __post_init__(self):
     object.__setattr__(self, "stage_widths", tuple(tuple(int(w) for w in ws) for ws in self.stage_widths))
@@ -528,13 +528,15 @@ def x3d_space_config(variant: str = "S", **overrides) -> SpaceConfig:
 
 
 def space_config_from_dict(d: Mapping) -> SpaceConfig:
-  """A SpaceConfig from its `dataclasses.asdict` JSON; one written before the input axes existed
-  gets base_config()'s (none searched, data's default stride)."""
+  """A SpaceConfig from its `dataclasses.asdict` JSON; one written before the input axes or the
+  downsampling modules existed gets base_config()'s (none searched, data's default stride, no
+  modules)."""
   d = dict(d)
   defaults = base_config()
   d.setdefault("sampling_stride", defaults.data.sampling_stride)
+  for key in ("input_frames", "input_strides", "input_crops", "downsample", "downsample_heads"):
+    d.setdefault(key, defaults.space[key])
   for key in ("input_frames", "input_strides", "input_crops"):
-    d.setdefault(key, tuple(defaults.space[key]))
     d[key] = tuple(d[key])
   if "stem" in d and isinstance(d["stem"], Mapping):
     d["stem"] = StemSpec(**d["stem"])
