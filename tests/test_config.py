@@ -281,11 +281,14 @@ def _standalone_arch(cfg):
 
 
 def _init_from_supernet(cfg):
-  """What run.train hands run_train as initial weights (the loop and the checkpoint faked)."""
+  """What run.train hands run_train as initial weights (the loop, the checkpoint and the dataset build
+  faked: the classes come from config.space.num_classes)."""
   from autox3d_jax import run
   seen = []
-  saved = run.run_train, run.restore_supernet_variables, run.derive_lib.inherit_variables, run._write_report
+  saved = (run.run_train, run.restore_supernet_variables, run.derive_lib.inherit_variables, run._write_report,
+           run.setup.ensure_dataset)
   try:
+    run.setup.ensure_dataset = lambda cfg: None
     run.run_train = lambda cfg, workdir, spec, name, init=None: seen.append(init) or _FakeResult(spec)
     run.restore_supernet_variables = lambda workdir: {"params": {}, "batch_stats": {}}
     run.derive_lib.inherit_variables = lambda space, point, variables, spec: {"inherited": True}
@@ -296,7 +299,8 @@ def _init_from_supernet(cfg):
     cfg.space.num_classes = 400
     run.train(cfg, "/nonexistent")
   finally:
-    run.run_train, run.restore_supernet_variables, run.derive_lib.inherit_variables, run._write_report = saved
+    (run.run_train, run.restore_supernet_variables, run.derive_lib.inherit_variables, run._write_report,
+     run.setup.ensure_dataset) = saved
   return seen
 
 

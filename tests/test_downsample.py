@@ -189,18 +189,18 @@ def test_the_cost_table_holds_the_modules_exactly():
 # -------------------------------------------------------------------------------------- supernet
 @pytest.mark.parametrize("train", [pytest.param(False, marks=pytest.mark.slow), True], ids=["eval", "train"])
 def test_one_hot_supernet_equals_the_derived_network(train):
-  """Every combination of the two stages' modules, with random other decisions: logits (and in
-  train mode the BN statistics' updates) of the supernet at the one-hot point and of the derived
-  network with inherited weights."""
+  """Each kind in each stage (eval, CI's slow selection: every combination), with random other
+  decisions: logits (and in train mode the BN statistics' updates) of the supernet at the one-hot
+  point and of the derived network with inherited weights."""
   space = dsm_space()
   variables = randomize(sn.init_supernet(space, jax.random.PRNGKey(0)), seed=3)
   drop = {"dropout": jax.random.PRNGKey(5)}
   run = jax.jit(lambda v, x, a: sn.Supernet(space).apply(v, x, a, train, rngs=drop, mutable=["batch_stats"]))
   x = jax.random.normal(jax.random.PRNGKey(9), (2, 4, 32, 32, 3))
   rng = np.random.default_rng(7 + train)
-  for k in range(4):
+  for k in ((0, 1), (1, 0)) if train else ((0, 0), (0, 1), (1, 0), (1, 1)):   # each kind in each stage
     point = toys.random_point(space, rng)
-    point[labels.downsample(0)], point[labels.downsample(1)] = k % 2, k // 2
+    point[labels.downsample(0)], point[labels.downsample(1)] = k
     spec, child = derive_lib.derive(space, point, variables)
     assert count_params(child["params"]) == arch_cost(spec).params
     expected, child_updates = builder.build(spec).apply(child, x, train=train, rngs=drop, mutable=["batch_stats"])

@@ -64,6 +64,8 @@ def _points(space, n, seed):
   return points
 
 
+@pytest.mark.slow   # in CI's slow selection; eval-mode one-hot equality stays in the default suite through
+# test_multitask's and test_input_axes' one-hot tests, train mode through the test below
 def test_one_hot_supernet_equals_derived_network_eval(toy_supernet):
   space, model, variables = toy_supernet
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 32, 32, 3))
