@@ -641,7 +641,7 @@ def _space_section(s):
   if not ops or not all(isinstance(o, str) and o for o in ops):
     raise ConfigError(f"config.space.ops must be a non-empty tuple of op names such as 'x3d:3x3x3', got {ops!r}")
   downsample = tuple(s.downsample)
-  kinds = ("local", "local_global")
+  kinds = DOWNSAMPLE_KINDS
   if downsample and (len(downsample) != len(stages) or not all(
       isinstance(k, tuple) and k and len(set(k)) == len(k) and all(v in kinds for v in k) for k in downsample)):
     raise ConfigError(f"config.space.downsample must be () or one tuple of distinct kinds among {list(kinds)} per "
@@ -654,6 +654,9 @@ def _space_section(s):
     raise ConfigError(f"config.space.downsample_heads ({s.downsample_heads}) must be > 0 exactly when a stage of "
                       f"config.space.downsample can choose 'local_global' (its attention heads)")
 
+
+# models.spec.DOWNSAMPLE_KINDS (this module imports no model code; tests/test_config.py checks they agree).
+DOWNSAMPLE_KINDS = ("local", "local_global")
 
 # Strategies that can search the input axes: one input setting per step, drawn inside the step from
 # the distribution (probabilistic) or uniformly (spos, whose evolution then scores each candidate at

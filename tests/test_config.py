@@ -644,6 +644,8 @@ def test_names_match_their_registries():
   from autox3d_jax.search import strategies
   from autox3d_jax.search.strategies.base import GradientStrategy
   assert tuple(run.MODES) == config_lib.MODES
+  from autox3d_jax.models.spec import DOWNSAMPLE_KINDS
+  assert config_lib.DOWNSAMPLE_KINDS == DOWNSAMPLE_KINDS
   assert sorted(strategies.STRATEGIES) == sorted(config_lib.STRATEGIES)
   assert sorted(config_lib.GRADIENT_STRATEGIES) == sorted(
       n for n, cls in strategies.STRATEGIES.items() if issubclass(cls, GradientStrategy))
