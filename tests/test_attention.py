@@ -67,6 +67,31 @@ def test_window_attention_equals_direct_loops(window):
   np.testing.assert_allclose(got, naive_window_attention(q, k, v, heads, window, table), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("budget_windows", [1, 3])   # one window per step; 3 per step, the last chunk padded
+def test_windows_beyond_the_score_budget_run_in_chunks_with_the_same_values_and_gradients(budget_windows, monkeypatch):
+  """With the budget at one (or three) windows' scores, window attention maps over chunks of
+  windows (rematerialised): outputs and the gradients w.r.t. q, k, v and the bias table equal the
+  all-at-once computation, padded windows included."""
+  q, k, v = (jnp.asarray(a) for a in _qkv((2, 3, 4, 5, 6)))
+  window, heads = (1, 3, 2), 2
+  table = jnp.asarray(np.random.default_rng(1).normal(size=(attention.bias_table_size(window), heads)), jnp.float32)
+
+  def loss(q, k, v, table):
+    return jnp.sum(jnp.sin(attention.window_attention(q, k, v, heads, window, table, 0.5)))
+  run = jax.value_and_grad(loss, argnums=(0, 1, 2, 3))
+  whole = run(q, k, v, table)
+  size = 3 * 2
+  windows = 2 * 3 * 2 * 3                                          # clips x t x h-windows x w-windows
+  assert attention.window_chunk(windows, size, heads, 4) == windows
+  monkeypatch.setattr(attention, "SCORE_BUDGET_BYTES", budget_windows * size * size * heads * 4)
+  assert attention.window_chunk(windows, size, heads, 4) == budget_windows
+  chunked = jax.jit(run)(q, k, v, table)
+  for a, b in zip(jax.tree_util.tree_leaves(chunked), jax.tree_util.tree_leaves(whole)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  lowered = jax.jit(run).lower(q, k, v, table).as_text()
+  assert "while" in lowered                                        # the chunks run in a loop
+
+
 def test_axis_attention_equals_direct_loops():
   q, k, v = _qkv((1, 3, 4, 5, 4), seed=2)
   heads, span = 2, 3

@@ -24,7 +24,8 @@ The MLP operator is Swin-MLP's spatial MLP (microsoft/Swin-Transformer, models/s
 head, one learned (W x W) token-mixing matrix over the W positions of a window, no bias; a clipped
 window uses the sub-matrix of its positions, and zero-padded tokens contribute nothing.
 Scores' memory is one (W x W) matrix per window and head, P x W per head for P positions, never
-the global P x P.
+the global P x P; windowed attention holds at most SCORE_BUDGET_BYTES of them (or one window's) at
+once, running the windows in chunks beyond that.
 """
 from __future__ import annotations
 
@@ -75,20 +76,51 @@ def _softmax(scores: jax.Array) -> jax.Array:
   return jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(scores.dtype)
 
 
+# The most score bytes window attention holds at once (all heads): windows beyond it run in chunks
+# (`window_chunk`), each chunk's scores recomputed in the backward pass instead of stored.
+SCORE_BUDGET_BYTES = 32 * 2 ** 20
+
+
+def window_chunk(windows: int, size: int, heads: int, itemsize: int) -> int:
+  """How many windows of `size` positions one step of `window_attention` takes: all of them when
+  their (size x size x heads) scores fit SCORE_BUDGET_BYTES, else as many as fit, at least one."""
+  return max(1, min(windows, SCORE_BUDGET_BYTES // max(1, size * size * heads * itemsize)))
+
+
 def window_attention(q, k, v, heads: int, window: Sequence[int], bias_table, scale) -> jax.Array:
   """Multi-head self-attention within windows. q, k, v: (N, T, H, W, C); bias_table:
-  (bias_table_size(window), heads); scale: the scores' factor (scalar). Returns (N, T, H, W, C)."""
+  (bias_table_size(window), heads); scale: the scores' factor (scalar). Returns (N, T, H, W, C).
+  Scores held at once: at most max(SCORE_BUDGET_BYTES, one window's); beyond that the windows run
+  in chunks under `lax.map`, rematerialised in the backward pass (`jax.checkpoint`)."""
   shape = q.shape
   e, per_clip = window_grid(window, shape[1:4])
-  qw, kw, vw = (_split_heads(partition(a, e), heads) for a in (q, k, v))
-  scores = jnp.einsum("bqdh,bkdh->bhqk", qw, kw) * jnp.asarray(scale, q.dtype)
-  bias = bias_table[relative_bias_index(e, window)]                     # (W, W, heads)
-  scores = scores + jnp.transpose(bias, (2, 0, 1)).astype(q.dtype)[None]
-  if any(m % w for m, w in zip(shape[1:4], e)):
-    valid = partition(jnp.ones((1,) + tuple(shape[1:4]) + (1,), q.dtype), e)[..., 0] > 0    # (per_clip, W)
-    valid = jnp.tile(valid, (shape[0], 1))
-    scores = jnp.where(valid[:, None, None, :], scores, jnp.asarray(_MASKED, scores.dtype))
-  out = jnp.einsum("bhqk,bkdh->bqdh", _softmax(scores), vw)
+  qw, kw, vw = (_split_heads(partition(a, e), heads) for a in (q, k, v))   # (windows, W, C / heads, heads)
+  bias = jnp.transpose(bias_table[relative_bias_index(e, window)], (2, 0, 1)).astype(q.dtype)   # (heads, W, W)
+  valid = partition(jnp.ones((1,) + tuple(shape[1:4]) + (1,), q.dtype), e)[..., 0] > 0      # (per_clip, W)
+  valid = jnp.tile(valid, (shape[0], 1))
+  padded = any(m % w for m, w in zip(shape[1:4], e))
+  scale = jnp.asarray(scale, q.dtype)
+
+  def attend(qc, kc, vc, validc):
+    scores = jnp.einsum("bqdh,bkdh->bhqk", qc, kc) * scale + bias[None]
+    if padded:
+      scores = jnp.where(validc[:, None, None, :], scores, jnp.asarray(_MASKED, scores.dtype))
+    return jnp.einsum("bhqk,bkdh->bqdh", _softmax(scores), vc)
+
+  n, size = qw.shape[0], qw.shape[1]
+  chunk = window_chunk(n, size, heads, jnp.dtype(q.dtype).itemsize)
+  if chunk >= n:
+    out = attend(qw, kw, vw, valid)
+  else:
+    steps = -(-n // chunk)
+    pad = steps * chunk - n
+
+    def chunks(a, fill=0):
+      a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
+      return a.reshape((steps, chunk) + a.shape[1:])
+    out = jax.lax.map(jax.checkpoint(lambda args: attend(*args)),
+                      (chunks(qw), chunks(kw), chunks(vw), chunks(valid, True)))
+    out = out.reshape((steps * chunk,) + out.shape[2:])[:n]
   return merge(out.reshape(out.shape[:2] + (shape[-1],)), e, shape)
 
 
