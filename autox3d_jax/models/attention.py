@@ -96,9 +96,10 @@ def window_attention(q, k, v, heads: int, window: Sequence[int], bias_table, sca
   e, per_clip = window_grid(window, shape[1:4])
   qw, kw, vw = (_split_heads(partition(a, e), heads) for a in (q, k, v))   # (windows, W, C / heads, heads)
   bias = jnp.transpose(bias_table[relative_bias_index(e, window)], (2, 0, 1)).astype(q.dtype)   # (heads, W, W)
-  valid = partition(jnp.ones((1,) + tuple(shape[1:4]) + (1,), q.dtype), e)[..., 0] > 0      # (per_clip, W)
-  valid = jnp.tile(valid, (shape[0], 1))
   padded = any(m % w for m, w in zip(shape[1:4], e))
+  valid = None                                                                  # (windows, W): real positions
+  if padded:
+    valid = jnp.tile(partition(jnp.ones((1,) + tuple(shape[1:4]) + (1,), q.dtype), e)[..., 0] > 0, (shape[0], 1))
   scale = jnp.asarray(scale, q.dtype)
 
   def attend(qc, kc, vc, validc):
@@ -119,7 +120,7 @@ def window_attention(q, k, v, heads: int, window: Sequence[int], bias_table, sca
       a = jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1), constant_values=fill)
       return a.reshape((steps, chunk) + a.shape[1:])
     out = jax.lax.map(jax.checkpoint(lambda args: attend(*args)),
-                      (chunks(qw), chunks(kw), chunks(vw), chunks(valid, True)))
+                      (chunks(qw), chunks(kw), chunks(vw), None if valid is None else chunks(valid, True)))
     out = out.reshape((steps * chunk,) + out.shape[2:])[:n]
   return merge(out.reshape(out.shape[:2] + (shape[-1],)), e, shape)
 
@@ -146,6 +147,13 @@ def window_mlp(x, heads: int, window: Sequence[int], weights) -> jax.Array:
   xw = _split_heads(partition(x, e), heads)
   out = jnp.einsum("hqk,bkdh->bqdh", weights.astype(x.dtype), xw)
   return merge(out.reshape(out.shape[:2] + (shape[-1],)), e, shape)
+
+
+def head_scale(channels: int, heads: int, mask=None) -> jax.Array:
+  """The scores' factor 1 / sqrt(channels per head), over the active channels of `mask` (the
+  supernet's masked widths) when given."""
+  active = jnp.sum(mask) if mask is not None else channels
+  return jax.lax.rsqrt(jnp.maximum(jnp.asarray(active, jnp.float32) / heads, 1.0))
 
 
 AXES = ((1, "t"), (2, "h"), (3, "w"))
@@ -200,11 +208,6 @@ class TokenMixer(nn.Module):
     m = mask.astype(x.dtype)
     return q * m, k * m, v * m
 
-  @staticmethod
-  def _scale(c, heads, mask):
-    """1 / sqrt(channels per head), over the active channels."""
-    active = jnp.sum(mask) if mask is not None else c
-    return jax.lax.rsqrt(jnp.maximum(jnp.asarray(active, jnp.float32) / heads, 1.0))
 
   def _lsa_branches(self, x, c, mask):
     q, k, v = self._project(self._qkv_param("qkv", c), x, c, mask)
@@ -213,7 +216,7 @@ class TokenMixer(nn.Module):
       table = self.param(label, nn.initializers.truncated_normal(0.02), (bias_table_size(window), heads),
                          jnp.float32)
       branches.append(lambda w=tuple(window), h=heads, t=table: window_attention(
-          q, k, v, h, w, t, self._scale(c, h, mask)))
+          q, k, v, h, w, t, head_scale(c, h, mask)))
     return branches
 
   def _axial_branches(self, x, c, mask):
@@ -229,7 +232,7 @@ class TokenMixer(nn.Module):
         if window[axis - 1] > 1:
           q, k, v = self._project(kernels[axis], y, c, mask)
           y = axis_attention(q, k, v, heads, axis, window[axis - 1], tables[(label, axis)],
-                             self._scale(c, heads, mask))
+                             head_scale(c, heads, mask))
       return y
 
     return [lambda cand=cand: run(*cand) for cand in self.candidates]

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from autox3d_jax.models.attention import _softmax, _split_heads
+from autox3d_jax.models.attention import _softmax, _split_heads, head_scale
 from autox3d_jax.models.layers import DepthwiseConv3D, MaskedBatchNorm, on_channels
 from autox3d_jax.models.spec import DOWNSAMPLE_KINDS
 
@@ -100,8 +100,7 @@ class Downsample(nn.Module):
       k, v = kv[..., 0, :], kv[..., 1, :]
       if out_mask is not None:
         k, v = k * out_mask.astype(x.dtype), v * out_mask.astype(x.dtype)
-      active_width = jnp.sum(out_mask) if out_mask is not None else self.width
-      scale = jax.lax.rsqrt(jnp.maximum(jnp.asarray(active_width, jnp.float32) / self.heads, 1.0))
-      attended = dense("proj", self.width)(frame_attention(q, k, v, self.heads, scale))
+      attended = dense("proj", self.width)(frame_attention(q, k, v, self.heads,
+                                                           head_scale(self.width, self.heads, out_mask)))
       out = out + w.astype(x.dtype) * bn("bn_global", out_mask, w)(attended + residual)
     return out
