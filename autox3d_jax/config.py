@@ -157,6 +157,12 @@ def base_config() -> ml_collections.ConfigDict:
       init_from="",                   # a checkpoint dir (mode=import's or a training run's): its network's weights
                                       # start the supernet at that network's point (search/adapt.py)
       init_new_blocks="identity",     # init_from: blocks deeper than the network's: identity | copy_last (FNA)
+      # FlowNAS's feature alignment distillation (train/teacher.py): a trained network's stage outputs
+      # guide every weight step; channel-max maps compared, so the teacher's widths may differ.
+      feature_distill=ml_collections.ConfigDict(dict(
+          teacher="",                 # a checkpoint dir (a training run's, or mode=import's); '' = off
+          weight=1.0,                 # weight of the feature distance in the weight loss
+          stages=(-1,))),             # stages whose outputs align (-1 = the last, FlowNAS's choice)
       tasks="",                       # comma-separated config.tasks names: one multi-task search (FBNetV5), a head
                                       # and an architecture per task; '' = the single task of config.data
       probabilistic=ml_collections.ConfigDict(dict(
@@ -173,7 +179,9 @@ def base_config() -> ml_collections.ConfigDict:
           hierarchical=False)),
       dnas=_temperature_section(),
       gdas=_temperature_section(),
-      msg=_temperature_section(),
+      # msg.supernet_distill: MSG-DAS's super-net guidance distillation, our reading (its formula is not
+      # public): weight of KL(soft supernet || each sampled sub-graph) in the weight loss; 0 = off.
+      msg=ml_collections.ConfigDict(dict(**_temperature_section().to_dict(), supernet_distill=0.0)),
       evolution=ml_collections.ConfigDict(dict(
           population=50, iterations=20, top_k=10, mutants=25, crossovers=25, mutation_prob=0.1,
           bn_batches=20, eval_batches=4)),
@@ -329,7 +337,7 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ("search.arch_opt.beta1", "search.arch_opt.beta2", "search.probabilistic.baseline_decay",
               "data.max_skipped_fraction"):
     _number(c, key, low=0, high=1)
-  for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps", "search.ssr_weight",
+  for key in ("search.fbnet.cost_unit", "search.arch_warmup_steps", "search.ssr_weight", "search.msg.supernet_distill",
               "search.largest_warmup_steps", "search.cost_target", "search.penalty_weight",
               "train.label_smoothing"):
     _number(c, key, low=0)
@@ -437,7 +445,9 @@ def _multitask_run(c, names):
   unsupported = [("search.cost_metric", c.search.cost_metric == "latency",
                   "the latency table is measured with one head; use 'flops' or 'params'"),
                  ("search.distill", c.search.distill != "none", "in-place distillation is single-task; use 'none'"),
-                 ("search.init_from", bool(c.search.init_from), "a pretrained network has one head; leave it ''")]
+                 ("search.init_from", bool(c.search.init_from), "a pretrained network has one head; leave it ''"),
+                 ("search.feature_distill.teacher", bool(c.search.feature_distill.teacher),
+                  "the teacher guides one task's supernet; leave it ''")]
   unsupported += [(f"space.{k}", bool(tuple(c.space[k])), "input axes are searched single-task; use ()")
                   for k in INPUT_AXIS_KEYS]
   for key, bad, why in unsupported:
@@ -606,6 +616,45 @@ def _weights_sources(c):
                       "pretrained network fills the supernet's deeper blocks")
   if c.eval.checkpoint and c.mode != "eval":
     raise ConfigError(f"config.eval.checkpoint is set but config.mode is {c.mode!r}: it applies to mode=eval")
+  _feature_distill(c, defaults.search.feature_distill)
+
+
+def _feature_distill(c, defaults) -> None:
+  """config.search.feature_distill: a teacher only for a search; weight and stages only with one."""
+  fd = c.search.feature_distill
+  if not isinstance(fd.teacher, str):
+    raise ConfigError(f"config.search.feature_distill.teacher must be a checkpoint directory (a string), got "
+                      f"{fd.teacher!r}")
+  if fd.teacher and c.mode not in ("search", "demo"):
+    raise ConfigError(f"config.search.feature_distill.teacher is set but config.mode is {c.mode!r}: it guides a "
+                      f"search's supernet (mode=search or demo)")
+  if not fd.teacher:
+    changed = sorted(k for k, v in fd.items() if k != "teacher" and v != defaults[k])
+    if changed:
+      raise ConfigError(f"config.search.feature_distill.{changed[0]} is set but config.search.feature_distill.teacher "
+                        f"is empty: set the teacher (a trained network's checkpoint directory) or leave it at "
+                        f"{defaults[changed[0]]!r}")
+  _number(c, "search.feature_distill.weight", low=0, low_open=True)
+  stages = fd.stages
+  if not isinstance(stages, (tuple, list)) or not stages:
+    raise ConfigError(f"config.search.feature_distill.stages must be a non-empty tuple of stage indices "
+                      f"(-1 = the last), got {stages!r}")
+  feature_stages(tuple(stages), len(c.space.stage_widths))
+
+
+def feature_stages(stages, num_stages: int) -> tuple[int, ...]:
+  """config.search.feature_distill.stages as sorted 0-based indices (negative ones count from the
+  last stage); ConfigError naming the key when one is out of range or repeated."""
+  out = []
+  for s in stages:
+    if isinstance(s, bool) or not isinstance(s, int) or not -num_stages <= s < num_stages:
+      raise ConfigError(f"config.search.feature_distill.stages holds {s!r}: each entry is a stage index in "
+                        f"[{-num_stages}, {num_stages}) of the space's {num_stages} stages (-1 = the last)")
+    out.append(s % num_stages)
+  if len(set(out)) != len(out) or not out:
+    raise ConfigError(f"config.search.feature_distill.stages = {tuple(stages)!r} must name one or more distinct "
+                      f"stages (-1 = the last, FlowNAS's choice)")
+  return tuple(sorted(out))
 
 
 def _space_section(s):

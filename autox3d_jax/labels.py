@@ -8,6 +8,7 @@ res2..res5 are s1..s4) and from 0 in code:
   width(i) / depth(i)      's{i+1}_width' / '_depth'  a stage's decisions
   downsample(i)            's{i+1}_downsample'        a stage's downsampling-module decision
   downsample_module(i)     's{i+1}_dsm'               that module (also the flax module name)
+  stage_output(i)          's{i+1}_out'               stage i's output feature map (flax 'intermediates')
   block_decision(i, j, k)  's{i+1}_b{j+1}_{k}'        a block's decision of kind k (op, expansion, se)
   input_decision(k)        'input_{k}'                an input axis of the clip (frames, stride, crop)
 
@@ -49,6 +50,11 @@ def downsample(i: int) -> str:
 def downsample_module(i: int) -> str:
   """The flax module name of stage i's downsampling module (0-based)."""
   return f"{stage(i)}_dsm"
+
+
+def stage_output(i: int) -> str:
+  """The name stage i's (0-based) output is sown under in the 'intermediates' collection."""
+  return f"{stage(i)}_out"
 
 
 def block_decision(i: int, j: int, kind: str) -> str:

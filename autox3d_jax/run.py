@@ -94,9 +94,10 @@ def search(cfg: ml_collections.ConfigDict, workdir: str):
   if config_lib.task_names(cfg):
     return multitask_search(cfg, workdir)
   pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
+  teacher = feature_teacher(cfg)         # config.search.feature_distill, likewise
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
-  result = run_search(cfg, workdir, space, pretrained)
+  result = run_search(cfg, workdir, space, pretrained, teacher)
   cost = arch_cost(result.spec)
   entry = {"name": result.spec.name, "kind": "searched", "top1": None, "gflops": cost.gflops,
            "params": cost.params, "arch": result.spec}
@@ -271,9 +272,10 @@ def demo(cfg: ml_collections.ConfigDict, workdir: str):
   target, so matched) the same way -> evaluate both -> report."""
   start = time.time()
   pretrained = pretrained_network(cfg)   # config.search.init_from, checked before the dataset is built
+  teacher = feature_teacher(cfg)         # config.search.feature_distill, likewise
   setup.ensure_dataset(cfg)          # the space's classes come from the dataset
   space = setup.build_space(cfg)
-  result = run_search(cfg, workdir, space, pretrained)
+  result = run_search(cfg, workdir, space, pretrained, teacher)
   baseline_spec = space.to_arch(setup.x3d_like_point(space), name="X3D-like baseline")
   seeds = retraining_seeds(cfg)
   searched_cfg = setup.clip_config(cfg, result.clip) if space.input_labels else cfg   # its own input

@@ -35,11 +35,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 
 # Supernet settings: config overrides on configs/demo.py in mode search. 'today' is the demo as shipped.
+# TEACHER stands for the trained teacher's checkpoint directory (`_teacher`).
+TEACHER = "<teacher>"
 SETTINGS = {
     "today": {},
     "inplace": {"search.distill": "inplace"},
     "no_sandwich": {"search.sandwich": False, "search.largest_warmup_steps": 0},
+    "flownas": {"search.feature_distill.teacher": TEACHER},
+    "flownas_all_stages": {"search.feature_distill.teacher": TEACHER, "search.feature_distill.stages": (0, 1, 2, 3)},
+    "inplace_flownas": {"search.distill": "inplace", "search.feature_distill.teacher": TEACHER},
 }
+
+# Spec fields added after the first stand-alone trainings were cached, at the values that leave a
+# network unchanged: the cache key leaves them out, so adding such a field retrains nothing.
+LATER_SPEC_DEFAULTS = {"block": {"heads": 0}, "stage": {"downsample": "", "downsample_heads": 0}}
 
 
 def _set(cfg, key: str, value) -> None:
@@ -62,10 +71,36 @@ def _cached_standalone(path: str) -> dict:
   return out
 
 
+def _canonical_json(spec) -> str:
+  """`spec`'s JSON without the fields of LATER_SPEC_DEFAULTS that hold their neutral values."""
+  d = spec.to_dict()
+  drop = lambda node, kind: {k: v for k, v in node.items()   # noqa: E731
+                             if not (k in LATER_SPEC_DEFAULTS[kind] and v == LATER_SPEC_DEFAULTS[kind][k])}
+  d["stages"] = [{**drop(st, "stage"), "blocks": [drop(b, "block") for b in st["blocks"]]} for st in d["stages"]]
+  return json.dumps(d, indent=2)
+
+
 def _identity_hash(cfg, spec) -> str:
   from autox3d_jax.train import identity
-  ident = identity.of_train(cfg, spec.to_json())
+  ident = identity.of_train(cfg, _canonical_json(spec))
   return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _teacher(args, space) -> str:
+  """The feature teacher's checkpoint directory: the space's X3D-like point trained stand-alone
+  with the demo's recipe (seed 0) in <workdir>/teacher, trained on first use and kept."""
+  from autox3d_jax import configs
+  from autox3d_jax.train import loop, setup
+  from autox3d_jax.train.train_loop import run_train
+  spec = space.to_arch(setup.x3d_like_point(space), name="teacher")
+  workdir = os.path.join(args.workdir, "teacher")
+  directory = loop.run_dirs(workdir, "train", spec.name).checkpoints
+  if not os.path.isdir(directory):
+    cfg = configs.get("demo", args.config_arg)
+    cfg.mode, cfg.seed = "train", 0
+    r = run_train(cfg, workdir, spec, spec.name)
+    print(f"teacher {spec.name}: top-1 {r.top1:.4f}", flush=True)
+  return directory
 
 
 def _validation_batches(cfg) -> list:
@@ -154,7 +189,7 @@ def main():
     cfg = configs.get("demo", args.config_arg)
     cfg.mode = "search"
     for key, value in SETTINGS[name].items():
-      _set(cfg, key, value)
+      _set(cfg, key, _teacher(args, space) if value == TEACHER else value)
     cfg.resume = args.resume
     config_lib.validate(cfg)
     workdir = os.path.join(args.workdir, name)

@@ -165,6 +165,32 @@ def _search_step(cfg):
 _SEARCH_STATE = {}
 
 
+def _search_step_of_strategy(cfg):
+  """`_search_step` with the state of cfg's own strategy (not the shared one)."""
+  from autox3d_jax.train import search_loop, setup
+  space, table = _toy_table(cfg)
+  program = search_loop.build_search_step(cfg, space, table, setup.resolve_cost_target(space, table, cfg))
+  batch = next(toys.batches(1, batch=cfg.data.batch_size, classes=5, shape=(4, 16, 16, 3)))
+  return str(jax.make_jaxpr(program.step)(program.init_state(), batch, batch))
+
+PROBE_TEACHER = os.path.join(tempfile.mkdtemp(prefix="autox3d_probe_"), "feature_teacher")
+
+
+def _feature_distilled_step(cfg):
+  """The search step's program (traced) with config.search.feature_distill's teacher, read and
+  checked as run_search does, on the tiny space (a teacher of its largest point, written on first use)."""
+  from autox3d_jax.models import builder
+  from autox3d_jax.train import search_loop, setup, teacher, weights
+  space, table = _toy_table(cfg)
+  if cfg.search.feature_distill.teacher == PROBE_TEACHER and not os.path.exists(PROBE_TEACHER):
+    spec = space.to_arch(space.largest_point(), name="probe-teacher")
+    weights.save(PROBE_TEACHER, spec, builder.init_variables(spec, jax.random.PRNGKey(0)))
+  loaded = teacher.load_teacher(cfg, space)
+  program = search_loop.build_search_step(cfg, space, table, setup.resolve_cost_target(space, table, cfg), loaded)
+  batch = next(toys.batches(1, batch=cfg.data.batch_size, classes=5, shape=(4, 16, 16, 3)))
+  return str(jax.make_jaxpr(program.step)(program.init_state(), batch, batch))
+
+
 def _train_step(cfg):
   """The standalone training step's program (traced) as run_train builds it."""
   from autox3d_jax.models import zoo
@@ -497,6 +523,7 @@ KEYS = {
     "search.sandwich": (True, [_strategy], {}),
     "search.distill": ("inplace", [_strategy, _search_step], {"search.sandwich": True}),
     "search.ssr_weight": (0.5, [_strategy], {"search.strategy": "dnas"}),
+    "search.msg.supernet_distill": (0.5, [_search_step_of_strategy], {"search.strategy": "msg"}),
     "search.largest_warmup_steps": (10, [_strategy], {}),
     "search.sandwich_ops": (("x2d:1x3x3",), [_strategy], {"search.sandwich": True}),
     "search.fair_channels": (False, [_strategy], {}),
@@ -563,6 +590,11 @@ KEYS = {
     "train.init_from": ("/imported/X3D-S", [_initial_weights], {"mode": "train"}),
     "search.init_from": (PROBE_INIT_FROM, [_search_init], {"mode": "search"}),
     "search.init_new_blocks": ("copy_last", [_adapted_supernet], {"search.init_from": "/w"}),
+    "search.feature_distill.teacher": (PROBE_TEACHER, [_feature_distilled_step], {"mode": "search"}),
+    "search.feature_distill.weight": (0.25, [_feature_distilled_step],
+                                      {"mode": "search", "search.feature_distill.teacher": PROBE_TEACHER}),
+    "search.feature_distill.stages": ((0, 1), [_feature_distilled_step],
+                                      {"mode": "search", "search.feature_distill.teacher": PROBE_TEACHER}),
     "search.tasks": ("a", [_tasks_of_search], {"mode": "search", "tasks": ("a",)}),
     "eval.checkpoint": ("/imported/X3D-S", [_evaluated_weights], {"mode": "eval"}),
     "pretrained.source": ("/ckpt/x3d_s.pyth", [_import_plan], {"mode": "import"}),

@@ -38,6 +38,10 @@ WORKS = {
         "export.dir", "train.init_from", "eval.checkpoint", "pretrained.dir", "search.init_from")},
     ("search.init_from", "unknown"): "a checkpoint directory, read by search_loop.pretrained_network before the "
                                      "dataset (test_adapt: 'holds no checkpoint')",
+    ("search.feature_distill.teacher", "empty"): "'' is the default: no feature distillation",
+    ("search.feature_distill.stages", "negative"): "(-1,) is the default: the last stage",
+    ("search.feature_distill.teacher", "unknown"): "a checkpoint directory, read by search_loop.feature_teacher before "
+                                                   "the dataset (test_feature_distill: 'holds no checkpoint')",
     **{(k, "empty"): "'' is the default; mode=import requires it when the run starts (test_pretrained: an "
        "incomplete import fails naming it)" for k in ("pretrained.source", "pretrained.variant")},
     ("export.checkpoint", "unknown"): "checked by export.mode.check before the dataset (test_export: no checkpoint)",

@@ -16,7 +16,7 @@ from autox3d_jax.search import strategies
 from autox3d_jax.search.cost_table import CostTable
 from autox3d_jax.search.distribution import ArchDistribution
 from autox3d_jax.search.space import ops_from_strings
-from autox3d_jax.train.losses import inplace_distillation
+from autox3d_jax.train.losses import distillation_kl, inplace_distillation
 
 import toys
 from test_strategies import search_cfg, toy_space
@@ -151,6 +151,59 @@ def test_the_search_step_distils_on_shared_clips():
                               video, archs, train=True, rngs={"dropout": jax.random.PRNGKey(0)}, shifts=shifts)
   expected, _ = inplace_distillation(logits.reshape(2, n, -1), jnp.asarray(train["label"])[:n])
   np.testing.assert_allclose(metrics["train_loss"], expected, rtol=1e-4)
+
+
+# ------------------------------------------------------------- MSG-DAS super-net guidance (msg)
+def test_the_guidance_kl_equals_a_hand_computation_and_moves_only_the_student():
+  rng = np.random.default_rng(3)
+  student = jnp.asarray(rng.standard_normal((6, 5)).astype(np.float32) * 2)
+  teacher = jnp.asarray(rng.standard_normal((6, 5)).astype(np.float32) * 2)
+  t, s = _softmax(np.asarray(teacher, np.float64)), _softmax(np.asarray(student, np.float64))
+  np.testing.assert_allclose(distillation_kl(student, teacher), np.sum(t * (np.log(t) - np.log(s)), -1), rtol=1e-5)
+  g_student, g_teacher = jax.grad(lambda a, b: jnp.mean(distillation_kl(a, b)), argnums=(0, 1))(student, teacher)
+  assert float(jnp.mean(distillation_kl(student - 2.0 * g_student, teacher))) < float(jnp.mean(distillation_kl(student, teacher)))
+  assert not np.any(np.asarray(g_teacher))
+  assert float(jnp.max(jnp.abs(distillation_kl(teacher, teacher)))) < 1e-6
+
+
+def test_supernet_guidance_is_rejected_for_other_strategies():
+  cfg = toys.set_keys(config_lib.base_config(), {"search.target_arch": "X3D", "search.msg.supernet_distill": 1.0})
+  with pytest.raises(config_lib.ConfigError, match=r"config.search.msg.supernet_distill is set but "
+                                                   r"config.search.strategy is 'probabilistic'"):
+    config_lib.validate(cfg)
+
+
+@pytest.mark.slow   # compiles a full supernet step (about a minute)
+def test_the_msg_step_adds_the_soft_supernets_guidance():
+  """The jitted msg step's weight loss is the sub-graphs' cross-entropy plus weight x the mean KL of
+  their predictions to the soft supernet's (every choice weighted by the distribution) on the same
+  clips (the step's own samples; the toy head has no dropout)."""
+  from autox3d_jax.models.spec import HeadSpec
+  from autox3d_jax.search import supernet as sn
+  from autox3d_jax.train import partitioning, search_loop
+  from autox3d_jax.train.losses import cross_entropy
+  from test_search_step import batches, tiny_setup
+  cfg, step, state = tiny_setup("msg", num_groups=2, **{"msg.supernet_distill": 0.5})
+  train, val = next(iter(batches(1, seed=0))), next(iter(batches(1, seed=1)))
+  mesh = partitioning.make_mesh()
+  _, metrics = jax.jit(step)(state, partitioning.global_batch(train, mesh), partitioning.global_batch(val, mesh))
+
+  space = toys.tiny_space(head=HeadSpec(conv5_width=16, head_width=16, dropout=0.0, num_classes=3))
+  dist = ArchDistribution(space)
+  strategy = search_loop.make_strategy(cfg, dist, CostTable.build(space), 0.0)
+  k_sample = jax.random.split(jax.random.fold_in(state.rng, state.step), 4)[0]
+  archs, shifts = strategy.weight_archs(k_sample, state.logits, state.strategy, state.step)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  video, labels = jnp.asarray(train["video"]), jnp.asarray(train["label"])
+  logits, _ = sn.apply_groups(sn.Supernet(space, exclusive=True), variables, video, archs, train=True,
+                              rngs={"dropout": jax.random.PRNGKey(0)}, shifts=shifts)
+  soft = jax.tree_util.tree_map(lambda p: p[None], dist.probs(state.logits))
+  guide, _ = sn.apply_groups(sn.Supernet(space), variables, video, soft, train=True,
+                             rngs={"dropout": jax.random.PRNGKey(0)})
+  kd = float(jnp.mean(distillation_kl(logits, guide)))
+  assert kd > 0
+  np.testing.assert_allclose(metrics["supernet_kd"], kd, rtol=1e-4)
+  np.testing.assert_allclose(metrics["train_loss"], jnp.mean(cross_entropy(logits, labels)) + 0.5 * kd, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------- SSR

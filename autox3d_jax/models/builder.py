@@ -50,7 +50,9 @@ class Head(nn.Module):
 
 
 class VideoNet(nn.Module):
-  """The network an ArchSpec describes. Input (N, T, H, W, C) float; output logits (N, classes)."""
+  """The network an ArchSpec describes. Input (N, T, H, W, C) float; output logits (N, classes).
+  Each stage's output is sown as 'intermediates' / `labels.stage_output(i)` (apply with
+  mutable=['intermediates'] to read them; otherwise they cost nothing)."""
   spec: ArchSpec
   dtype: jnp.dtype | None = None
 
@@ -68,6 +70,7 @@ class VideoNet(nn.Module):
                        name=labels.downsample_module(i))(x, train)
       for j, block in enumerate(stage.blocks):
         x = ResidualBlock(block, self.dtype, name=labels.block(i, j))(x, train)
+      self.sow("intermediates", labels.stage_output(i), x)   # kept only when 'intermediates' is mutable
     return Head(self.spec.head, self.dtype, name="head")(x, train)
 
 

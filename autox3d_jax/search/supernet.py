@@ -315,6 +315,7 @@ class Supernet(nn.Module):
       for j in range(c.max_depths[i]):
         x = SuperBlock(self.space, i, j, train, self.exclusive, self.dtype, name=labels.block(i, j))(
             x, arch, prev, shifts)
+      self.sow("intermediates", labels.stage_output(i), x)   # as VideoNet's (feature distillation)
       prev = arch[labels.width(i)]
     return Head(c.head, self.dtype, name="head")(x, train)
 
@@ -340,17 +341,30 @@ def init_supernet(space: SearchSpace, rng: jax.Array, batch_size: int = 1) -> di
 def apply_groups(model: Supernet, variables, x, archs, train: bool, rngs=None, shifts=None):
   """Run K architectures in one forward: x (N, ...) is split into K equal groups, archs/shifts have
   a leading K axis. Returns (logits (N, classes), new batch_stats averaged over the groups)."""
+  logits, stats, _ = apply_groups_with_features(model, variables, x, archs, train, rngs, shifts, stages=())
+  return logits, stats
+
+
+def apply_groups_with_features(model: Supernet, variables, x, archs, train: bool, rngs=None, shifts=None,
+                               stages: tuple[int, ...] = ()):
+  """`apply_groups`, plus the outputs of `stages` (0-based stage indices): returns (logits, new
+  batch_stats, {stage index: (K, N / K, T, H, W, C_max) feature map}), each group's map at the
+  supernet's largest width (channels beyond the sampled width are zero)."""
   k = jax.tree_util.tree_leaves(archs)[0].shape[0]
   n = x.shape[0]
   if n % k:
     raise ValueError(f"batch of {n} clips cannot be split into {k} architecture groups")
   xg = x.reshape((k, n // k) + x.shape[1:])
+  mutable = (["batch_stats"] if train else []) + (["intermediates"] if stages else [])
 
   def one(xi, arch, shift, rng):
     r = None if rngs is None else {"dropout": rng}
-    if train:
-      return model.apply(variables, xi, arch, True, shift, rngs=r, mutable=["batch_stats"])
-    return model.apply(variables, xi, arch, False, shift), {}
+    if not mutable:
+      return model.apply(variables, xi, arch, False, shift), {}
+    out, updates = model.apply(variables, xi, arch, train, shift, rngs=r if train else None, mutable=mutable)
+    sown = updates.get("intermediates", {})
+    return out, {"batch_stats": updates.get("batch_stats", {}),
+                 "features": {i: sown[labels.stage_output(i)][0] for i in stages}}
 
   rng_keys = jnp.zeros((k, 2), jnp.uint32) if rngs is None else jax.random.split(rngs["dropout"], k)
   if model.exclusive:
@@ -366,4 +380,4 @@ def apply_groups(model: Supernet, variables, x, archs, train: bool, rngs=None, s
         xg, archs, shifts, rng_keys)
   logits = logits.reshape((n,) + logits.shape[2:])
   stats = jax.tree_util.tree_map(lambda s: jnp.mean(s, 0), updates.get("batch_stats")) if train else None
-  return logits, stats
+  return logits, stats, updates.get("features", {})

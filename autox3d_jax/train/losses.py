@@ -37,3 +37,36 @@ def inplace_distillation(logits: jax.Array, labels: jax.Array, smoothing: float 
   students = jnp.mean(soft_cross_entropy(logits[1:], teacher[None]), axis=-1)
   per_group = jnp.concatenate([first, students])
   return jnp.mean(per_group), per_group
+
+
+def distillation_kl(student: jax.Array, teacher: jax.Array) -> jax.Array:
+  """Per-example KL(softmax(teacher) || softmax(student)) over the last axis, in float32, the
+  teacher's logits held constant (stop-gradient): the student's gradient is that of
+  `soft_cross_entropy` to the teacher's softmax, and the teacher receives none."""
+  t = jax.lax.stop_gradient(teacher).astype(jnp.float32)
+  log_t = jax.nn.log_softmax(t, axis=-1)
+  return jnp.sum(jnp.exp(log_t) * (log_t - jax.nn.log_softmax(student.astype(jnp.float32), axis=-1)), axis=-1)
+
+
+def channel_max_map(features: jax.Array) -> jax.Array:
+  """(..., C) -> (...): the maximum over channels, in float32. FlowNAS's `dist()` reduces student
+  and teacher features this way (einops 'b c h w -> b 1 h w', max), so networks of any widths
+  compare; for ReLU outputs, channels masked to zero beyond a sampled width do not change it."""
+  return jnp.max(features.astype(jnp.float32), axis=-1)
+
+
+def feature_alignment(student: jax.Array, teacher: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Feature-alignment distance of K student groups to one teacher (FlowNAS's FAD, our reading).
+
+  student: (K, n, *spatial, C_s) features of K architectures on the same n clips; teacher:
+  (n, *spatial, C_t) on those clips, held constant (stop-gradient). Both are reduced to channel-max
+  maps (`channel_max_map`); the distance of group k is the mean squared difference of its map and
+  the teacher's, divided by the mean square of the teacher's map, so the loss weight does not
+  depend on the features' scale (FlowNAS's search-time `dist()` takes the root of the summed
+  squares; its training loss is unpublished). Returns (K,) distances, 0 where a group's map equals
+  the teacher's."""
+  t = jax.lax.stop_gradient(channel_max_map(teacher))
+  s = channel_max_map(student)
+  scale = jnp.mean(jnp.square(t)) + eps
+  axes = tuple(range(1, s.ndim))
+  return jnp.mean(jnp.square(s - t[None]), axis=axes) / scale

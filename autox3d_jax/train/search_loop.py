@@ -35,6 +35,7 @@ from autox3d_jax.train import identity, loop, partitioning, setup
 from autox3d_jax.train import search_step as ss
 from autox3d_jax.train.checkpoint import Checkpointer, abstract_like
 from autox3d_jax.train.optim import make_arch_optimizer, make_optimizer
+from autox3d_jax.train.teacher import FeatureTeacher, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +86,25 @@ class SearchProgram:
   arch_tx: Any
   step: Callable            # step(state, train_batch, val_batch) -> (state, metrics), pure
   seed: int
+  teacher: FeatureTeacher | None = None
 
   def init_state(self) -> ss.SearchState:
-    return ss.init_search_state(self.model, self.dist, self.strategy, self.weight_tx, self.arch_tx, seed=self.seed)
+    return ss.init_search_state(self.model, self.dist, self.strategy, self.weight_tx, self.arch_tx, seed=self.seed,
+                                teacher=self.teacher)
 
 
-def build_search_step(cfg, space: SearchSpace, table: CostTable, cost_target: float) -> SearchProgram:
+def build_search_step(cfg, space: SearchSpace, table: CostTable, cost_target: float,
+                      teacher: FeatureTeacher | None = None) -> SearchProgram:
   """The search step config.search describes over `space`: strategy, supernet (computing in
-  config.train.dtype), both optimizers."""
+  config.train.dtype), both optimizers, and config.search.feature_distill's `teacher`
+  (`train.teacher.load_teacher`) when given."""
   dist = ArchDistribution(space)
   strategy = make_strategy(cfg, dist, table, cost_target)
   model = sn.Supernet(space, dtype=setup.compute_dtype(cfg))
   w_tx = make_optimizer(cfg.search.weight_opt, cfg.search.steps)
   a_tx = make_arch_optimizer(cfg.search.arch_opt)
-  return SearchProgram(dist, strategy, model, w_tx, a_tx, ss.make_search_step(model, dist, strategy, w_tx, a_tx,
-                                                                              cfg, table), cfg.seed)
+  step = ss.make_search_step(model, dist, strategy, w_tx, a_tx, cfg, table, teacher)
+  return SearchProgram(dist, strategy, model, w_tx, a_tx, step, cfg.seed, teacher)
 
 
 def supernet_variables(state) -> dict:
@@ -147,25 +152,38 @@ def _adapted(cfg, space: SearchSpace, state, pretrained: tuple[ArchSpec, dict]):
                        batch_stats=jax.tree_util.tree_map(jnp.asarray, placed["batch_stats"]))
 
 
+def feature_teacher(cfg: ml_collections.ConfigDict) -> FeatureTeacher | None:
+  """config.search.feature_distill's teacher, checked against config.space before any dataset build
+  (the stage shapes do not depend on the class count); None when unset."""
+  if not cfg.search.feature_distill.teacher:
+    return None
+  return load_teacher(cfg, setup.build_space(cfg, classes=1))
+
+
 def run_search(cfg: ml_collections.ConfigDict, workdir: str, space: SearchSpace,
-               pretrained: tuple[ArchSpec, dict] | None = None) -> SearchResult:
+               pretrained: tuple[ArchSpec, dict] | None = None,
+               teacher: FeatureTeacher | None = None) -> SearchResult:
   """Search `space` as config.search says and derive the architecture; returns a SearchResult and
   writes workdir/search/{arch,point,logits,history,result}.json. Builds the missing embedded
   dataset first (config.data.build_if_missing), resumes from workdir's search checkpoint if there
   is one, raises loop.Preempted after a SIGTERM save and loop.NonFiniteLossError on a NaN loss.
   A fresh search starts from config.search.init_from's network when set (`pretrained`: what
-  `pretrained_network(cfg)` returned, read here when not given)."""
+  `pretrained_network(cfg)` returned, read here when not given). config.search.feature_distill's
+  teacher (`teacher`: what `feature_teacher(cfg)` returned, read here when not given) guides the
+  weight steps."""
   start_time = time.time()
   setup.check_devices(cfg)
   if pretrained is None:
     pretrained = pretrained_network(cfg)
+  if teacher is None:
+    teacher = feature_teacher(cfg)   # checked before any build
   dirs = loop.run_dirs(workdir, "search")
   run_identity = identity.of_search(cfg)
   ckpt = loop.checkpointer(cfg, dirs.checkpoints, run_identity, what="search")   # checked before any build
   setup.ensure_dataset(cfg)
   table = setup.build_cost_table(space, cfg, workdir)
   cost_target = setup.resolve_cost_target(space, table, cfg)
-  program = build_search_step(cfg, space, table, cost_target)
+  program = build_search_step(cfg, space, table, cost_target, teacher)
   dist, strategy, model = program.dist, program.strategy, program.model
   mesh = setup.make_mesh(cfg)
   state = program.init_state()

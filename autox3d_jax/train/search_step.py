@@ -27,7 +27,8 @@ from autox3d_jax.search.distribution import ArchDistribution, FixedInputs
 from autox3d_jax.search.inputs import select_clip
 from autox3d_jax.search.strategies import Strategy
 from autox3d_jax.train import partitioning
-from autox3d_jax.train.losses import cross_entropy, inplace_distillation, top1
+from autox3d_jax.train.losses import cross_entropy, distillation_kl, feature_alignment, inplace_distillation, top1
+from autox3d_jax.train.teacher import FeatureTeacher, teacher_features
 
 
 def tile_for_groups(video: jax.Array, labels: jax.Array, k_groups: int) -> tuple[jax.Array, jax.Array]:
@@ -46,10 +47,11 @@ class SearchState:
   arch_opt: Any
   strategy: Any
   rng: jax.Array
+  teacher: Any = None   # config.search.feature_distill's {'params', 'batch_stats'}, constant; None without
 
 
 def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
-                      seed: int, init_logits=None) -> SearchState:
+                      seed: int, init_logits=None, teacher: FeatureTeacher | None = None) -> SearchState:
   rng = jax.random.PRNGKey(seed)
   init_rng, step_rng = jax.random.split(rng)
   variables = sn.init_supernet(model.space, init_rng)
@@ -62,7 +64,8 @@ def init_search_state(model: sn.Supernet, dist: ArchDistribution, strategy: Stra
                       "input_baseline": jnp.full((), jnp.nan, jnp.float32)}
   return SearchState(step=jnp.zeros((), jnp.int32), params=variables["params"],
                      batch_stats=variables["batch_stats"], weight_opt=w_tx.init(variables["params"]),
-                     logits=logits, arch_opt=a_tx.init(logits), strategy=strategy_state, rng=step_rng)
+                     logits=logits, arch_opt=a_tx.init(logits), strategy=strategy_state, rng=step_rng,
+                     teacher=None if teacher is None else jax.tree_util.tree_map(jnp.asarray, teacher.variables))
 
 
 def input_setting(state: SearchState) -> tuple[int, ...]:
@@ -74,23 +77,28 @@ def input_setting(state: SearchState) -> tuple[int, ...]:
 
 
 def make_search_step(model: sn.Supernet, dist: ArchDistribution, strategy: Strategy, w_tx, a_tx,
-                     cfg: ml_collections.ConfigDict, table=None):
+                     cfg: ml_collections.ConfigDict, table=None, teacher: FeatureTeacher | None = None):
   """The search step: step(state, train_batch, val_batch) -> (state, metrics), pure, to be jitted
   (`jit_search_step`). Batches are {'video': (N, T, H, W, C), 'label': (N,)} with N divisible by
   the strategy's K groups. The weight update trains `strategy.weight_archs` on train_batch; the
   architecture update (frozen for search.arch_warmup_steps) follows `strategy.arch_objective` on
   val_batch. `table` (a CostTable) adds the expected cost to the metrics. cfg: the run's config
-  (search.arch_warmup_steps, search.distill, train.label_smoothing are read here).
+  (search.arch_warmup_steps, search.distill, search.feature_distill.weight,
+  search.msg.supernet_distill, train.label_smoothing are read here). msg with supernet_distill > 0
+  adds that weight x the KL of each sub-graph's predictions to the soft supernet's (metric
+  'supernet_kd'). `teacher` (config.search.feature_distill, its weights in the state's `teacher`):
+  every group's stage outputs are pulled towards the teacher's on the same clips
+  (`losses.feature_alignment`, weighted), reported as metric 'feature_distance'.
 
   When the space searches input axes the step is step(state, train_batch, val_batch, setting),
   `setting` static (see the module docstring); the batches hold the space's superclip."""
   space = dist.space
   if space.input_labels:
-    return _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table)
-  return _make_step(model, dist, strategy, w_tx, a_tx, cfg, table)
+    return _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table, teacher)
+  return _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, teacher=teacher)
 
 
-def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
+def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table, teacher):
   """step(state, train_batch, val_batch, setting): the step of `setting`'s clip, built on first use
   (one program per input setting, each compiled once by jit)."""
   space = dist.space
@@ -101,7 +109,7 @@ def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
     if setting not in steps:
       fixed = dict(zip(space.input_labels, setting))
       steps[setting] = _make_step(model, dist, strategy.with_distribution(FixedInputs(space, fixed)), w_tx, a_tx,
-                                  cfg, table, fixed)
+                                  cfg, table, fixed, teacher)
     target = space.input_of(dict(zip(space.input_labels, setting)))
     cut = lambda b: {**b, "video": select_clip(b["video"], source, target)}   # noqa: E731
     return steps[setting](state, cut(train_batch), cut(val_batch))
@@ -109,7 +117,8 @@ def _step_over_inputs(model, dist, strategy, w_tx, a_tx, cfg, table):
   return step
 
 
-def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict | None = None):
+def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict | None = None,
+               teacher: FeatureTeacher | None = None):
   """The step at one clip (`make_search_step`); `fixed_inputs`: the input decisions' indices of
   that clip when the space searches input axes (the step then also draws the next step's)."""
   k_groups = strategy.num_groups
@@ -118,6 +127,14 @@ def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict
   # BigNAS in-place distillation (search.distill): the groups share the clips, and every group but
   # the largest (group 0) learns the largest's soft predictions instead of the labels.
   distill = cfg.search.distill == "inplace"
+  # FlowNAS feature alignment: the teacher's stage outputs on each group's clips.
+  stages = teacher.stages if teacher is not None else ()
+  fad_weight = float(cfg.search.feature_distill.weight) if teacher is not None else 0.0
+  # MSG-DAS's super-net guidance (search.msg.supernet_distill, our reading): the soft supernet, every
+  # choice weighted by the current distribution, teaches each sampled sub-graph on its clips. It
+  # runs forward only (stop-gradient), so it keeps no activations for the backward pass.
+  supernet_kd = float(cfg.search.msg.supernet_distill) if strategy.name == "msg" else 0.0
+  soft_model = model.clone(exclusive=False)
 
   # One-hot samples run only the sampled family of each block (lax.switch); the gated sum stays where
   # soft weights or gradients w.r.t. the arch weights need every family.
@@ -127,11 +144,28 @@ def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict
   weight_model = model.clone(exclusive=strategy.hard_samples)
   arch_model = model.clone(exclusive=strategy.hard_samples and not strategy.loss_grad_wrt_archs)
 
-  def group_ce(params, batch_stats, video, labels, archs, rng, shifts=None, net=weight_model):
-    logits, stats = sn.apply_groups(net, {"params": params, "batch_stats": batch_stats}, video, archs,
-                                    train=True, rngs={"dropout": rng}, shifts=shifts)
+  def group_ce(params, batch_stats, video, labels, archs, rng, shifts=None, net=weight_model, features=()):
+    logits, stats, feats = sn.apply_groups_with_features(
+        net, {"params": params, "batch_stats": batch_stats}, video, archs, train=True, rngs={"dropout": rng},
+        shifts=shifts, stages=features)
     ce = cross_entropy(logits, labels, smoothing)
-    return ce.reshape(k_groups, -1).mean(axis=1), logits, stats
+    return ce.reshape(k_groups, -1).mean(axis=1), logits, stats, feats
+
+  def feature_distance(teacher_vars, video, feats, shared_clips: bool):
+    """(K,) mean over the aligned stages of each group's distance to the teacher: the teacher runs
+    once on the n clips the groups share, or on every group's own clips."""
+    n = video.shape[0] // k_groups
+    seen = video[:n] if shared_clips else video
+    targets = teacher_features(teacher.spec, teacher_vars, seen, stages, model.dtype)
+    per_stage = []
+    for i in stages:
+      t = targets[i]
+      if not shared_clips:   # group g's clips are rows g*n .. (g+1)*n - 1
+        t = t.reshape((k_groups, n) + t.shape[1:])
+        per_stage.append(jax.vmap(lambda s, tt: feature_alignment(s[None], tt)[0])(feats[i], t))
+      else:
+        per_stage.append(feature_alignment(feats[i], t))
+    return jnp.mean(jnp.stack(per_stage), axis=0)
 
   def step(state: SearchState, train_batch, val_batch):
     key = jax.random.fold_in(state.rng, state.step)
@@ -144,19 +178,41 @@ def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict
       n = video.shape[0] // k_groups
       video, labels = tile_for_groups(video[:n], labels[:n], k_groups)
 
+    guide = None
+    if supernet_kd:
+      soft = jax.tree_util.tree_map(lambda p: p[None], dist.probs(jax.lax.stop_gradient(state.logits)))
+      guide, _ = sn.apply_groups(soft_model, jax.lax.stop_gradient({"params": state.params,
+                                                                    "batch_stats": state.batch_stats}),
+                                 video, soft, train=True, rngs={"dropout": jax.random.fold_in(key, 2)})
+      guide = jax.lax.stop_gradient(guide)
+
     def weight_loss(params):
-      per_group, logits, stats = group_ce(params, state.batch_stats, video, labels, archs, k_drop, shifts)
+      per_group, logits, stats, feats = group_ce(params, state.batch_stats, video, labels, archs, k_drop, shifts,
+                                                 features=stages)
       if distill:
         loss, _ = inplace_distillation(logits.reshape((k_groups, -1) + logits.shape[1:]), labels[:n], smoothing)
-        return loss, (logits, stats)
-      return jnp.mean(per_group), (logits, stats)
+      else:
+        loss = jnp.mean(per_group)
+      distance = jnp.zeros((), jnp.float32)
+      if stages:
+        distance = jnp.mean(feature_distance(state.teacher, video, feats, shared_clips=distill))
+        loss = loss + fad_weight * distance
+      kd = jnp.zeros((), jnp.float32)
+      if guide is not None:
+        kd = jnp.mean(distillation_kl(logits, guide))
+        loss = loss + supernet_kd * kd
+      return loss, (logits, stats, distance, kd)
 
-    (loss, (logits, stats)), grads = jax.value_and_grad(weight_loss, has_aux=True)(state.params)
+    (loss, (logits, stats, distance, kd)), grads = jax.value_and_grad(weight_loss, has_aux=True)(state.params)
     updates, weight_opt = w_tx.update(grads, state.weight_opt, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"train_loss": loss,
                "train_top1": top1(logits, labels),
                "grad_norm": optax.global_norm(grads)}
+    if stages:
+      metrics["feature_distance"] = distance
+    if guide is not None:
+      metrics["supernet_kd"] = kd
 
     logits_arch, arch_opt, strategy_state = state.logits, state.arch_opt, state.strategy
     if strategy.updates_arch:
@@ -194,15 +250,16 @@ def _make_step(model, dist, strategy, w_tx, a_tx, cfg, table, fixed_inputs: dict
 
 def state_shardings(state: SearchState, mesh, rule: partitioning.ShardingRule | None = None) -> SearchState:
   """Params by the parameter rule (`partitioning.ShardingRule`: FSDP over 'data', tensor-parallel
-  over 'model') and their optimizer moments the same way; batch stats, logits, arch optimizer,
-  strategy state and scalars replicated. `state` may be abstract (`jax.eval_shape`)."""
+  over 'model') and their optimizer moments the same way, the feature teacher's weights by the same
+  rule; batch stats, logits, arch optimizer, strategy state and scalars replicated. `state` may be abstract (`jax.eval_shape`)."""
   rep = partitioning.replicated(mesh)
   params_sh = partitioning.param_shardings(state.params, mesh, rule)
   replicate = lambda tree: jax.tree_util.tree_map(lambda _: rep, tree)
+  teacher = None if state.teacher is None else partitioning.param_shardings(state.teacher, mesh, rule)
   return SearchState(step=rep, params=params_sh, batch_stats=replicate(state.batch_stats),
                      weight_opt=partitioning.optimizer_shardings(state.weight_opt, state.params, params_sh, mesh),
                      logits=replicate(state.logits), arch_opt=replicate(state.arch_opt),
-                     strategy=replicate(state.strategy), rng=rep)
+                     strategy=replicate(state.strategy), rng=rep, teacher=teacher)
 
 
 def jit_search_step(step_fn, state: SearchState, mesh, rule: partitioning.ShardingRule | None = None):
