@@ -447,7 +447,9 @@ def _multitask_run(c, names):
                  ("search.distill", c.search.distill != "none", "in-place distillation is single-task; use 'none'"),
                  ("search.init_from", bool(c.search.init_from), "a pretrained network has one head; leave it ''"),
                  ("search.feature_distill.teacher", bool(c.search.feature_distill.teacher),
-                  "the teacher guides one task's supernet; leave it ''")]
+                  "the teacher guides one task's supernet; leave it ''"),
+                 ("search.msg.supernet_distill", c.search.msg.supernet_distill != 0,
+                  "the super-net guidance is single-task; use 0")]
   unsupported += [(f"space.{k}", bool(tuple(c.space[k])), "input axes are searched single-task; use ()")
                   for k in INPUT_AXIS_KEYS]
   for key, bad, why in unsupported:

@@ -20,7 +20,6 @@ a copy to benchmarks/results/ranking_<tag>.json.
   python benchmarks/bench_ranking.py --archs 12 --seeds 0,1 --settings today,inplace --workdir /tmp/ranking
 """
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -29,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from common import append_line  # noqa: E402
+from common import StandaloneCache, append_line  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -46,44 +45,12 @@ SETTINGS = {
     "inplace_flownas": {"search.distill": "inplace", "search.feature_distill.teacher": TEACHER},
 }
 
-# Spec fields added after the first stand-alone trainings were cached, at the values that leave a
-# network unchanged: the cache key leaves them out, so adding such a field retrains nothing.
-LATER_SPEC_DEFAULTS = {"block": {"heads": 0}, "stage": {"downsample": "", "downsample_heads": 0}}
-
-
 def _set(cfg, key: str, value) -> None:
   *parents, leaf = key.split(".")
   node = cfg
   for name in parents:
     node = node[name]
   node[leaf] = value
-
-
-def _cached_standalone(path: str) -> dict:
-  """{identity hash: top-1} of every stand-alone training recorded so far in `path`."""
-  out = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          rec = json.loads(line)
-          out[rec["identity"]] = rec["top1"]
-  return out
-
-
-def _canonical_json(spec) -> str:
-  """`spec`'s JSON without the fields of LATER_SPEC_DEFAULTS that hold their neutral values."""
-  d = spec.to_dict()
-  drop = lambda node, kind: {k: v for k, v in node.items()   # noqa: E731
-                             if not (k in LATER_SPEC_DEFAULTS[kind] and v == LATER_SPEC_DEFAULTS[kind][k])}
-  d["stages"] = [{**drop(st, "stage"), "blocks": [drop(b, "block") for b in st["blocks"]]} for st in d["stages"]]
-  return json.dumps(d, indent=2)
-
-
-def _identity_hash(cfg, spec) -> str:
-  from autox3d_jax.train import identity
-  ident = identity.of_train(cfg, _canonical_json(spec))
-  return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _teacher(args, space) -> str:
@@ -146,7 +113,6 @@ def main():
   from autox3d_jax.search.recalibrate import make_point_scorer
   from autox3d_jax.train import setup
   from autox3d_jax.train.search_loop import restore_supernet_variables, run_search, split_names
-  from autox3d_jax.train.train_loop import run_train
 
   hostmem.keep_freed_memory_on_cpu()
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -158,23 +124,14 @@ def main():
   specs = [space.to_arch(p, name=f"ranked-{i:02d}") for i, p in enumerate(points)]
 
   # 2. Stand-alone accuracies (cached by run identity).
-  cache = _cached_standalone(standalone_path)
+  cache = StandaloneCache(standalone_path)
   standalone = []
   for spec, point in zip(specs, points):
     tops = []
     for seed in seeds:
       cfg = configs.get("demo", args.config_arg)
       cfg.mode, cfg.seed = "train", seed
-      key = _identity_hash(cfg, spec)
-      if key not in cache:
-        t0 = time.time()
-        workdir = os.path.join(args.workdir, "standalone", f"{spec.name}_seed{seed}")
-        r = run_train(cfg, workdir, spec, spec.name)
-        cache[key] = round(r.top1, 4)
-        append_line(standalone_path, "ranking_standalone",
-                    {"identity": key, "name": spec.name, "point": point, "seed": seed, "steps": cfg.train.steps,
-                     "gflops": round(r.gflops, 6), "top1": cache[key], "seconds": round(time.time() - t0, 1)})
-      tops.append(cache[key])
+      tops.append(cache.train(cfg, spec, os.path.join(args.workdir, "standalone"), {"point": point}))
     standalone.append(tops)
   means = [statistics.mean(t) for t in standalone]
 

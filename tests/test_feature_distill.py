@@ -68,9 +68,12 @@ def test_the_supernet_sows_the_derived_networks_stage_outputs():
   variables = sn.init_supernet(space, jax.random.PRNGKey(0))
   video = jnp.asarray(np.random.default_rng(4).standard_normal((2, 4, 16, 16, 3)).astype(np.float32))
   arch = jax.tree_util.tree_map(lambda a: a[None], sn.one_hot_arch(space, point))
-  _, _, feats = sn.apply_groups_with_features(model, variables, video, arch, train=False, stages=(0, 1))
+  # Both compiled whole (one compile each, not one per eager op shape).
+  _, _, feats = jax.jit(lambda v, x, a: sn.apply_groups_with_features(model, v, x, a, train=False, stages=(0, 1)))(
+      variables, video, arch)
   spec, inherited = derive.derive(space, point, variables)
-  _, sown = builder.build(spec).apply(inherited, video, train=False, mutable=["intermediates"])
+  net = builder.build(spec)
+  _, sown = jax.jit(lambda v, x: net.apply(v, x, train=False, mutable=["intermediates"]))(inherited, video)
   for i in (0, 1):
     want = np.asarray(sown["intermediates"][labels.stage_output(i)][0])
     got = np.asarray(feats[i][0])

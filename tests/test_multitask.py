@@ -165,6 +165,10 @@ def test_each_task_gets_its_share_of_the_groups_and_its_own_target():
     (lambda c: setattr(c, "mode", "demo"), "mode 'search', not 'demo'"),
     (lambda c: setattr(c.search, "cost_metric", "latency"), "config.search.cost_metric is not supported"),
     (lambda c: setattr(c.space, "input_frames", (4, 16)), "config.space.input_frames is not supported"),
+    (lambda c: setattr(c.search.feature_distill, "teacher", "/t"), "config.search.feature_distill.teacher is not "
+                                                                   "supported"),
+    (lambda c: (setattr(c.search, "strategy", "msg"), setattr(c.search.msg, "supernet_distill", 1.0)),
+     "config.search.msg.supernet_distill is not supported"),
     (lambda c: setattr(c.tasks.a, "dataset", ""), "config.tasks.a.dataset is empty"),
     (lambda c: setattr(c.tasks.b, "weight", 0.0), "config.tasks.b.weight"),
     (lambda c: setattr(c.tasks.b, "scale_jitter", (8, 9)), "config.tasks.b.scale_jitter"),
