@@ -27,7 +27,7 @@ from autox3d_jax.search import derive as derive_lib
 from autox3d_jax.search.space import SearchSpace
 from autox3d_jax.train import loop, setup, train_loop, weights
 from autox3d_jax.train.setup import load_arch  # noqa: F401  (run.load_arch: public name)
-from autox3d_jax.train.search_loop import pretrained_network, restore_supernet_variables, run_search
+from autox3d_jax.train.search_loop import feature_teacher, pretrained_network, restore_supernet_variables, run_search
 from autox3d_jax.train.train_loop import run_train
 
 log = logging.getLogger(__name__)

@@ -177,3 +177,16 @@ def test_the_search_step_adds_the_weighted_feature_distance(tmp_path):
   assert distance > 0
   np.testing.assert_allclose(metrics["feature_distance"], distance, rtol=1e-4)
   np.testing.assert_allclose(metrics["train_loss"], ce + 0.5 * distance, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["search", "demo"])
+def test_a_missing_teacher_stops_the_run_before_the_dataset_is_built(tmp_path, mode):
+  """Through the run modes main calls: the teacher is read before anything is built."""
+  from autox3d_jax import configs, run
+  cfg = configs.get("demo", "tiny")
+  cfg.mode, cfg.data.data_dir = mode, str(tmp_path / "data")
+  cfg.search.feature_distill.teacher = str(tmp_path / "nothing")
+  config_lib.validate(cfg)
+  with pytest.raises(CheckpointError, match=r"config.search.feature_distill.teacher = .* holds no checkpoint"):
+    run.MODES[mode](cfg, str(tmp_path / "w"))
+  assert not (tmp_path / "data").exists()
