@@ -641,7 +641,8 @@ def _feature_distill(c, defaults) -> None:
   if not isinstance(stages, (tuple, list)) or not stages:
     raise ConfigError(f"config.search.feature_distill.stages must be a non-empty tuple of stage indices "
                       f"(-1 = the last), got {stages!r}")
-  feature_stages(tuple(stages), len(c.space.stage_widths))
+  if fd.teacher and len(c.space.stage_widths):   # an empty space is named by the space's own check
+    feature_stages(tuple(stages), len(c.space.stage_widths))
 
 
 def feature_stages(stages, num_stages: int) -> tuple[int, ...]:

@@ -6,6 +6,7 @@ read as a fraction of what the device can do.
     python benchmarks/bench_search_step.py --config search_autox3d --arg target=S --batch 32   # TPU/GPU
     python benchmarks/bench_search_step.py --dtypes float32 --steps 5 --no-save
     python benchmarks/bench_search_step.py --dtypes float32 --compare search.distill=inplace   # a lever's cost
+    python benchmarks/bench_search_step.py --dtypes float32 --compare search.feature_distill.teacher=<checkpoint dir>
 
 The step is `search_loop.build_search_step` for the named shipped config (`autox3d_jax.configs.get`),
 with its space at its clip, `--batch` clips per train and val batch and random clips; its state
@@ -136,7 +137,8 @@ def main(argv=None):
       node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else value == "True"
     space = setup.build_space(cfg, classes=classes)
     table = CostTable.build(space, "flops")
-    program = search_loop.build_search_step(cfg, space, table, setup.resolve_cost_target(space, table, cfg))
+    program = search_loop.build_search_step(cfg, space, table, setup.resolve_cost_target(space, table, cfg),
+                                            search_loop.feature_teacher(cfg))
     c = space.config
     shape = (cfg.data.batch_size, c.num_frames, c.crop_size, c.crop_size, c.in_channels)
     batch = {"video": jax.numpy.asarray(rs.normal(size=shape), np.float32),
