@@ -88,6 +88,8 @@ def main(argv=None):
   p.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE",
                  help="also time the step with this config override (repeatable; each a variant of every "
                       "dtype, interleaved with the plain step)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a config override of every variant (repeatable), e.g. search.strategy=msg")
   p.add_argument("--no-save", action="store_true")
   args = p.parse_args(argv)
 
@@ -125,11 +127,12 @@ def main(argv=None):
   for item in args.compare:
     key, _, value = item.partition("=")
     variants += [(f"{dtype} {key}={value}", {key: value}) for dtype in args.dtypes.split(",")]
+  fixed = dict(item.partition("=")[::2] for item in args.set)
   for name, overrides in variants:
     dtype = name.split()[0]
     cfg = base.copy_and_resolve_references()
     cfg.train.dtype = dtype
-    for key, value in overrides.items():
+    for key, value in {**fixed, **overrides}.items():
       *parents, leaf = key.split(".")
       node = cfg
       for part in parents:
