@@ -123,17 +123,11 @@ def pretrained_network(cfg: ml_collections.ConfigDict) -> tuple[ArchSpec, dict] 
   if not cfg.search.init_from:
     return None
   from autox3d_jax.config import ConfigError
-  from autox3d_jax.models.convert_torch import CheckpointError
   from autox3d_jax.models.spec import SpecError
   from autox3d_jax.search import adapt
   from autox3d_jax.train import weights
   key = "search.init_from"
-  spec = weights.arch_of(cfg.search.init_from, key)
-  if spec is None:
-    raise CheckpointError(f"config.{key} = {cfg.search.init_from!r} does not record its architecture (a training "
-                          "checkpoint written before architectures were recorded): retrain it, or import it with "
-                          "mode=import")
-  variables = weights.fit(weights.read(cfg.search.init_from, key), spec, key)
+  spec, variables = weights.load_recorded(cfg.search.init_from, key)
   try:
     adapt.point_of_network(setup.build_space(cfg, classes=spec.head.num_classes), spec)
   except SpecError as e:

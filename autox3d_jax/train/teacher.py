@@ -58,14 +58,8 @@ def load_teacher(cfg: ml_collections.ConfigDict, space: SearchSpace) -> FeatureT
   if not section.teacher:
     return None
   from autox3d_jax.config import ConfigError, feature_stages
-  from autox3d_jax.models.convert_torch import CheckpointError
   from autox3d_jax.train import weights
-  spec = weights.arch_of(section.teacher, KEY)
-  if spec is None:
-    raise CheckpointError(f"config.{KEY} = {section.teacher!r} does not record its architecture (a training "
-                          "checkpoint written before architectures were recorded): retrain it, or import it with "
-                          "mode=import")
-  variables = weights.fit(weights.read(section.teacher, KEY), spec, KEY)
+  spec, variables = weights.load_recorded(section.teacher, KEY)
   stages = feature_stages(tuple(section.stages), space.num_stages)
   if len(spec.stages) != space.num_stages:
     raise ConfigError(f"config.{KEY}: the teacher {spec.name} has {len(spec.stages)} stages, the space "

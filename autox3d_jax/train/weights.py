@@ -140,6 +140,18 @@ def fit(variables: Mapping, spec: ArchSpec, key: str, *, new_classes: bool = Fal
   return unflatten_dict({path: jnp.asarray(got[path], want[path].dtype) for path in want})
 
 
+def load_recorded(directory: str, key: str) -> tuple[ArchSpec, dict]:
+  """(the architecture `directory`'s checkpoint records, its weights checked against it): what a
+  search reads to start from or learn from a trained network. CheckpointError naming `key` when
+  the checkpoint records no architecture (a training run from before they were recorded)."""
+  spec = arch_of(directory, key)
+  if spec is None:
+    raise CheckpointError(f"config.{key} = {directory!r} does not record its architecture (a training "
+                          "checkpoint written before architectures were recorded): retrain it, or import it with "
+                          "mode=import")
+  return spec, fit(read(directory, key), spec, key)
+
+
 def load(directory: str, spec: ArchSpec, key: str, *, new_classes: bool = False, seed: int = 0) -> dict:
   """`read` then `fit`: the weights in `directory` for `spec`."""
   return fit(read(directory, key), spec, key, new_classes=new_classes, seed=seed)
